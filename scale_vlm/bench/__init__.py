@@ -1,0 +1,18 @@
+"""The built-in procedural visual-reasoning benchmark (grid scenes, four task families, teacher-style traces)."""
+
+from .dataset import (
+    BenchConfig,
+    corpus_texts,
+    iter_items,
+    make_benchmark,
+    to_training_format,
+    write_messages_jsonl,
+    write_sharegpt_json,
+)
+from .scenes import COLOURS, SHAPES, Obj, Scene, random_scene, render
+from .tasks import TASKS
+
+__all__ = [
+    "BenchConfig", "COLOURS", "Obj", "SHAPES", "Scene", "TASKS", "corpus_texts", "iter_items", "make_benchmark",
+    "random_scene", "render", "to_training_format", "write_messages_jsonl", "write_sharegpt_json",
+]

@@ -1,0 +1,238 @@
+"""The built-in benchmark as a ``datasets.Dataset``, its training view, and writers to disk.
+
+Columns of ``make_benchmark``: ``id``, ``image`` (PIL), ``prompt`` (complete user text: question, options, reasoning
+instruction), ``response`` (``<think>..</think><answer>..</answer>``), ``answer`` (gold short answer: an option
+letter, a number or a word), ``choices`` (list, [] when free-form), ``category`` (task family), plus ``value``
+(the answer as the trace concludes it), ``teacher_error`` (whether the trace holds a wrong detail) and ``scene``
+(JSON of the objects).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from ..prompts import format_options, reasoning_instruction
+from ..segments import DEFAULT_TAGS, Tags
+from .scenes import random_scene, render
+from .tasks import TASK_FNS, TASKS, Item, corrupt_scene, write_trace
+
+
+@dataclass
+class BenchConfig:
+    """Knobs of the built-in benchmark. The defaults resemble cold-start CoT data (see docs/benchmark.md)."""
+
+    seed: int = 0
+    num_examples: int = 1000
+    split: str = "train"  # part of every example's random stream: "train" and "test" never share a stream
+    task_mix: str = "count:1,attribute:1,spatial:1,compare:1"  # family:weight, comma separated
+    trace_verbosity: int = 1  # 0 terse (scan + steps), 1 + restated goal and a re-check scan, 2 + cell-by-cell pass
+    teacher_error_rate: float = 0.2  # fraction of traces with one wrong, answer-irrelevant detail
+    option_letter_fraction: float = 0.8  # fraction of questions answered by an option letter
+    max_objects: int = 6  # objects per scene (grid of 9 cells)
+    jitter: int = 0  # pixels of random shift per shape (0: patch-aligned)
+    size_jitter: int = 0  # pixels of random size change per shape
+
+    def weights(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for part in self.task_mix.split(","):
+            part = part.strip()
+            if not part:
+                continue
+            name, _, w = part.partition(":")
+            name = name.strip()
+            if name not in TASK_FNS:
+                raise ValueError(f"unknown task family {name!r}; choose from {', '.join(TASKS)}")
+            out[name] = float(w) if w else 1.0
+        if not out or sum(out.values()) <= 0:
+            raise ValueError(f"task_mix {self.task_mix!r} selects no task")
+        return out
+
+    def validate(self) -> None:
+        if not 0 <= self.teacher_error_rate <= 1 or not 0 <= self.option_letter_fraction <= 1:
+            raise ValueError("teacher_error_rate and option_letter_fraction must lie in [0, 1]")
+        if self.trace_verbosity not in (0, 1, 2):
+            raise ValueError("trace_verbosity must be 0, 1 or 2")
+        if not 2 <= self.max_objects <= 9:
+            raise ValueError("max_objects must lie in [2, 9]")
+        self.weights()
+
+
+def _rng(cfg: BenchConfig, index: int, stream: str) -> random.Random:
+    return random.Random(f"scale-vlm-bench|{cfg.seed}|{cfg.split}|{index}|{stream}")
+
+
+def make_prompt(item: Item, tags: Tags = DEFAULT_TAGS) -> str:
+    if item.choices:
+        middle = f"Options: {format_options(item.choices)}."
+    elif item.category == "count":
+        middle = "Answer with a number."
+    else:
+        middle = "Answer with a word or short phrase."
+    return f"{item.question} {middle} {reasoning_instruction(tags)}"
+
+
+def iter_items(cfg: BenchConfig, tags: Tags = DEFAULT_TAGS) -> Iterator[dict]:
+    """Examples without images (text, scene, answer); deterministic in ``cfg``."""
+    cfg.validate()
+    weights = cfg.weights()
+    names, ws = list(weights), list(weights.values())
+    for i in range(cfg.num_examples):
+        rng = _rng(cfg, i, "item")
+        category = rng.choices(names, ws)[0]
+        letters = rng.random() < cfg.option_letter_fraction
+        item = TASK_FNS[category](rng, letters, cfg.max_objects)
+        err_rng = _rng(cfg, i, "teacher")  # separate stream: the error knob never changes scenes or answers
+        scanned = None
+        if err_rng.random() < cfg.teacher_error_rate:
+            scanned = corrupt_scene(item, err_rng)
+        think = write_trace(item, cfg.trace_verbosity, scanned or item.scene)
+        yield {
+            "id": f"{cfg.split}-{cfg.seed}-{i:06d}",
+            "prompt": make_prompt(item, tags),
+            "response": tags.wrap(think, item.answer),
+            "answer": item.answer,
+            "choices": list(item.choices),
+            "category": category,
+            "value": item.value,
+            "teacher_error": scanned is not None,
+            "scene": json.dumps(item.scene.to_dict()),
+            "_scene": item.scene,
+        }
+
+
+def make_benchmark(cfg: BenchConfig | None = None, tags: Tags = DEFAULT_TAGS):
+    """The benchmark as a ``datasets.Dataset`` (columns in the module docstring)."""
+    import datasets
+
+    cfg = cfg or BenchConfig()
+    rows = []
+    for i, row in enumerate(iter_items(cfg, tags)):
+        scene = row.pop("_scene")
+        row["image"] = render(scene, _rng(cfg, i, "render"), jitter=cfg.jitter, size_jitter=cfg.size_jitter)
+        rows.append(row)
+    features = datasets.Features({
+        "id": datasets.Value("string"), "prompt": datasets.Value("string"), "response": datasets.Value("string"),
+        "answer": datasets.Value("string"), "choices": datasets.Sequence(datasets.Value("string")),
+        "category": datasets.Value("string"), "value": datasets.Value("string"),
+        "teacher_error": datasets.Value("bool"), "scene": datasets.Value("string"), "image": datasets.Image(),
+    })
+    cols = {k: [r[k] for r in rows] for k in features}
+    return datasets.Dataset.from_dict(cols, features=features)
+
+
+def training_messages(prompt: str, response: str) -> list[dict]:
+    """TRL's conversational VLM format for one example."""
+    return [
+        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]},
+        {"role": "assistant", "content": [{"type": "text", "text": response}]},
+    ]
+
+
+def to_training_format(ds, keep_columns: bool = False):
+    """Add TRL's ``messages`` / ``images`` columns (raw conversational VLM format). By default only those two
+    columns are kept, which is what ``ScaleSFTTrainer`` / ``trl.SFTTrainer`` consume."""
+    def add(batch):
+        return {
+            "messages": [training_messages(p, r) for p, r in zip(batch["prompt"], batch["response"])],
+            "images": [[img] for img in batch["image"]],
+        }
+
+    remove = [] if keep_columns else list(ds.column_names)
+    return ds.map(add, batched=True, remove_columns=remove, desc=None)
+
+
+def _save_images(ds, out: Path) -> list[str]:
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    paths = []
+    for ex in ds:
+        rel = f"images/{ex['id']}.png"
+        ex["image"].save(out / rel)
+        paths.append(rel)
+    return paths
+
+
+def _meta(ex) -> dict:
+    return {"answer": ex["answer"], "choices": list(ex["choices"]), "category": ex["category"]}
+
+
+def write_messages_jsonl(ds, out_dir: str | Path, filename: str = "data.jsonl") -> Path:
+    """TRL messages JSONL: one line per example with ``messages`` and ``images`` (paths relative to the file),
+    plus ``id``, ``answer``, ``choices``, ``category``. Images go to ``images/<id>.png``."""
+    out = Path(out_dir)
+    paths = _save_images(ds, out)
+    path = out / filename
+    with path.open("w") as f:
+        for ex, rel in zip(ds, paths):
+            row = {"id": ex["id"], "messages": training_messages(ex["prompt"], ex["response"]), "images": [rel], **_meta(ex)}
+            f.write(json.dumps(row) + "\n")
+    return path
+
+
+def write_sharegpt_json(ds, out_dir: str | Path, filename: str = "data.json") -> Path:
+    """ShareGPT / LLaVA JSON: a list of ``{"id", "image", "conversations": [{"from": "human", "value": "<image>\\n..."},
+    {"from": "gpt", "value": ...}]}`` with image paths relative to the file."""
+    out = Path(out_dir)
+    paths = _save_images(ds, out)
+    records = []
+    for ex, rel in zip(ds, paths):
+        records.append({
+            "id": ex["id"], "image": rel,
+            "conversations": [{"from": "human", "value": "<image>\n" + ex["prompt"]}, {"from": "gpt", "value": ex["response"]}],
+            **_meta(ex),
+        })
+    path = out / filename
+    path.write_text(json.dumps(records, indent=1))
+    return path
+
+
+# ---------------------------------------------------------------- text for the tiny tokenizer and the base stage
+
+def caption_prompt() -> str:
+    return "List the objects in the grid."
+
+
+def lookup_example(rng: random.Random) -> tuple[str, str]:
+    """A text-only option lookup (value -> letter), the skill option-letter answers need (base stage)."""
+    from ..prompts import OPTION_LETTERS
+    from .scenes import COLOURS, SHAPES
+    from .tasks import RELATIONS
+
+    kind = rng.randrange(4)
+    if kind == 0:
+        start = rng.randint(0, 5)
+        choices = [str(start + i) for i in range(4)]
+    elif kind == 1:
+        keep = set(rng.sample(COLOURS, 3))
+        choices = [c for c in COLOURS if c in keep]
+    elif kind == 2:
+        choices = list(SHAPES)
+    else:
+        choices = list(RELATIONS)
+    slot = rng.randrange(len(choices))
+    prompt = f"Options: {format_options(choices)}. Which option is {choices[slot]}?"
+    return prompt, OPTION_LETTERS[slot]
+
+
+def corpus_texts(seed: int = 0, per_setting: int = 300) -> Iterator[str]:
+    """Deterministic text covering every template (all verbosities, letter and free-form answers, captions,
+    lookups): the training corpus of the tiny tokenizer, so its vocabulary fits the benchmark."""
+    for verbosity in (0, 1, 2):
+        for letters in (0.0, 1.0):
+            cfg = BenchConfig(seed=seed, num_examples=per_setting, split=f"corpus-{verbosity}-{letters}",
+                              trace_verbosity=verbosity, option_letter_fraction=letters, teacher_error_rate=0.3)
+            for row in iter_items(cfg):
+                yield row["prompt"]
+                yield row["response"]
+    rng = random.Random(f"scale-vlm-corpus|{seed}")
+    for _ in range(per_setting * 2):
+        yield caption_prompt() + " " + random_scene(rng).caption()
+        p, a = lookup_example(rng)
+        yield p + " " + a
+
+
+def config_dict(cfg: BenchConfig) -> dict:
+    return asdict(cfg)

@@ -1,0 +1,255 @@
+"""Task families of the built-in benchmark: each samples a scene for a balanced target answer, asks a question,
+and writes a teacher-style ``<think>`` trace plus the gold short answer.
+
+Design rules (see docs/benchmark.md):
+- the answer is sampled first and the scene built around it, so gold answers are balanced;
+- with option letters, the trace ends with the *value* (``so the answer is 3``) and the scored answer is the
+  letter of the option holding it, a lookup the trace never spells out;
+- teacher errors corrupt one detail of the trace that the question does not depend on (a wrong colour or shape
+  on an unrelated object), so traces are imperfect while gold answers stay correct.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+from ..prompts import OPTION_LETTERS
+from .scenes import COLOURS, SHAPES, Obj, Scene, cell_name, free_cells
+
+TASKS = ("count", "attribute", "spatial", "compare")
+RELATIONS = ("left of", "right of", "above", "below")
+
+
+@dataclass
+class Item:
+    """One generated question before rendering."""
+
+    category: str
+    scene: Scene
+    question: str
+    choices: list[str]  # [] when the answer is free-form (a number or a word)
+    value: str  # the answer as the trace concludes it (a number, word or phrase)
+    answer: str  # the scored gold answer: an option letter when choices are given, else ``value``
+    restate: str  # verbosity >= 1: what the question asks, in the teacher's words
+    reasoning: list[str]  # task-specific steps after the scan
+    safe_attr: str  # attribute a teacher error may corrupt without changing the answer ("colour" | "shape")
+    protected: set[int] = field(default_factory=set)  # cells a teacher error must not touch
+
+
+def _noun(kind: str, value: str) -> str:
+    return f"{value} objects" if kind == "colour" else f"{value}s"
+
+
+def _other(kind: str) -> str:
+    return "shape" if kind == "colour" else "colour"
+
+
+def _values(kind: str) -> tuple[str, ...]:
+    return COLOURS if kind == "colour" else SHAPES
+
+
+def _make_obj(cell: int, kind: str, value: str, rng: random.Random, other_values=None) -> Obj:
+    other = rng.choice(other_values or _values(_other(kind)))
+    return Obj(cell, value, other) if kind == "colour" else Obj(cell, other, value)
+
+
+def _where(objs) -> str:
+    names = [cell_name(o.cell) for o in sorted(objs, key=lambda o: o.cell)]
+    if not names:
+        return "none"
+    if len(names) == 1:
+        return names[0]
+    return ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def _count_lines(kind: str, value: str, scene: Scene) -> tuple[list[str], int]:
+    objs = [o for o in scene.objects if getattr(o, kind) == value]
+    return [f"{_noun(kind, value)}: {_where(objs)}.", f"That makes {len(objs)}."], len(objs)
+
+
+def count_task(rng: random.Random, letters: bool, max_objects: int) -> Item:
+    kind = rng.choice(("colour", "shape"))
+    value = rng.choice(_values(kind))
+    max_gold = min(5, max_objects)
+    if letters:
+        slot = rng.randrange(4)  # letter first: uniform letters
+        gold = rng.randint(min(slot, max_gold), max_gold)
+        start = gold - slot
+        if start < 0:  # only when max_objects < 3
+            start, slot = 0, gold
+        choices = [str(start + i) for i in range(4)]
+    else:
+        gold = rng.randint(0, max_gold)
+    cells = free_cells([], rng, gold)
+    objs = [_make_obj(c, kind, value, rng) for c in cells]
+    k = rng.randint(max(0, 1 - gold), max(max(0, 1 - gold), max_objects - gold))
+    others = [v for v in _values(kind) if v != value]
+    objs += [_make_obj(c, kind, rng.choice(others), rng) for c in free_cells(cells, rng, k)]
+    scene = Scene.of(objs)
+    noun = _noun(kind, value)
+    lines, n = _count_lines(kind, value, scene)
+    assert n == gold
+    return Item(
+        category="count", scene=scene, question=f"How many {noun} are in the image?",
+        choices=choices if letters else [], value=str(gold),
+        answer=OPTION_LETTERS[slot] if letters else str(gold),
+        restate=f"I need to count the {noun}.", reasoning=lines, safe_attr=_other(kind),
+    )
+
+
+def attribute_task(rng: random.Random, letters: bool, max_objects: int) -> Item:
+    asked = rng.choice(("colour", "shape"))  # the attribute asked for
+    key_kind = _other(asked)  # the attribute that identifies the unique object
+    if asked == "colour" and letters:
+        # 3 of the 4 colours in canonical order; sample the letter first so letters are balanced.
+        slot = rng.randrange(3)
+        feasible = [i for i in range(4) if slot <= i and 2 - slot <= 3 - i]
+        gi = rng.choice(feasible)
+        before = rng.sample(range(gi), slot)
+        after = rng.sample(range(gi + 1, 4), 2 - slot)
+        choices = [COLOURS[i] for i in sorted(before + [gi] + after)]
+        gold = COLOURS[gi]
+    else:
+        gold = rng.choice(_values(asked))
+        choices = list(_values(asked))
+        slot = choices.index(gold)
+    key = rng.choice(_values(key_kind))
+    target_cell = rng.randrange(9)
+    target = Obj(target_cell, gold, key) if asked == "colour" else Obj(target_cell, key, gold)
+    k = rng.randint(0, max(0, max_objects - 1))
+    others = [v for v in _values(key_kind) if v != key]
+    objs = [target] + [_make_obj(c, key_kind, rng.choice(others), rng) for c in free_cells([target_cell], rng, k)]
+    scene = Scene.of(objs)
+    if asked == "colour":
+        question, restate = f"What colour is the {key}?", f"I need the colour of the {key}."
+        reasoning = [f"The only {key} is at {cell_name(target_cell)}.", f"It is {gold}."]
+    else:
+        question, restate = f"What shape is the {key} object?", f"I need the shape of the {key} object."
+        reasoning = [f"The only {key} object is at {cell_name(target_cell)}.", f"It is a {gold}."]
+    return Item(
+        category="attribute", scene=scene, question=question, choices=choices if letters else [], value=gold,
+        answer=OPTION_LETTERS[slot] if letters else gold, restate=restate, reasoning=reasoning,
+        safe_attr=asked, protected={target_cell},
+    )
+
+
+def spatial_task(rng: random.Random, letters: bool, max_objects: int) -> Item:
+    slot = rng.randrange(4)
+    relation = RELATIONS[slot]
+    line = rng.randrange(3)
+    a, b = sorted(rng.sample(range(3), 2))  # a < b along the row or column
+    if relation in ("left of", "right of"):
+        first, second = (line * 3 + a, line * 3 + b) if relation == "left of" else (line * 3 + b, line * 3 + a)
+    else:
+        first, second = (a * 3 + line, b * 3 + line) if relation == "above" else (b * 3 + line, a * 3 + line)
+    pairs = [(c, s) for c in COLOURS for s in SHAPES]
+    p1, p2 = rng.sample(pairs, 2)
+    o1, o2 = Obj(first, *p1), Obj(second, *p2)
+    rest = [p for p in pairs if p not in (p1, p2)]
+    k = rng.randint(0, max(0, max_objects - 2))
+    objs = [o1, o2] + [Obj(c, *rng.choice(rest)) for c in free_cells([first, second], rng, k)]
+    scene = Scene.of(objs)
+    d1, d2 = o1.describe(), o2.describe()
+
+    def rc(o):
+        return f"row {o.row + 1} column {o.col + 1}"
+
+    if relation in ("left of", "right of"):
+        cmp = "less" if relation == "left of" else "greater"
+        step = f"Same row, and column {o1.col + 1} is {cmp} than column {o2.col + 1}."
+    else:
+        cmp = "less" if relation == "above" else "greater"
+        step = f"Same column, and row {o1.row + 1} is {cmp} than row {o2.row + 1}."
+    reasoning = [f"The {d1} is at {cell_name(first)}, {rc(o1)}.", f"The {d2} is at {cell_name(second)}, {rc(o2)}.", step,
+                 f"So the {d1} is {relation} the {d2}."]
+    return Item(
+        category="spatial", scene=scene, question=f"Where is the {d1} relative to the {d2}?",
+        choices=list(RELATIONS) if letters else [], value=relation,
+        answer=OPTION_LETTERS[slot] if letters else relation,
+        restate=f"I need to find where the {d1} is relative to the {d2}.", reasoning=reasoning,
+        safe_attr="colour", protected={first, second},
+    )
+
+
+def compare_task(rng: random.Random, letters: bool, max_objects: int) -> Item:
+    kind = rng.choice(("colour", "shape"))
+    p, q = rng.sample(_values(kind), 2)
+    slot = rng.randrange(3)  # 0: more p, 1: more q, 2: same
+    cap = max(1, min(3, max_objects // 2))
+    if slot == 2:
+        n_p = n_q = rng.randint(1, cap)
+    else:
+        hi = rng.randint(1, min(4, max_objects - 0))
+        lo = rng.randint(0, min(hi - 1, max_objects - hi))
+        n_p, n_q = (hi, lo) if slot == 0 else (lo, hi)
+    cells = free_cells([], rng, n_p + n_q)
+    objs = [_make_obj(c, kind, p, rng) for c in cells[:n_p]] + [_make_obj(c, kind, q, rng) for c in cells[n_p:]]
+    others = [v for v in _values(kind) if v not in (p, q)]
+    k = rng.randint(0, max(0, max_objects - n_p - n_q))
+    objs += [_make_obj(c, kind, rng.choice(others), rng) for c in free_cells(cells, rng, k)]
+    scene = Scene.of(objs)
+    np_, nq_ = _noun(kind, p), _noun(kind, q)
+    choices = [f"more {np_}", f"more {nq_}", "the same number"]
+    lines_p, cp = _count_lines(kind, p, scene)
+    lines_q, cq = _count_lines(kind, q, scene)
+    assert (cp, cq) == (n_p, n_q)
+    if slot == 2:
+        verdict = f"{cp} equals {cq}."
+    else:
+        verdict = f"{max(cp, cq)} is more than {min(cp, cq)}."
+    return Item(
+        category="compare", scene=scene, question=f"Are there more {np_} or more {nq_}?",
+        choices=choices if letters else [], value=choices[slot],
+        answer=OPTION_LETTERS[slot] if letters else choices[slot],
+        restate=f"I need to compare the number of {np_} and {nq_}.", reasoning=lines_p + lines_q + [verdict],
+        safe_attr=_other(kind),
+    )
+
+
+TASK_FNS = {"count": count_task, "attribute": attribute_task, "spatial": spatial_task, "compare": compare_task}
+
+
+def corrupt_scene(item: Item, rng: random.Random) -> Scene | None:
+    """A copy of the scene with one unrelated detail wrong (what a teacher's scan may get wrong), or None when
+    no object can be changed without touching the answer."""
+    objs = list(item.scene.objects)
+    protected_pairs = {(o.colour, o.shape) for o in objs if o.cell in item.protected}
+    candidates = [i for i, o in enumerate(objs) if o.cell not in item.protected]
+    rng.shuffle(candidates)
+    for i in candidates:
+        o = objs[i]
+        current = getattr(o, item.safe_attr)
+        options = [v for v in _values(item.safe_attr) if v != current]
+        rng.shuffle(options)
+        for v in options:
+            new = Obj(o.cell, v, o.shape) if item.safe_attr == "colour" else Obj(o.cell, o.colour, v)
+            if (new.colour, new.shape) not in protected_pairs:
+                objs[i] = new
+                return Scene.of(objs)
+    return None
+
+
+def write_trace(item: Item, verbosity: int, scanned: Scene) -> str:
+    """The teacher's reasoning. ``scanned`` is the scene as the teacher saw it (possibly with one error).
+
+    verbosity 0: scan + task steps + conclusion; 1 (default): + restated goal and a second scan that double-checks;
+    2: + a cell-by-cell pass that names the empty cells too.
+    """
+    parts: list[str] = []
+    if verbosity >= 1:
+        parts.append(item.restate)
+    parts.append(f"I scan the grid row by row: {scanned.caption()}")
+    if verbosity >= 2:
+        cells = []
+        for c in range(9):
+            o = scanned.at(c)
+            cells.append(f"{cell_name(c)} {o.describe() if o else 'empty'}")
+        parts.append("Cell by cell: " + ", ".join(cells) + ".")
+    parts.extend(item.reasoning)
+    if verbosity >= 1:
+        parts.append(f"Let me check the grid once more: {scanned.caption()} This agrees with what I found.")
+        if item.choices:
+            parts.append("Now I compare this with the options.")
+    parts.append(f"So the answer is {item.value}.")
+    return " ".join(parts)

@@ -1,0 +1,50 @@
+"""``scale-vlm`` command line: one short module per stage, each exposing ``main(argv) -> int``.
+
+Modules are imported only when their command runs, so ``scale-vlm --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    "sft": ("scale_vlm.cli.sft", "supervised fine-tuning, vanilla or SCALe"),
+    "inspect-data": ("scale_vlm.cli.inspect_data", "show every response token with its segment"),
+    "plot-schedule": ("scale_vlm.cli.plot_schedule", "print or plot a think/answer weight schedule"),
+    "eval": ("scale_vlm.cli.eval", "tag-aware evaluation: accuracy, malformed rate, reasoning length"),
+    "demo": ("scale_vlm.cli.demo", "vanilla SFT vs SCALe-SFT on the built-in benchmark, on a CPU"),
+    "grpo": ("scale_vlm.cli.grpo", "GRPO from an SFT checkpoint with tag-aware rewards"),
+    "compare": ("scale_vlm.cli.compare", "the four-arm comparison: SFT, SCALe, SFT+GRPO, SCALe+GRPO"),
+    "make-data": ("scale_vlm.cli.make_data", "write the built-in benchmark to disk"),
+    "build-base": ("scale_vlm.cli.build_base", "build the tiny base VLM of the embedded default"),
+}
+
+
+def _usage() -> str:
+    width = max(len(name) for name in COMMANDS)
+    lines = ["usage: scale-vlm <command> [options]   (scale-vlm <command> --help)", "", "commands:"]
+    lines += [f"  {name:<{width}}  {help_}" for name, (_, help_) in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())
+        return 0
+    if argv[0] in ("-V", "--version"):
+        from scale_vlm import __version__
+
+        print(__version__)
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"scale-vlm: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[name][0])
+    return int(module.main(rest) or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

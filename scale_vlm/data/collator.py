@@ -1,0 +1,48 @@
+"""Batch collation of rendered examples."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..segments import SEGMENT_PROMPT
+
+_PER_TOKEN_PAD = {"input_ids": None, "attention_mask": 0, "labels": -100, "segment_ids": SEGMENT_PROMPT}
+
+
+@dataclass
+class ScaleCollator:
+    """Pads rendered examples (right padding) and turns their images into pixel tensors.
+
+    Input: rows of ``prepare_dataset`` (``input_ids``, ``attention_mask``, ``labels``, ``segment_ids``, optional
+    ``mm_token_type_ids``, ``images``). Output, B examples padded to length L:
+
+        input_ids          [B, L]  long   pad = tokenizer pad id
+        attention_mask     [B, L]  long   0 on padding
+        labels             [B, L]  long   -100 on prompt, image and padding tokens
+        segment_ids        [B, L]  long   0 prompt/pad, 1 think, 2 answer (aligned with input_ids)
+        mm_token_type_ids  [B, L]  long   when the processor produces it (Qwen2-VL)
+        pixel_values, image_grid_thw, ...  from ``processor.image_processor`` over all images of the batch
+    """
+
+    processor: object
+    pad_to_multiple_of: int | None = None
+
+    def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
+        tokenizer = getattr(self.processor, "tokenizer", self.processor)
+        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        length = max(len(r["input_ids"]) for r in rows)
+        if self.pad_to_multiple_of:
+            length = -(-length // self.pad_to_multiple_of) * self.pad_to_multiple_of
+        keys = [k for k in ("input_ids", "attention_mask", "labels", "segment_ids", "mm_token_type_ids") if k in rows[0]]
+        batch = {}
+        for key in keys:
+            pad = _PER_TOKEN_PAD.get(key, 0)
+            pad = pad_id if pad is None else pad
+            batch[key] = torch.tensor([list(r[key]) + [pad] * (length - len(r[key])) for r in rows], dtype=torch.long)
+        images = [img for r in rows for img in (r.get("images") or [])]
+        if images:
+            pixels = self.processor.image_processor(images=images, return_tensors="pt")
+            batch.update({k: v for k, v in pixels.items()})
+        return batch

@@ -1,0 +1,152 @@
+"""Dataset preparation: normalise, validate and render every example once, under a bad-example policy.
+
+``policy="error"`` (default) stops at the first bad example with an ``ExampleError`` naming its index and problem;
+``policy="skip"`` drops bad examples, counts them by reason and reports the counts when preparation ends.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+
+from datasets import Dataset, load_dataset, load_from_disk
+
+from ..segments import DEFAULT_TAGS, SEGMENT_ANSWER, SEGMENT_THINK, Tags
+from .formats import ExampleError, normalize_example
+from .render import render_example
+
+logger = logging.getLogger(__name__)
+POLICIES = ("error", "skip")
+_SKIP = "_skip_reason"
+
+
+@dataclass
+class PreparationReport:
+    total: int = 0
+    kept: int = 0
+    skipped: Counter = field(default_factory=Counter)
+    examples: list[str] = field(default_factory=list)  # first few skip messages, for the log
+    think_tokens: int = 0
+    answer_tokens: int = 0
+
+    @property
+    def num_skipped(self) -> int:
+        return sum(self.skipped.values())
+
+    def summary(self) -> str:
+        line = f"prepared {self.kept}/{self.total} examples"
+        if self.num_skipped:
+            reasons = ", ".join(f"{k}={v}" for k, v in sorted(self.skipped.items()))
+            line += f"; skipped {self.num_skipped} ({reasons})"
+            line += "".join(f"\n  {msg}" for msg in self.examples)
+        if self.think_tokens or self.answer_tokens:
+            ratio = self.think_tokens / max(self.answer_tokens, 1)
+            line += f"\nsupervised tokens: think {self.think_tokens}, answer {self.answer_tokens} (think/answer {ratio:.1f}x)"
+        return line
+
+    def to_dict(self) -> dict:
+        return {
+            "total": self.total,
+            "kept": self.kept,
+            "skipped": dict(self.skipped),
+            "think_tokens": self.think_tokens,
+            "answer_tokens": self.answer_tokens,
+        }
+
+
+def prepare_dataset(
+    dataset: Dataset,
+    processor,
+    tags: Tags = DEFAULT_TAGS,
+    max_length: int | None = None,
+    policy: str = "error",
+    image_root: str | None = None,
+    num_proc: int | None = None,
+) -> tuple[Dataset, PreparationReport]:
+    """Render every row of ``dataset``; returns the rendered dataset (+ an ``images`` column) and a report."""
+    if policy not in POLICIES:
+        raise ValueError(f"bad_example_policy must be one of {POLICIES}, got {policy!r}")
+    if len(dataset) == 0:
+        raise ValueError("the training dataset is empty")
+
+    def render_row(row: dict, index: int) -> dict:
+        try:
+            example = normalize_example(row, index, image_root)
+            rendered = render_example(example, processor, tags, max_length, index)
+            return {**rendered.as_row(), "images": example.images, _SKIP: ""}
+        except ExampleError as err:
+            if policy == "error":
+                raise
+            return {_SKIP: f"{err.reason}\t{err}"}
+
+    rendered = dataset.map(
+        render_row,
+        with_indices=True,
+        remove_columns=dataset.column_names,
+        num_proc=num_proc,
+        desc="rendering examples",
+    )
+    report = PreparationReport(total=len(dataset))
+    reasons = rendered[_SKIP]
+    for reason in reasons:
+        if reason:
+            key, message = reason.split("\t", 1)
+            report.skipped[key] += 1
+            if len(report.examples) < 5:
+                report.examples.append(message)
+    if report.num_skipped:
+        rendered = rendered.filter(lambda r: not r, input_columns=[_SKIP], desc="dropping skipped examples")
+    rendered = rendered.remove_columns([_SKIP])
+    report.kept = len(rendered)
+    if report.kept == 0:
+        raise ValueError(f"no usable example left after preparation: {report.summary()}")
+    for seg in rendered["segment_ids"]:
+        report.think_tokens += sum(1 for s in seg if s == SEGMENT_THINK)
+        report.answer_tokens += sum(1 for s in seg if s == SEGMENT_ANSWER)
+    logger.warning(report.summary()) if report.num_skipped else logger.info(report.summary())
+    return rendered, report
+
+
+def load_training_dataset(name_or_path: str, split: str = "train", image_root: str | None = None) -> tuple[Dataset, str | None]:
+    """Load raw training rows from a local JSON/JSONL file, a ``save_to_disk`` folder, or a dataset name.
+
+    Returns the dataset and the folder that relative image paths resolve against.
+    """
+    if os.path.isdir(name_or_path) and os.path.exists(os.path.join(name_or_path, "dataset_info.json")):
+        ds = load_from_disk(name_or_path)
+        return (ds[split] if hasattr(ds, "keys") else ds), image_root or name_or_path
+    if os.path.isfile(name_or_path):
+        root = image_root or os.path.dirname(os.path.abspath(name_or_path))
+        if name_or_path.endswith((".json", ".jsonl")):
+            return Dataset.from_list(_read_json_rows(name_or_path)), root
+        if name_or_path.endswith(".parquet"):
+            return Dataset.from_parquet(name_or_path), root
+        raise ValueError(f"unsupported data file {name_or_path!r}: use .json, .jsonl or .parquet")
+    if os.path.exists(name_or_path):
+        raise ValueError(f"{name_or_path!r} is neither a data file nor a datasets folder")
+    return load_dataset(name_or_path, split=split), image_root
+
+
+def _read_json_rows(path: str) -> list[dict]:
+    # Read as text with replacement: a stray non-UTF-8 byte becomes U+FFFD instead of killing the run.
+    with open(path, encoding="utf-8", errors="replace") as f:
+        text = f.read()
+    if path.endswith(".jsonl"):
+        rows = []
+        for lineno, line in enumerate(text.splitlines(), start=1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as err:
+                    raise ValueError(f"{path}: line {lineno} is not valid JSON ({err})") from err
+        return rows
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON ({err})") from err
+    if not isinstance(data, list):
+        raise ValueError(f"{path}: expected a JSON list of examples, got {type(data).__name__}")
+    return data

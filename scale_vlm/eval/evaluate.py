@@ -1,0 +1,221 @@
+"""Tag-aware evaluation: generate, parse the ``<answer>``, score it, aggregate metrics, write result files."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from ..parsing import parse_output
+from ..scoring import score_answer
+from ..segments import DEFAULT_TAGS, Tags
+from .adapters import ADAPTERS, ColumnMapping, EvalExample, load_eval_dataset
+from .generate import count_tokens, generate_batch
+
+PREDICTIONS_FILE = "predictions.jsonl"
+METRICS_FILE = "metrics.json"
+
+
+@dataclass
+class EvalConfig:
+    model: str = field(default=None, metadata={"help": "model folder or hub name (AutoModelForImageTextToText)"})
+    dataset: str = field(
+        default=None,
+        metadata={"help": "local file/folder, a hub dataset, or one of: scienceqa, iconqa, builtin"},
+    )
+    output_dir: str = field(default=None, metadata={"help": "where predictions.jsonl and metrics.json go"})
+    split: str = field(default="test", metadata={"help": "dataset split"})
+    adapter: str = field(default="auto", metadata={"help": f"dataset schema, one of {ADAPTERS}"})
+    max_new_tokens: int = field(default=256, metadata={"help": "generation budget per example"})
+    batch_size: int = field(default=16, metadata={"help": "examples generated together"})
+    limit: int | None = field(default=None, metadata={"help": "evaluate only the first N examples"})
+    image_only: bool = field(default=False, metadata={"help": "keep only examples with an image (ScienceQA IMG)"})
+    think_open: str = field(default=DEFAULT_TAGS.think_open, metadata={"help": "opening think tag"})
+    think_close: str = field(default=DEFAULT_TAGS.think_close, metadata={"help": "closing think tag"})
+    answer_open: str = field(default=DEFAULT_TAGS.answer_open, metadata={"help": "opening answer tag"})
+    answer_close: str = field(default=DEFAULT_TAGS.answer_close, metadata={"help": "closing answer tag"})
+    image_column: str | None = field(default="image", metadata={"help": "generic adapter: image column ('' = none)"})
+    question_column: str = field(default="question", metadata={"help": "generic adapter: question column"})
+    answer_column: str = field(default="answer", metadata={"help": "generic adapter: answer column"})
+    choices_column: str | None = field(default=None, metadata={"help": "generic adapter: choices column"})
+    category_column: str | None = field(default=None, metadata={"help": "generic adapter: category column"})
+    id_column: str | None = field(default=None, metadata={"help": "generic adapter: id column"})
+    builtin_size: int = field(default=500, metadata={"help": "--dataset builtin: examples to generate"})
+    seed: int = field(default=0, metadata={"help": "random seed; also the built-in benchmark's generation seed"})
+    dtype: str = field(default="auto", metadata={"help": "model dtype: auto, float32, bfloat16, float16"})
+    device: str = field(default="auto", metadata={"help": "auto (cuda if available), cpu, cuda, cuda:1 ..."})
+    trust_remote_code: bool = field(default=False, metadata={"help": "allow model code from the hub (off)"})
+    overwrite_output_dir: bool = field(default=False, metadata={"help": "replace existing result files"})
+    progress: bool = field(default=True, metadata={"help": "show a progress bar while generating"})
+
+    def __post_init__(self):
+        for name in ("model", "dataset", "output_dir"):
+            if not getattr(self, name):
+                raise ValueError(f"--{name} is required")
+        if self.adapter not in ADAPTERS:
+            raise ValueError(f"--adapter must be one of {ADAPTERS}, got {self.adapter!r}")
+
+    @property
+    def tags(self) -> Tags:
+        return Tags(self.think_open, self.think_close, self.answer_open, self.answer_close)
+
+    @property
+    def columns(self) -> ColumnMapping | None:
+        mapping = ColumnMapping(
+            image_column=self.image_column or None, question_column=self.question_column,
+            answer_column=self.answer_column, choices_column=self.choices_column or None,
+            category_column=self.category_column or None, id_column=self.id_column or None,
+        )
+        # Only an explicit mapping forces the generic adapter under "auto".
+        return None if mapping == ColumnMapping() and self.adapter != "columns" else mapping
+
+
+def _rate(values: Sequence[bool]) -> float:
+    return sum(values) / len(values) if values else 0.0
+
+
+def summarize(predictions: Sequence[dict]) -> dict:
+    """Metrics of prediction rows (see ``docs/evaluation.md`` for the definitions)."""
+    think = [p["think_tokens"] for p in predictions]
+    answer = [p["answer_tokens"] for p in predictions]
+    metrics = {
+        "accuracy": _rate([p["correct"] for p in predictions]),
+        "malformed_rate": _rate([p["malformed"] for p in predictions]),
+        "mean_think_tokens": statistics.fmean(think) if think else 0.0,
+        "median_think_tokens": float(statistics.median(think)) if think else 0.0,
+        "mean_answer_tokens": statistics.fmean(answer) if answer else 0.0,
+        "num_examples": len(predictions),
+    }
+    categories = sorted({p["category"] for p in predictions if p["category"] is not None})
+    if categories:
+        metrics["by_category"] = {
+            category: {
+                "accuracy": _rate([p["correct"] for p in rows]),
+                "malformed_rate": _rate([p["malformed"] for p in rows]),
+                "num_examples": len(rows),
+            }
+            for category in categories
+            for rows in [[p for p in predictions if p["category"] == category]]
+        }
+    return metrics
+
+
+def score_outputs(
+    examples: Sequence[EvalExample], outputs: Sequence[str], tokenizer, tags: Tags = DEFAULT_TAGS
+) -> list[dict]:
+    """Prediction rows for raw ``outputs`` (one per example): parsed answer, correctness, malformed, lengths."""
+    if len(examples) != len(outputs):
+        raise ValueError(f"{len(examples)} examples but {len(outputs)} outputs")
+    rows = []
+    for example, output in zip(examples, outputs):
+        parsed = parse_output(output, tags)
+        try:
+            correct = score_answer(parsed.answer, example.gold, example.choices)
+        except ValueError as err:
+            raise ValueError(f"example {example.id!r}: {err}") from err
+        rows.append({
+            "id": example.id,
+            "prompt": example.prompt,
+            "output": output,
+            "parsed_answer": parsed.answer,
+            "gold": example.gold,
+            "correct": correct,
+            "malformed": parsed.malformed,
+            "malformed_reason": parsed.reason,
+            "think_tokens": count_tokens(parsed.think, tokenizer),
+            "answer_tokens": count_tokens(parsed.answer, tokenizer),
+            "category": example.category,
+        })
+    return rows
+
+
+def evaluate_model(
+    model, processor, examples: Sequence[EvalExample], *, batch_size: int = 16, max_new_tokens: int = 256,
+    tags: Tags = DEFAULT_TAGS, progress: bool = True,
+) -> tuple[dict, list[dict]]:
+    """Greedy-generate for ``examples``, then parse and score: ``(metrics, prediction rows)``."""
+    examples = list(examples)
+    if not examples:
+        raise ValueError("no examples to evaluate")
+    outputs = generate_batch(model, processor, examples, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                             progress=progress)
+    predictions = score_outputs(examples, outputs, getattr(processor, "tokenizer", processor), tags)
+    return summarize(predictions), predictions
+
+
+def _resolve_device(name: str):
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _resolve_dtype(name: str):
+    import torch
+
+    if name == "auto":
+        return "auto"
+    if name not in ("float32", "bfloat16", "float16"):
+        raise ValueError(f"--dtype must be auto, float32, bfloat16 or float16, got {name!r}")
+    return getattr(torch, name)
+
+
+def write_results(output_dir: str | Path, metrics: dict, predictions: Sequence[dict], overwrite: bool = False) -> None:
+    output_dir = Path(output_dir)
+    existing = [name for name in (PREDICTIONS_FILE, METRICS_FILE) if (output_dir / name).exists()]
+    if existing and not overwrite:
+        raise FileExistsError(f"{output_dir} already holds {existing}; pass --overwrite_output_dir to replace them")
+    output_dir.mkdir(parents=True, exist_ok=True)
+    with open(output_dir / PREDICTIONS_FILE, "w", encoding="utf-8") as f:
+        for row in predictions:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    (output_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def format_summary(metrics: dict) -> str:
+    lines = [
+        f"examples {metrics['num_examples']}  accuracy {metrics['accuracy']:.3f}  "
+        f"malformed {metrics['malformed_rate']:.3f}  think tokens mean {metrics['mean_think_tokens']:.1f} "
+        f"median {metrics['median_think_tokens']:.1f}  answer tokens mean {metrics['mean_answer_tokens']:.1f}"
+    ]
+    for category, m in metrics.get("by_category", {}).items():
+        lines.append(f"  {category}: accuracy {m['accuracy']:.3f}  malformed {m['malformed_rate']:.3f}  n={m['num_examples']}")
+    return "\n".join(lines)
+
+
+def run_eval(cfg: EvalConfig) -> dict:
+    """Load the model and dataset named in ``cfg``, evaluate, write ``predictions.jsonl`` and ``metrics.json``."""
+    import torch
+    from transformers import AutoModelForImageTextToText
+
+    from ..processors import load_processor
+
+    output_dir = Path(cfg.output_dir)
+    if not cfg.overwrite_output_dir:
+        existing = [name for name in (PREDICTIONS_FILE, METRICS_FILE) if (output_dir / name).exists()]
+        if existing:  # checked before the (slow) model load
+            raise FileExistsError(f"{output_dir} already holds {existing}; pass --overwrite_output_dir to replace them")
+    torch.manual_seed(cfg.seed)
+    tags = cfg.tags
+    examples = load_eval_dataset(
+        cfg.dataset, cfg.split, adapter=cfg.adapter, image_only=cfg.image_only, limit=cfg.limit,
+        columns=cfg.columns, tags=tags, builtin_size=cfg.builtin_size, seed=cfg.seed,
+    )
+    if not examples:
+        raise ValueError(f"{cfg.dataset}: no examples to evaluate (split {cfg.split!r}, image_only={cfg.image_only})")
+    model = AutoModelForImageTextToText.from_pretrained(
+        cfg.model, trust_remote_code=cfg.trust_remote_code, dtype=_resolve_dtype(cfg.dtype)
+    ).to(_resolve_device(cfg.device))
+    processor = load_processor(cfg.model, trust_remote_code=cfg.trust_remote_code)
+    metrics, predictions = evaluate_model(
+        model, processor, examples, batch_size=cfg.batch_size, max_new_tokens=cfg.max_new_tokens, tags=tags,
+        progress=cfg.progress,
+    )
+    metrics["config"] = {k: v for k, v in asdict(cfg).items() if k not in ("overwrite_output_dir", "progress")}
+    write_results(output_dir, metrics, predictions, overwrite=cfg.overwrite_output_dir)
+    print(format_summary(metrics))
+    print(f"wrote {output_dir / PREDICTIONS_FILE} and {output_dir / METRICS_FILE}")
+    return metrics

@@ -1,0 +1,111 @@
+"""Batched greedy generation for evaluation, and token counts of the think and answer parts of each output."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from collections.abc import Iterator, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from ..parsing import parse_output
+from ..segments import DEFAULT_TAGS, Tags
+from .adapters import EvalExample
+
+
+def chat_text(processor, example: EvalExample) -> str:
+    """The prompt as the model's chat template renders it, one image placeholder per image, ready to generate."""
+    content = [{"type": "image"} for _ in example.images] + [{"type": "text", "text": example.prompt}]
+    return processor.apply_chat_template(
+        [{"role": "user", "content": content}], tokenize=False, add_generation_prompt=True
+    )
+
+
+def _tokenizer(processor):
+    return getattr(processor, "tokenizer", processor)
+
+
+@contextlib.contextmanager
+def left_padding(processor) -> Iterator[None]:
+    """Decoder-only batched generation needs the prompts right-aligned: pad on the left, restore afterwards."""
+    tokenizer = _tokenizer(processor)
+    previous = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    try:
+        yield
+    finally:
+        tokenizer.padding_side = previous
+
+
+def _greedy_config(model, tokenizer, max_new_tokens: int):
+    config = copy.deepcopy(model.generation_config)
+    config.do_sample = False
+    config.num_beams = 1
+    # Sampling knobs left from the checkpoint only trigger "ignored" warnings under greedy decoding.
+    config.temperature = config.top_p = config.top_k = None
+    config.max_new_tokens = max_new_tokens
+    if config.eos_token_id is None:
+        config.eos_token_id = tokenizer.eos_token_id
+    if config.pad_token_id is None:
+        config.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    return config
+
+
+def _reset_rope_cache(model) -> None:
+    # Qwen2-VL caches the multimodal rope offsets of the last batch; a stale value breaks the next prompt.
+    inner = getattr(model, "model", None)
+    if inner is not None and hasattr(inner, "rope_deltas"):
+        inner.rope_deltas = None
+
+
+@torch.no_grad()
+def generate_batch(
+    model, processor, examples: Sequence[EvalExample], max_new_tokens: int = 256, batch_size: int = 16,
+    progress: bool = True,
+) -> list[str]:
+    """Greedy completions for ``examples``, decoded with special tokens skipped, in input order."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+    tokenizer = _tokenizer(processor)
+    config = _greedy_config(model, tokenizer, max_new_tokens)
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    outputs: list[str] = []
+    bar = tqdm(total=len(examples), desc="generating", unit="ex", disable=not progress)
+    try:
+        with left_padding(processor):
+            for start in range(0, len(examples), batch_size):
+                batch = examples[start : start + batch_size]
+                texts = [chat_text(processor, ex) for ex in batch]
+                # One flat image list in prompt order: processors fill image placeholders sequentially, and
+                # this also allows batches that mix questions with and without images.
+                images = [image for ex in batch for image in ex.images]
+                inputs = processor(text=texts, images=images or None, return_tensors="pt", padding=True)
+                inputs = inputs.to(device)
+                _reset_rope_cache(model)
+                generated = model.generate(**inputs, generation_config=config)
+                new_tokens = generated[:, inputs["input_ids"].shape[1] :]
+                outputs += tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+                bar.update(len(batch))
+    finally:
+        bar.close()
+        _reset_rope_cache(model)
+        model.train(was_training)
+    return outputs
+
+
+def count_tokens(text: str | None, tokenizer) -> int:
+    if not text:
+        return 0
+    return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def segment_token_counts(output: str, tokenizer, tags: Tags = DEFAULT_TAGS) -> tuple[int, int]:
+    """(think tokens, answer tokens) of ``output``: tokens of the parsed think and answer texts, tags excluded;
+    0 for a part the output does not have."""
+    parsed = parse_output(output, tags)
+    return count_tokens(parsed.think, _tokenizer(tokenizer)), count_tokens(parsed.answer, _tokenizer(tokenizer))

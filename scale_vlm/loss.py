@@ -1,0 +1,161 @@
+"""The SCALe segment loss as pure functions.
+
+Notation: B examples, T next-token positions. ``nll[b, t]`` is the negative log-likelihood of the label at position
+``t`` (0 where the label is ignored) and ``segment_ids[b, t]`` the segment of that label (``SEGMENT_*``).
+
+SCALe:   L = w_think * L_think + w_answer * L_answer, each segment term a mean over its own tokens, so the length
+         of the think span no longer decides how much the answer is trained.
+Vanilla: L = sum(nll) / N, the ordinary token mean over every supervised token.
+
+Gradient accumulation and data parallelism are exact because every normaliser is a *global* count for the
+optimizer step (over all micro-batches and all ranks), passed in as ``SegmentCounts``; each micro-batch contributes
+its partial sums divided by those counts, and the partial losses add up to the loss of the whole batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .segments import SEGMENT_ANSWER, SEGMENT_THINK
+
+NORMALIZATIONS = ("sample", "batch")
+
+
+@dataclass
+class SegmentCounts:
+    """Normalisers of one optimizer step (global over micro-batches and ranks).
+
+    ``think_tokens``/``answer_tokens``: supervised tokens per segment (``batch`` normalisation).
+    ``think_examples``/``answer_examples``: examples with at least one token of that segment (``sample``).
+    ``tokens``: all supervised tokens (vanilla).
+    """
+
+    think_tokens: float
+    answer_tokens: float
+    think_examples: float
+    answer_examples: float
+    tokens: float
+
+    @classmethod
+    def from_batch(cls, segment_ids: torch.Tensor) -> "SegmentCounts":
+        # segment_ids: [B, T] aligned with the next-token labels
+        t = torch.as_tensor(count_vector(segment_ids))
+        return cls.from_vector(t)
+
+    @classmethod
+    def from_vector(cls, v: torch.Tensor) -> "SegmentCounts":
+        v = v.tolist()
+        return cls(think_tokens=v[0], answer_tokens=v[1], think_examples=v[2], answer_examples=v[3], tokens=v[4])
+
+
+def count_vector(segment_ids: torch.Tensor) -> torch.Tensor:
+    """``[think_tokens, answer_tokens, think_examples, answer_examples, tokens]`` of a ``[B, T]`` batch (float64).
+
+    Returned as a tensor so it can be summed over micro-batches and all-reduced over ranks in one call.
+    """
+    think = segment_ids == SEGMENT_THINK
+    answer = segment_ids == SEGMENT_ANSWER
+    return torch.stack(
+        [
+            think.sum(),
+            answer.sum(),
+            think.any(dim=-1).sum(),
+            answer.any(dim=-1).sum(),
+            (think | answer).sum(),
+        ]
+    ).to(torch.float64)
+
+
+def per_token_nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Next-token NLL from full logits: the plain path, kept as the reference for the lean (fused) path.
+
+    logits: [B, T+1, V], labels: [B, T+1] (-100 = ignored)  ->  nll: [B, T], 0 at ignored positions.
+    """
+    shift_logits = logits[:, :-1, :].float()  # [B, T, V]
+    shift_labels = labels[:, 1:]  # [B, T]
+    nll = F.cross_entropy(
+        shift_logits.reshape(-1, shift_logits.size(-1)), shift_labels.reshape(-1), ignore_index=-100, reduction="none"
+    )
+    return nll.view(shift_labels.shape)
+
+
+@dataclass
+class SegmentLossOutput:
+    loss: torch.Tensor  # scalar, carries the gradient
+    think_sum: torch.Tensor  # scalar, detached: sum of think NLL in this micro-batch
+    answer_sum: torch.Tensor  # scalar, detached
+    think_tokens: torch.Tensor  # scalar, detached: think tokens in this micro-batch
+    answer_tokens: torch.Tensor  # scalar, detached
+
+
+def segment_sums(nll: torch.Tensor, segment_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-example NLL sums and token counts of each segment.
+
+    nll, segment_ids: [B, T]  ->  think_sum, answer_sum, think_count, answer_count: each [B].
+    """
+    think = (segment_ids == SEGMENT_THINK).to(nll.dtype)
+    answer = (segment_ids == SEGMENT_ANSWER).to(nll.dtype)
+    return (nll * think).sum(-1), (nll * answer).sum(-1), think.sum(-1), answer.sum(-1)
+
+
+def scale_loss(
+    nll: torch.Tensor,
+    segment_ids: torch.Tensor,
+    w_think: float,
+    w_answer: float,
+    normalization: str = "sample",
+    counts: SegmentCounts | None = None,
+) -> SegmentLossOutput:
+    """SCALe loss of one micro-batch.
+
+    nll: [B, T] per-token NLL (0 where ignored); segment_ids: [B, T] segment of each label.
+    ``counts``: global normalisers of the optimizer step; ``None`` means this micro-batch is the whole batch.
+
+    ``sample``: L = w_think * mean_b(mean_t∈think_b nll) + w_answer * mean_b(mean_t∈answer_b nll)
+    ``batch``:  L = w_think * sum_think(nll) / N_think + w_answer * sum_answer(nll) / N_answer
+    A segment with no tokens in the whole step contributes 0 (never 0/0 = NaN).
+    """
+    if normalization not in NORMALIZATIONS:
+        raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
+    if counts is None:
+        counts = SegmentCounts.from_batch(segment_ids)
+    think_sum, answer_sum, think_n, answer_n = segment_sums(nll, segment_ids)  # each [B]
+    if normalization == "sample":
+        # Per-example segment means; an example without a segment adds 0 and is not counted for it.
+        think_means = think_sum / think_n.clamp(min=1)  # [B]
+        answer_means = answer_sum / answer_n.clamp(min=1)  # [B]
+        l_think = think_means.sum() / max(counts.think_examples, 1.0)
+        l_answer = answer_means.sum() / max(counts.answer_examples, 1.0)
+    else:
+        l_think = think_sum.sum() / max(counts.think_tokens, 1.0)
+        l_answer = answer_sum.sum() / max(counts.answer_tokens, 1.0)
+    loss = w_think * l_think + w_answer * l_answer
+    return SegmentLossOutput(
+        loss=loss,
+        think_sum=think_sum.sum().detach(),
+        answer_sum=answer_sum.sum().detach(),
+        think_tokens=think_n.sum().detach(),
+        answer_tokens=answer_n.sum().detach(),
+    )
+
+
+def vanilla_loss(nll: torch.Tensor, segment_ids: torch.Tensor, counts: SegmentCounts | None = None) -> SegmentLossOutput:
+    """Token-mean cross-entropy over every supervised token (the SFT baseline), with the same segment statistics.
+
+    nll, segment_ids: [B, T].
+    """
+    if counts is None:
+        counts = SegmentCounts.from_batch(segment_ids)
+    think_sum, answer_sum, think_n, answer_n = segment_sums(nll, segment_ids)
+    supervised = (segment_ids == SEGMENT_THINK) | (segment_ids == SEGMENT_ANSWER)
+    loss = (nll * supervised.to(nll.dtype)).sum() / max(counts.tokens, 1.0)
+    return SegmentLossOutput(
+        loss=loss,
+        think_sum=think_sum.sum().detach(),
+        answer_sum=answer_sum.sum().detach(),
+        think_tokens=think_n.sum().detach(),
+        answer_tokens=answer_n.sum().detach(),
+    )

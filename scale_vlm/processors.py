@@ -1,0 +1,70 @@
+"""Loading processors and models by name or path, including on machines without torchvision.
+
+Qwen2-VL / Qwen2.5-VL snapshots list a video processor, which in transformers 5 needs torchvision. For image-only
+training that is dead weight, so when the video processor cannot be built the processor is assembled from its
+tokenizer and (PIL) image processor with ``video_processor=None``.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from pathlib import Path
+
+from transformers import AutoImageProcessor, AutoProcessor, AutoTokenizer, ProcessorMixin
+
+logger = logging.getLogger(__name__)
+
+
+@functools.cache
+def image_only_processor_class(processor_cls: type[ProcessorMixin]) -> type[ProcessorMixin]:
+    """``processor_cls`` that accepts ``video_processor=None`` (saved under the original class name)."""
+
+    class ImageOnly(processor_cls):
+        @classmethod
+        def get_attributes(cls):
+            # Dropping the video slot keeps __init__'s class checks and save_pretrained away from it.
+            return [name for name in super().get_attributes() if "video" not in name]
+
+    ImageOnly.__name__ = processor_cls.__name__
+    ImageOnly.__qualname__ = processor_cls.__qualname__
+    return ImageOnly
+
+
+def build_image_only_processor(processor_cls: type[ProcessorMixin], image_processor, tokenizer, chat_template=None, **kwargs):
+    """Instantiate a processor whose ``video_processor`` slot stays empty."""
+    cls = image_only_processor_class(processor_cls)
+    return cls(image_processor=image_processor, tokenizer=tokenizer, chat_template=chat_template, **kwargs)
+
+
+def load_processor(name_or_path: str, trust_remote_code: bool = False, **kwargs) -> ProcessorMixin:
+    """``AutoProcessor.from_pretrained``, falling back to an image-only processor when the video part can't load."""
+    try:
+        return AutoProcessor.from_pretrained(name_or_path, trust_remote_code=trust_remote_code, **kwargs)
+    except (ImportError, AttributeError, ValueError, TypeError, OSError) as err:
+        processor_cls = _declared_processor_class(name_or_path)
+        if processor_cls is None or "video_processor" not in processor_cls.get_attributes():
+            raise
+        logger.info("video processor unavailable (%s); loading %s for images only", err, processor_cls.__name__)
+    tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code, **kwargs)
+    image_processor = AutoImageProcessor.from_pretrained(name_or_path, trust_remote_code=trust_remote_code, **kwargs)
+    chat_template = getattr(tokenizer, "chat_template", None)
+    return build_image_only_processor(processor_cls, image_processor, tokenizer, chat_template=chat_template)
+
+
+def _declared_processor_class(name_or_path: str):
+    import transformers
+
+    for filename in ("processor_config.json", "preprocessor_config.json", "tokenizer_config.json"):
+        try:
+            from transformers.utils import cached_file
+
+            resolved = cached_file(name_or_path, filename, _raise_exceptions_for_missing_entries=False)
+        except Exception:  # noqa: BLE001 - any lookup failure just means "not declared here"
+            resolved = None
+        if resolved and Path(resolved).is_file():
+            name = json.loads(Path(resolved).read_text()).get("processor_class")
+            if name and hasattr(transformers, name):
+                return getattr(transformers, name)
+    return None

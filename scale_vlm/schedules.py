@@ -1,0 +1,109 @@
+"""Think/answer weight schedules: pure functions of training progress ``p`` in [0, 1], looked up by name.
+
+A schedule maps progress to an interpolation factor ``alpha`` in [0, 1]; the weights move from their start to
+their end values by that factor: ``w = start + alpha * (end - start)``. With the defaults the think weight falls
+0.8 -> 0.2 and the answer weight rises 0.2 -> 0.8, so training starts think-heavy and ends answer-heavy.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+Interpolation = Callable[..., float]
+
+
+def _cosine(p: float, **_) -> float:
+    # Half-cosine ramp: flat at both ends, so early steps keep the think weight near its start value.
+    return 0.5 * (1.0 - math.cos(math.pi * p))
+
+
+def _linear(p: float, **_) -> float:
+    return p
+
+
+def _constant(p: float, **_) -> float:
+    return 0.0
+
+
+def _step(p: float, step_at: float = 0.5, **_) -> float:
+    return 1.0 if p >= step_at else 0.0
+
+
+SCHEDULES: dict[str, Interpolation] = {"cosine": _cosine, "linear": _linear, "constant": _constant, "step": _step}
+
+
+@dataclass(frozen=True)
+class WeightSchedule:
+    """A named schedule with start/end weights for the think and answer segments."""
+
+    name: str = "cosine"
+    think_start: float = 0.8
+    think_end: float = 0.2
+    answer_start: float = 0.2
+    answer_end: float = 0.8
+    step_at: float = 0.5
+
+    def __post_init__(self):
+        if self.name not in SCHEDULES:
+            raise ValueError(f"unknown schedule {self.name!r}; choose one of {sorted(SCHEDULES)}")
+        for field_name in ("think_start", "think_end", "answer_start", "answer_end"):
+            value = getattr(self, field_name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"schedule weight {field_name} must be finite and >= 0, got {value}")
+        if not 0.0 <= self.step_at <= 1.0:
+            raise ValueError(f"step_at must be in [0, 1], got {self.step_at}")
+
+    def __call__(self, progress: float) -> tuple[float, float]:
+        return schedule_weights(
+            self.name, progress, (self.think_start, self.think_end), (self.answer_start, self.answer_end), step_at=self.step_at
+        )
+
+
+def schedule_weights(
+    name: str,
+    progress: float,
+    think: tuple[float, float] = (0.8, 0.2),
+    answer: tuple[float, float] = (0.2, 0.8),
+    **kwargs,
+) -> tuple[float, float]:
+    """``(w_think, w_answer)`` at ``progress`` for schedule ``name``; progress is clamped to [0, 1]."""
+    if name not in SCHEDULES:
+        raise ValueError(f"unknown schedule {name!r}; choose one of {sorted(SCHEDULES)}")
+    p = min(1.0, max(0.0, float(progress)))
+    alpha = SCHEDULES[name](p, **kwargs)
+    return think[0] + alpha * (think[1] - think[0]), answer[0] + alpha * (answer[1] - answer[0])
+
+
+def training_progress(global_step: int, max_steps: int) -> float:
+    """Progress of the optimizer step being taken: 0 at the first step, 1 at the last.
+
+    A pure function of the step counters, so a resumed run (whose ``global_step`` is restored from its checkpoint)
+    sees exactly the weights the uninterrupted run would have.
+    """
+    if max_steps <= 1:
+        return 1.0 if max_steps == 1 and global_step >= 1 else 0.0
+    return min(1.0, global_step / (max_steps - 1))
+
+
+def plot_schedule(schedule: WeightSchedule, path: str, points: int = 101) -> str:
+    """Write a PNG of ``w_think`` and ``w_answer`` over progress; returns the path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    xs = [i / (points - 1) for i in range(points)]
+    ws = [schedule(x) for x in xs]
+    fig, ax = plt.subplots(figsize=(5, 3))
+    ax.plot(xs, [w[0] for w in ws], label="w_think")
+    ax.plot(xs, [w[1] for w in ws], label="w_answer")
+    ax.set_xlabel("training progress")
+    ax.set_ylabel("weight")
+    ax.set_title(f"{schedule.name} schedule")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

@@ -1,0 +1,33 @@
+"""Segment ids and reasoning-tag names shared by rendering, the loss, evaluation and rewards."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# Every token of a rendered example carries one of these ids (``segment_ids``).
+SEGMENT_PROMPT = 0  # prompt, image tokens, padding: never supervised (labels = -100)
+SEGMENT_THINK = 1  # from the start of the response through the closing think tag
+SEGMENT_ANSWER = 2  # everything after the closing think tag, plus the end-of-turn token
+SEGMENT_NAMES = {SEGMENT_PROMPT: "prompt", SEGMENT_THINK: "think", SEGMENT_ANSWER: "answer"}
+
+
+@dataclass(frozen=True)
+class Tags:
+    """The four reasoning tags. Configurable because some corpora use e.g. ``<reasoning>`` or ``<final>``."""
+
+    think_open: str = "<think>"
+    think_close: str = "</think>"
+    answer_open: str = "<answer>"
+    answer_close: str = "</answer>"
+
+    def __post_init__(self):
+        names = [self.think_open, self.think_close, self.answer_open, self.answer_close]
+        if any(not n for n in names) or len(set(names)) != 4:
+            raise ValueError(f"the four tags must be distinct and non-empty, got {names}")
+
+    def wrap(self, think: str, answer: str) -> str:
+        """``<think>think</think><answer>answer</answer>``."""
+        return f"{self.think_open}{think}{self.think_close}{self.answer_open}{answer}{self.answer_close}"
+
+
+DEFAULT_TAGS = Tags()

@@ -1,0 +1,88 @@
+"""Configuration of SCALe / vanilla SFT: TRL's ``SFTConfig`` plus the segment loss, schedule and data policy."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from trl import SFTConfig
+
+from .loss import NORMALIZATIONS
+from .schedules import SCHEDULES, WeightSchedule
+from .segments import Tags
+
+METHODS = ("scale", "vanilla")
+LOSS_IMPLS = ("fused", "plain")
+
+
+@dataclass
+class ScaleSFTConfig(SFTConfig):
+    """``SFTConfig`` with SCALe's fields. Defaults differ from TRL where CPU use or VLM data requires it:
+    ``bf16`` is off without a GPU, ``remove_unused_columns`` is off (rendered columns feed the collator),
+    ``gradient_checkpointing`` is off (turn it on for large models)."""
+
+    method: str = field(default="scale", metadata={"help": "'scale' (segment-weighted) or 'vanilla' (token-mean CE)."})
+    schedule: str = field(default="cosine", metadata={"help": f"Weight schedule: one of {sorted(SCHEDULES)}."})
+    think_weight_start: float = field(default=0.8, metadata={"help": "Think weight at the start of training."})
+    think_weight_end: float = field(default=0.2, metadata={"help": "Think weight at the end of training."})
+    answer_weight_start: float = field(default=0.2, metadata={"help": "Answer weight at the start of training."})
+    answer_weight_end: float = field(default=0.8, metadata={"help": "Answer weight at the end of training."})
+    schedule_step_at: float = field(default=0.5, metadata={"help": "Progress at which the 'step' schedule switches."})
+    normalization: str = field(
+        default="sample",
+        metadata={"help": "'sample': segment means per example, then the mean over examples; "
+                  "'batch': segment means over all tokens of the segment in the global batch."},
+    )
+    loss_impl: str = field(
+        default="fused",
+        metadata={"help": "'fused': per-token log-probs from TRL's chunked LM head (never builds [tokens, vocab] "
+                  "logits); 'plain': full logits + cross-entropy (reference)."},
+    )
+    think_open: str = field(default="<think>", metadata={"help": "Opening think tag."})
+    think_close: str = field(default="</think>", metadata={"help": "Closing think tag."})
+    answer_open: str = field(default="<answer>", metadata={"help": "Opening answer tag."})
+    answer_close: str = field(default="</answer>", metadata={"help": "Closing answer tag."})
+    bad_example_policy: str = field(
+        default="error", metadata={"help": "'error': stop at the first bad example; 'skip': drop, count and report."}
+    )
+    image_root: str | None = field(default=None, metadata={"help": "Folder that relative image paths resolve against."})
+    overwrite_output_dir: bool = field(
+        default=False, metadata={"help": "Allow writing into an output_dir that already holds another run."}
+    )
+    # Overridden defaults
+    remove_unused_columns: bool = field(default=False, metadata={"help": "Kept False: rendered columns feed the collator."})
+    gradient_checkpointing: bool = field(default=False, metadata={"help": "Recompute activations to save memory."})
+    bf16: bool | None = field(default=None, metadata={"help": "bf16 mixed precision; defaults to on only with a GPU."})
+    logging_steps: float = field(default=1, metadata={"help": "Log every N steps."})
+    report_to: str | list[str] = field(default="none", metadata={"help": "Integrations to report to."})
+
+    def __post_init__(self):
+        if self.bf16 is None:
+            self.bf16 = bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+        super().__post_init__()
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
+        if self.normalization not in NORMALIZATIONS:
+            raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {self.normalization!r}")
+        if self.loss_impl not in LOSS_IMPLS:
+            raise ValueError(f"loss_impl must be one of {LOSS_IMPLS}, got {self.loss_impl!r}")
+        if self.bad_example_policy not in ("error", "skip"):
+            raise ValueError(f"bad_example_policy must be 'error' or 'skip', got {self.bad_example_policy!r}")
+        self.dataset_kwargs = {**(self.dataset_kwargs or {}), "skip_prepare_dataset": True}
+        self.weight_schedule  # validates the schedule fields
+        self.tags  # validates the tags
+
+    @property
+    def weight_schedule(self) -> WeightSchedule:
+        return WeightSchedule(
+            name=self.schedule,
+            think_start=self.think_weight_start,
+            think_end=self.think_weight_end,
+            answer_start=self.answer_weight_start,
+            answer_end=self.answer_weight_end,
+            step_at=self.schedule_step_at,
+        )
+
+    @property
+    def tags(self) -> Tags:
+        return Tags(self.think_open, self.think_close, self.answer_open, self.answer_close)

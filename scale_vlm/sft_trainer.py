@@ -1,0 +1,135 @@
+"""``ScaleSFTTrainer``: TRL's ``SFTTrainer`` with the SCALe segment loss.
+
+A thin subclass: it renders the dataset with segments (once, before training), counts the segment normalisers of
+every optimizer step (so gradient accumulation and data parallelism are exact), overrides ``compute_loss`` and adds
+``loss_think``, ``loss_answer``, ``w_think`` and ``w_answer`` to every log (vanilla runs log them too: measured, not
+used for the gradient).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from trl import SFTTrainer
+from trl.trainer.utils import get_config_model_id
+
+from .data.collator import ScaleCollator
+from .data.prepare import PreparationReport, prepare_dataset
+from .loss import SegmentCounts, count_vector, per_token_nll, scale_loss, vanilla_loss
+from .processors import load_processor
+from .schedules import training_progress
+from .sft_config import ScaleSFTConfig
+
+logger = logging.getLogger(__name__)
+
+
+class ScaleSFTTrainer(SFTTrainer):
+    """SFT on ``<think>..</think><answer>..</answer>`` data with vanilla or SCALe loss.
+
+    ``train_dataset`` may be raw (TRL ``messages``+``images``, ShareGPT ``conversations``, ``prompt``/``completion``)
+    or already prepared by ``prepare_dataset`` (it has a ``segment_ids`` column).
+    """
+
+    _tag_names = ["trl", "sft", "scale-vlm"]
+    _name = "ScaleSFT"
+
+    def __init__(self, model, args: ScaleSFTConfig | None = None, train_dataset=None, eval_dataset=None,
+                 processing_class=None, data_collator=None, **kwargs):
+        if args is None:
+            args = ScaleSFTConfig(output_dir="scale-sft")
+        if not isinstance(args, ScaleSFTConfig):
+            raise TypeError(f"args must be a ScaleSFTConfig, got {type(args).__name__}")
+        if train_dataset is None:
+            raise ValueError("`train_dataset` is required")
+        if processing_class is None:
+            # Our loader works without torchvision for processors that also list a video processor.
+            name = model if isinstance(model, str) else get_config_model_id(model.config)
+            processing_class = load_processor(name, trust_remote_code=args.trust_remote_code)
+        self.preparation_reports: dict[str, PreparationReport] = {}
+        train_dataset = self._prepare(train_dataset, processing_class, args, "train")
+        if eval_dataset is not None:
+            eval_dataset = self._prepare(eval_dataset, processing_class, args, "eval")
+        if data_collator is None:
+            data_collator = ScaleCollator(processing_class, pad_to_multiple_of=args.pad_to_multiple_of)
+        super().__init__(model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
+                         processing_class=processing_class, data_collator=data_collator, **kwargs)
+        # Our loss is already normalised by the step's global counts: Trainer must not divide it again.
+        self.loss_is_scaled_for_ga = True
+        self._step_counts: SegmentCounts | None = None
+        # Running sums over the logging window: think NLL, answer NLL, think tokens, answer tokens.
+        self._segment_window = {"train": torch.zeros(4, dtype=torch.float64), "eval": torch.zeros(4, dtype=torch.float64)}
+        self._weights = args.weight_schedule(0.0)
+
+    def _prepare(self, dataset, processor, args: ScaleSFTConfig, split: str):
+        if "segment_ids" in dataset.column_names:
+            return dataset
+        prepared, report = prepare_dataset(
+            dataset, processor, tags=args.tags, max_length=args.max_length, policy=args.bad_example_policy,
+            image_root=args.image_root, num_proc=args.dataset_num_proc,
+        )
+        self.preparation_reports[split] = report
+        logger.warning("%s data: %s", split, report.summary())
+        return prepared
+
+    def get_batch_samples(self, epoch_iterator, num_batches, device):
+        # Look at every micro-batch of the optimizer step before any forward, like Trainer does for its token
+        # count, and all-reduce the segment normalisers across ranks.
+        batch_samples, num_items_in_batch = super().get_batch_samples(epoch_iterator, num_batches, device)
+        counts = torch.zeros(5, dtype=torch.float64)
+        for batch in batch_samples:
+            counts += count_vector(batch["segment_ids"][:, 1:])
+        if self.accelerator.num_processes > 1:
+            counts = self.accelerator.reduce(counts.to(device), reduction="sum").cpu()
+        self._step_counts = SegmentCounts.from_vector(counts)
+        return batch_samples, num_items_in_batch
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        mode = "train" if model.training else "eval"
+        inputs = dict(inputs)
+        segment_ids = inputs.pop("segment_ids")[:, 1:]  # [B, T-1], aligned with the next-token labels
+        inputs["use_cache"] = False
+        if self.args.loss_impl == "fused":
+            outputs = model(**inputs, fused_lm_head=True)
+            nll = -outputs.log_probs  # [B, T-1], 0 where the label is ignored
+        else:
+            labels = inputs.pop("labels")
+            outputs = model(**inputs)
+            nll = per_token_nll(outputs.logits, labels)  # [B, T-1]
+
+        # Training uses the optimizer step's global normalisers; evaluation batches stand alone.
+        counts = self._step_counts if mode == "train" and self._step_counts is not None else None
+        progress = training_progress(self.state.global_step, self.state.max_steps) if mode == "train" else 1.0
+        w_think, w_answer = self.args.weight_schedule(progress)
+        if self.args.method == "scale":
+            out = scale_loss(nll, segment_ids, w_think, w_answer, self.args.normalization, counts)
+        else:
+            out = vanilla_loss(nll, segment_ids, counts)
+        loss = out.loss
+        if mode == "train" and self.accelerator.num_processes > 1:
+            # DDP averages gradients over ranks while our normalisers already span all ranks.
+            loss = loss * self.accelerator.num_processes
+
+        if mode == "train":
+            self._weights = (w_think, w_answer)
+        stats = torch.stack([out.think_sum, out.answer_sum, out.think_tokens, out.answer_tokens]).double().cpu()
+        self._segment_window[mode] += stats
+        if getattr(outputs, "is_top1", None) is not None:
+            valid = outputs.label_mask.sum().clamp(min=1)
+            self._metrics[mode]["mean_token_accuracy"].append((outputs.is_top1.sum() / valid).item())
+        return (loss, outputs) if return_outputs else loss
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        mode = "train" if self.model.training else "eval"
+        window = self._segment_window[mode]
+        if self.accelerator.num_processes > 1:
+            window = self.accelerator.reduce(window.to(self.accelerator.device), reduction="sum").cpu()
+        think_sum, answer_sum, think_n, answer_n = window.tolist()
+        prefix = "eval_" if mode == "eval" else ""
+        if think_n or answer_n:
+            logs[f"{prefix}loss_think"] = think_sum / max(think_n, 1.0)
+            logs[f"{prefix}loss_answer"] = answer_sum / max(answer_n, 1.0)
+        if mode == "train":
+            logs["w_think"], logs["w_answer"] = self._weights
+        self._segment_window[mode] = torch.zeros(4, dtype=torch.float64)
+        super().log(logs, start_time)
