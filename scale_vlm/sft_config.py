@@ -19,7 +19,7 @@ LOSS_IMPLS = ("fused", "plain")
 class ScaleSFTConfig(SFTConfig):
     """``SFTConfig`` with SCALe's fields. Defaults differ from TRL where CPU use or VLM data requires it:
     ``bf16`` is off without a GPU, ``remove_unused_columns`` is off (rendered columns feed the collator),
-    ``gradient_checkpointing`` is off (turn it on for large models)."""
+    ``activation_checkpointing`` is off (turn it on for large models)."""
 
     method: str = field(default="scale", metadata={"help": "'scale' (segment-weighted) or 'vanilla' (token-mean CE)."})
     schedule: str = field(default="cosine", metadata={"help": f"Weight schedule: one of {sorted(SCHEDULES)}."})
@@ -51,10 +51,10 @@ class ScaleSFTConfig(SFTConfig):
     )
     # Overridden defaults
     remove_unused_columns: bool = field(default=False, metadata={"help": "Kept False: rendered columns feed the collator."})
-    gradient_checkpointing: bool = field(default=False, metadata={"help": "Recompute activations to save memory."})
+    activation_checkpointing: bool | None = field(default=False, metadata={"help": "Recompute activations to save memory."})
+    gradient_checkpointing: bool | None = field(default=None, metadata={"help": "Deprecated alias of activation_checkpointing."})
     bf16: bool | None = field(default=None, metadata={"help": "bf16 mixed precision; defaults to on only with a GPU."})
     logging_steps: float = field(default=1, metadata={"help": "Log every N steps."})
-    report_to: str | list[str] = field(default="none", metadata={"help": "Integrations to report to."})
 
     def __post_init__(self):
         if self.bf16 is None:

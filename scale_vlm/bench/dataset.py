@@ -236,3 +236,13 @@ def corpus_texts(seed: int = 0, per_setting: int = 300) -> Iterator[str]:
 
 def config_dict(cfg: BenchConfig) -> dict:
     return asdict(cfg)
+
+
+def build_benchmark(seed: int = 0, num_train: int = 2000, num_test: int = 300, **knobs):
+    """``DatasetDict`` with disjoint-stream ``train`` and ``test`` splits (the evaluator's ``builtin`` dataset)."""
+    import datasets
+
+    return datasets.DatasetDict({
+        split: make_benchmark(BenchConfig(seed=seed, num_examples=n, split=split, **knobs))
+        for split, n in (("train", num_train), ("test", num_test))
+    })

@@ -111,7 +111,9 @@ def load_image(image: Any, index: int | None = None, image_root: str | None = No
         return _to_rgb(img)
     except ExampleError:
         raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+    except Image.DecompressionBombError as err:  # PIL refuses the header size before our own check can run
+        raise ExampleError(index, f"image is too large to decode ({err})", "image_huge") from err
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise ExampleError(index, f"image could not be loaded ({type(err).__name__}: {err})", "image_unreadable") from err
 
 

@@ -12,7 +12,7 @@ import os
 from collections import Counter
 from dataclasses import dataclass, field
 
-from datasets import Dataset, load_dataset, load_from_disk
+from datasets import Dataset, Image, List, load_dataset, load_from_disk
 
 from ..segments import DEFAULT_TAGS, SEGMENT_ANSWER, SEGMENT_THINK, Tags
 from .formats import ExampleError, normalize_example
@@ -21,6 +21,10 @@ from .render import render_example
 logger = logging.getLogger(__name__)
 POLICIES = ("error", "skip")
 _SKIP = "_skip_reason"
+# Rows of a JSON/JSONL file that Arrow cannot hold in one table (a column that is a string in one row and a list in
+# another, a line that is not an object) are kept as JSON text in this one column and decoded per example, so a
+# messy row is an ``ExampleError`` naming its index (or a counted skip), not a crash of the whole load.
+RAW_JSON_COLUMN = "_raw_json"
 
 
 @dataclass
@@ -72,15 +76,23 @@ def prepare_dataset(
     if len(dataset) == 0:
         raise ValueError("the training dataset is empty")
 
+    def render(row: dict, index: int) -> dict:
+        if set(row) == {RAW_JSON_COLUMN}:
+            row = json.loads(row[RAW_JSON_COLUMN])
+        example = normalize_example(row, index, image_root)
+        rendered = render_example(example, processor, tags, max_length, index)
+        return {**rendered.as_row(), "images": example.images, _SKIP: ""}
+
+    columns = _rendered_columns(dataset, render)
+
     def render_row(row: dict, index: int) -> dict:
         try:
-            example = normalize_example(row, index, image_root)
-            rendered = render_example(example, processor, tags, max_length, index)
-            return {**rendered.as_row(), "images": example.images, _SKIP: ""}
+            return render(row, index)
         except ExampleError as err:
             if policy == "error":
                 raise
-            return {_SKIP: f"{err.reason}\t{err}"}
+            # Skipped rows need every column of a rendered row (they are filtered out right after).
+            return {**{k: [] for k in columns}, _SKIP: f"{err.reason}\t{err}"}
 
     rendered = dataset.map(
         render_row,
@@ -100,6 +112,10 @@ def prepare_dataset(
     if report.num_skipped:
         rendered = rendered.filter(lambda r: not r, input_columns=[_SKIP], desc="dropping skipped examples")
     rendered = rendered.remove_columns([_SKIP])
+    if "images" in rendered.column_names and not _is_image_list(rendered.features["images"]):
+        # Arrow stored the PIL images as plain {"bytes", "path"} structs (e.g. a file image kept by its path):
+        # type the column as images again so rows decode to PIL images for the collator.
+        rendered = rendered.cast_column("images", List(Image()))
     report.kept = len(rendered)
     if report.kept == 0:
         raise ValueError(f"no usable example left after preparation: {report.summary()}")
@@ -108,6 +124,23 @@ def prepare_dataset(
         report.answer_tokens += sum(1 for s in seg if s == SEGMENT_ANSWER)
     logger.warning(report.summary()) if report.num_skipped else logger.info(report.summary())
     return rendered, report
+
+
+def _is_image_list(feature) -> bool:
+    return isinstance(getattr(feature, "feature", None), Image)
+
+
+def _rendered_columns(dataset: Dataset, render) -> list[str]:
+    """Columns of a rendered row (processor-dependent, e.g. ``mm_token_type_ids``), from the first good row.
+
+    A bad row met here is simply passed over: the full pass reports or raises for it under the chosen policy.
+    """
+    for index in range(len(dataset)):
+        try:
+            return [k for k in render(dataset[index], index) if k != _SKIP]
+        except ExampleError:
+            continue
+    return ["input_ids", "attention_mask", "labels", "segment_ids", "images"]
 
 
 def load_training_dataset(name_or_path: str, split: str = "train", image_root: str | None = None) -> tuple[Dataset, str | None]:
@@ -121,7 +154,7 @@ def load_training_dataset(name_or_path: str, split: str = "train", image_root: s
     if os.path.isfile(name_or_path):
         root = image_root or os.path.dirname(os.path.abspath(name_or_path))
         if name_or_path.endswith((".json", ".jsonl")):
-            return Dataset.from_list(_read_json_rows(name_or_path)), root
+            return _rows_to_dataset(_read_json_rows(name_or_path), name_or_path), root
         if name_or_path.endswith(".parquet"):
             return Dataset.from_parquet(name_or_path), root
         raise ValueError(f"unsupported data file {name_or_path!r}: use .json, .jsonl or .parquet")
@@ -130,9 +163,19 @@ def load_training_dataset(name_or_path: str, split: str = "train", image_root: s
     return load_dataset(name_or_path, split=split), image_root
 
 
+def _rows_to_dataset(rows: list, path: str) -> Dataset:
+    if all(isinstance(r, dict) for r in rows):
+        try:
+            return Dataset.from_list(rows)
+        except (ValueError, TypeError, NotImplementedError) as err:  # pyarrow's ArrowInvalid / ArrowTypeError
+            logger.warning("%s: rows differ in shape (%s); each row is decoded on its own", path, err)
+    return Dataset.from_dict({RAW_JSON_COLUMN: [json.dumps(r, ensure_ascii=False) for r in rows]})
+
+
 def _read_json_rows(path: str) -> list[dict]:
-    # Read as text with replacement: a stray non-UTF-8 byte becomes U+FFFD instead of killing the run.
-    with open(path, encoding="utf-8", errors="replace") as f:
+    # Read as text with replacement: a stray non-UTF-8 byte becomes U+FFFD instead of killing the run
+    # ("utf-8-sig" also drops a byte-order mark, which would otherwise make the first line invalid JSON).
+    with open(path, encoding="utf-8-sig", errors="replace") as f:
         text = f.read()
     if path.endswith(".jsonl"):
         rows = []

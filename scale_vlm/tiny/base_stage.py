@@ -44,7 +44,7 @@ class BaseStageConfig:
     pool_size: int = 6000  # distinct training examples (scenes are re-drawn per example)
     jitter: int = 0
     size_jitter: int = 0
-    num_threads: int = 2
+    num_threads: int = 1
 
 
 def cell_labels(scene: Scene) -> list[int]:

@@ -1,0 +1,5 @@
+"""``python -m scale_vlm`` is the ``scale-vlm`` command."""
+
+from .cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,51 @@
+"""Configuration of the GRPO stage: TRL's ``GRPOConfig`` plus reward weights, tag names and CPU-friendly defaults."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from trl import GRPOConfig
+
+from .segments import Tags
+
+
+@dataclass
+class ScaleGRPOConfig(GRPOConfig):
+    """``GRPOConfig`` with scale-vlm's rewards. Every TRL option (``loss_type``, ``beta``, ``num_generations``,
+    ``use_vllm``, ...) stays available. Defaults differ from TRL where a CPU or a small VLM needs it: ``bf16`` is on
+    only with a GPU, activation checkpointing is off (turn it on for large models), a short completion budget, 4 generations per prompt, logging every step, no integrations."""
+
+    # reward_weights (TRL's field) wins when given, e.g. with extra custom reward functions.
+    accuracy_weight: float = field(default=1.0, metadata={"help": "Weight of the answer-accuracy reward."})
+    format_weight: float = field(default=0.5, metadata={"help": "Weight of the think-then-answer format reward."})
+    think_open: str = field(default="<think>", metadata={"help": "Opening think tag."})
+    think_close: str = field(default="</think>", metadata={"help": "Closing think tag."})
+    answer_open: str = field(default="<answer>", metadata={"help": "Opening answer tag."})
+    answer_close: str = field(default="</answer>", metadata={"help": "Closing answer tag."})
+    overwrite_output_dir: bool = field(
+        default=False, metadata={"help": "Allow writing into an output_dir that already holds another run."}
+    )
+    # Overridden defaults
+    learning_rate: float = field(default=1e-5, metadata={"help": "The initial learning rate for AdamW."})
+    num_generations: int | None = field(default=4, metadata={"help": "Completions sampled per prompt."})
+    max_completion_length: int | None = field(default=256, metadata={"help": "Maximum tokens per completion."})
+    per_device_train_batch_size: int = field(default=8, metadata={"help": "Completions per device per step."})
+    bf16: bool | None = field(default=None, metadata={"help": "bf16 mixed precision; defaults to on only with a GPU."})
+    logging_steps: float = field(default=1, metadata={"help": "Log every N steps."})
+    report_to: str | list[str] = field(default="none", metadata={"help": "Integrations to report to."})
+    save_strategy: str = field(default="no", metadata={"help": "Checkpoint strategy during training."})
+    activation_checkpointing: bool | None = field(default=False, metadata={"help": "Recompute activations to save memory."})
+    gradient_checkpointing: bool | None = field(default=None, metadata={"help": "Deprecated alias of activation_checkpointing."})
+
+    def __post_init__(self):
+        if self.bf16 is None:
+            self.bf16 = bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+        if self.reward_weights is None:
+            self.reward_weights = [self.accuracy_weight, self.format_weight]
+        super().__post_init__()
+        self.tags  # validates the tags
+
+    @property
+    def tags(self) -> Tags:
+        return Tags(self.think_open, self.think_close, self.answer_open, self.answer_close)

@@ -1,0 +1,135 @@
+"""``ScaleGRPOTrainer``: TRL's ``GRPOTrainer`` with scale-vlm's rewards and data, plus the GRPO prompt dataset.
+
+A thin subclass. It supplies the default reward functions (accuracy and format, through the evaluator's parser
+and scorer) weighted by the config, loads the processor without torchvision, pads prompts on the left (as TRL's
+generation does), resets Qwen2-VL's cached rope offsets around generation, keeps the sampler off vision special tokens and adds two numbers to TRL's per-step logs: ``completion_tokens`` (tokens generated in
+the step) and the running total ``generated_tokens`` (the GRPO cost measure of ``scale-vlm compare``). TRL itself
+logs ``reward`` (weighted mean), ``rewards/accuracy_reward/mean``, ``rewards/format_reward/mean`` and
+``completions/mean_length`` every step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from trl import GRPOTrainer
+from trl.trainer.utils import get_config_model_id
+
+from .eval.adapters import EvalExample, load_eval_dataset
+from .grpo_config import ScaleGRPOConfig
+from .processors import load_processor
+from .rewards import make_reward_funcs
+
+# ------------------------------------------------------------------------------------------- prompt dataset
+
+
+def grpo_prompt(prompt: str, num_images: int = 1) -> list[dict]:
+    """TRL's conversational VLM prompt: one user turn, image placeholders first (TRL fills them from ``image``)."""
+    return [{"role": "user", "content": [{"type": "image"} for _ in range(num_images)] + [{"type": "text", "text": prompt}]}]
+
+
+def to_grpo_dataset(examples: Iterable[EvalExample]):
+    """A ``datasets.Dataset`` for GRPO from evaluation examples (any source ``scale-vlm eval`` reads): columns
+    ``prompt`` (conversational), ``images`` (list of PIL images), ``answer`` (gold), ``choices`` and ``id``.
+    The prompt text is the evaluator's, so the policy is trained on exactly what it is evaluated on."""
+    import datasets
+
+    rows = {"id": [], "prompt": [], "images": [], "answer": [], "choices": []}
+    for ex in examples:
+        rows["id"].append(ex.id)
+        rows["prompt"].append(grpo_prompt(ex.prompt, len(ex.images)))
+        rows["images"].append(list(ex.images))
+        rows["answer"].append(ex.gold)
+        rows["choices"].append(list(ex.choices))
+    if not rows["id"]:
+        raise ValueError("no examples for GRPO")
+    return datasets.Dataset.from_dict(rows)
+
+
+def load_grpo_dataset(name_or_path: str, split: str = "train", *, limit: int | None = None, seed: int = 0,
+                      builtin_size: int = 500, image_only: bool = False, tags=None, **kwargs):
+    """``builtin`` (the built-in benchmark's ``split`` stream), ScienceQA/IconQA or any local dataset, through the
+    evaluator's adapters, as a GRPO prompt dataset."""
+    extra = {"tags": tags} if tags is not None else {}
+    examples = load_eval_dataset(name_or_path, split, limit=limit, seed=seed, builtin_size=builtin_size,
+                                 image_only=image_only, **extra, **kwargs)
+    return to_grpo_dataset(examples)
+
+
+# ------------------------------------------------------------------------------------------------ trainer
+
+VISION_TOKEN_ATTRS = ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id",
+                      "image_token_index")
+
+
+def _reset_rope_cache(model) -> None:
+    # Qwen2-VL caches the multimodal rope offsets of the last batch; a stale value breaks the next prompt.
+    model = getattr(model, "module", model)
+    inner = getattr(model, "model", None)
+    if inner is not None and hasattr(inner, "rope_deltas"):
+        inner.rope_deltas = None
+
+
+class ScaleGRPOTrainer(GRPOTrainer):
+    """GRPO for ``<think>..</think><answer>..</answer>`` VLMs, starting from any SFT checkpoint (path or model)."""
+
+    _tag_names = ["trl", "grpo", "scale-vlm"]
+    _name = "ScaleGRPO"
+
+    def __init__(self, model, reward_funcs=None, args: ScaleGRPOConfig | None = None, train_dataset=None,
+                 eval_dataset=None, processing_class=None, **kwargs):
+        if args is None:
+            args = ScaleGRPOConfig(output_dir="scale-grpo")
+        if not isinstance(args, ScaleGRPOConfig):
+            raise TypeError(f"args must be a ScaleGRPOConfig, got {type(args).__name__}")
+        if reward_funcs is None:
+            reward_funcs = make_reward_funcs(("accuracy", "format"), tags=args.tags)
+        if processing_class is None:
+            name = model if isinstance(model, str) else get_config_model_id(model.config)
+            processing_class = load_processor(name, trust_remote_code=args.trust_remote_code)
+        if isinstance(model, str):
+            from transformers import AutoModelForImageTextToText
+
+            model = AutoModelForImageTextToText.from_pretrained(
+                model, trust_remote_code=args.trust_remote_code, **(args.model_init_kwargs or {})
+            )
+        if isinstance(reward_funcs, Sequence) and len(reward_funcs) != len(args.reward_weights):
+            raise ValueError(f"{len(reward_funcs)} reward functions but {len(args.reward_weights)} reward_weights")
+        tokenizer = getattr(processing_class, "tokenizer", processing_class)
+        # TRL left-pads the prompt ids itself but takes mm_token_type_ids from a processor call that pads on the
+        # tokenizer's side: a right-padding tokenizer misaligns them with the prompts (Qwen2-VL rope index error).
+        tokenizer.padding_side = "left"
+        if not args.use_vllm:
+            # TRL suppresses the image token only; a sampled vision start/end or video token also breaks Qwen2-VL's
+            # rope index (it counts them as images) in the loss forward.
+            suppress = sorted({t for t in (getattr(model.config, name, None) for name in VISION_TOKEN_ATTRS)
+                               if isinstance(t, int)})
+            if suppress:
+                user = dict(args.generation_kwargs or {})
+                user["suppress_tokens"] = sorted(set(user.get("suppress_tokens") or []) | set(suppress))
+                args.generation_kwargs = user
+        self.generated_tokens = 0
+        super().__init__(model=model, reward_funcs=reward_funcs, args=args, train_dataset=train_dataset,
+                         eval_dataset=eval_dataset, processing_class=processing_class, **kwargs)
+
+    def _generate_single_turn(self, *args, **kwargs):
+        _reset_rope_cache(self.model)
+        try:
+            return super()._generate_single_turn(*args, **kwargs)
+        finally:
+            _reset_rope_cache(self.model)
+
+    def _generate_and_score_completions(self, inputs):
+        output = super()._generate_and_score_completions(inputs)
+        _reset_rope_cache(self.model)
+        mode = "train" if self.model.training else "eval"
+        tokens = self.accelerator.gather(output["completion_mask"].sum()).sum().item()
+        if mode == "train":
+            self.generated_tokens += int(tokens)
+            self._metrics[mode]["completion_tokens"].append(float(tokens))
+        return output
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if self.model.training or "loss" in logs:
+            logs["generated_tokens"] = float(self.generated_tokens)
+        super().log(logs, start_time)

@@ -1,0 +1,75 @@
+"""Shared fixtures: tiny models built locally (no hub), small datasets in the supported formats."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+from PIL import Image
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+COLOURS = ["red", "green", "blue", "yellow"]
+QUESTION = "What colour is the square? Options: (A) red (B) green (C) blue (D) yellow"
+
+
+def make_response(i: int, think_repeat: int = 1) -> str:
+    colour = COLOURS[i % 4]
+    think = " ".join([f"I look at the image. The square is {colour}, option ({'ABCD'[i % 4]})."] * think_repeat)
+    return f"<think>{think}</think><answer>({'ABCD'[i % 4]})</answer>"
+
+
+def make_image(i: int) -> Image.Image:
+    return Image.new("RGB", (48, 48), COLOURS[i % 4])
+
+
+def messages_row(i: int, response: str | None = None) -> dict:
+    return {
+        "messages": [
+            {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": QUESTION}]},
+            {"role": "assistant", "content": [{"type": "text", "text": response or make_response(i)}]},
+        ],
+        "images": [make_image(i)],
+    }
+
+
+CORPUS = [make_response(i, 2) for i in range(8)] + [QUESTION] * 4
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen():
+    from scale_vlm.tiny.model import build_tiny_qwen2_vl
+
+    return build_tiny_qwen2_vl(CORPUS, vocab_size=400, hidden_size=64, num_layers=2, intermediate_size=128, vision_width=64)
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen_dir(tiny_qwen, tmp_path_factory):
+    from scale_vlm.tiny.model import save_tiny
+
+    return str(save_tiny(*tiny_qwen, tmp_path_factory.mktemp("tiny-qwen")))
+
+
+@pytest.fixture(scope="session")
+def tiny_llava():
+    from scale_vlm.tiny.model import build_tiny_llava
+
+    return build_tiny_llava(CORPUS, vocab_size=400)
+
+
+@pytest.fixture()
+def fresh_qwen(tiny_qwen_dir):
+    """A fresh copy of the tiny Qwen2-VL (training mutates it)."""
+    from scale_vlm.tiny.model import load_tiny
+
+    return load_tiny(tiny_qwen_dir)
+
+
+@pytest.fixture(scope="session")
+def messages_dataset():
+    from datasets import Dataset
+
+    return Dataset.from_list([messages_row(i) for i in range(8)])

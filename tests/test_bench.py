@@ -1,0 +1,169 @@
+"""The built-in benchmark: determinism, schema, balance, token imbalance, teacher errors, writers."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections import Counter
+
+import pytest
+
+from scale_vlm.bench import BenchConfig, build_benchmark, iter_items, make_benchmark, to_training_format
+from scale_vlm.bench import write_messages_jsonl, write_sharegpt_json
+from scale_vlm.bench.scenes import COLOURS, SHAPES
+from scale_vlm.prompts import OPTION_LETTERS
+from scale_vlm.segments import DEFAULT_TAGS
+
+COLUMNS = {"id", "image", "prompt", "response", "answer", "choices", "category"}
+
+
+def items(n=1200, **kw):
+    return list(iter_items(BenchConfig(num_examples=n, **kw)))
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    from scale_vlm.bench import corpus_texts
+    from scale_vlm.tiny.tokenizer import build_tokenizer
+
+    return build_tokenizer(corpus_texts(), vocab_size=1024)
+
+
+def test_deterministic_by_seed():
+    a = make_benchmark(BenchConfig(seed=3, num_examples=24))
+    b = make_benchmark(BenchConfig(seed=3, num_examples=24))
+    c = make_benchmark(BenchConfig(seed=4, num_examples=24))
+    for col in ("prompt", "response", "answer", "choices", "scene"):
+        assert a[col] == b[col]
+    assert [im.tobytes() for im in a["image"]] == [im.tobytes() for im in b["image"]]
+    assert a["response"] != c["response"]
+    test = make_benchmark(BenchConfig(seed=3, num_examples=24, split="test"))
+    assert not set(a["response"]) & set(test["response"])
+
+
+def test_column_schema():
+    ds = make_benchmark(BenchConfig(num_examples=40))
+    assert COLUMNS <= set(ds.column_names)
+    for ex in ds:
+        assert ex["image"].size == (48, 48) and ex["image"].mode == "RGB"
+        assert ex["prompt"].endswith("</answer>.") and "Think step by step" in ex["prompt"]
+        assert ex["response"].startswith("<think>") and ex["response"].endswith(f"<answer>{ex['answer']}</answer>")
+        assert ex["category"] in ("count", "attribute", "spatial", "compare")
+        if ex["choices"]:
+            assert ex["answer"] in OPTION_LETTERS[: len(ex["choices"])]
+            assert "Options: (A) " in ex["prompt"]
+            assert ex["choices"][OPTION_LETTERS.index(ex["answer"])] == ex["value"]
+        else:
+            assert ex["answer"] == ex["value"]
+    train = to_training_format(ds)
+    assert train.column_names == ["messages", "images"]
+    assert train[0]["messages"][0]["content"][0]["type"] == "image" and len(train[0]["images"]) == 1
+    dd = build_benchmark(num_train=8, num_test=4)
+    assert len(dd["train"]) == 8 and len(dd["test"]) == 4
+
+
+def test_answers_balanced():
+    rows = items(2000)
+    letters = Counter(r["answer"] for r in rows if r["choices"])
+    top = letters.most_common(1)[0][1] / sum(letters.values())
+    assert top <= 0.35, letters
+    for cat in ("count", "attribute", "spatial", "compare"):
+        c = Counter(r["answer"] for r in rows if r["category"] == cat and r["choices"])
+        assert c.most_common(1)[0][1] / sum(c.values()) <= 0.40, (cat, c)
+    numbers = Counter(r["answer"] for r in rows if not r["choices"] and r["category"] == "count")
+    assert numbers.most_common(1)[0][1] / sum(numbers.values()) <= 0.40
+    assert max(Counter(r["answer"] for r in rows).values()) / len(rows) <= 0.35
+    assert 0.75 <= sum(bool(r["choices"]) for r in rows) / len(rows) <= 0.85
+
+
+def test_gold_answers_match_scenes():
+    for r in items(600):
+        scene = json.loads(r["scene"])
+        q = r["prompt"]
+        if r["category"] == "count":
+            noun = q.split("How many ")[1].split(" are")[0]
+            if noun.endswith(" objects"):
+                n = sum(o["colour"] == noun.split()[0] for o in scene)
+            else:
+                n = sum(o["shape"] == noun[:-1] for o in scene)
+            assert str(n) == r["value"]
+        elif r["category"] == "attribute":
+            if q.startswith("What colour is the "):
+                shape = q.split("What colour is the ")[1].split("?")[0]
+                assert [o["colour"] for o in scene if o["shape"] == shape] == [r["value"]]
+            else:
+                colour = q.split("What shape is the ")[1].split(" object?")[0]
+                assert [o["shape"] for o in scene if o["colour"] == colour] == [r["value"]]
+
+
+def _ratio(tok, response):
+    k = response.index("</think>") + len("</think>")
+    think = len(tok(response[:k])["input_ids"])
+    answer = len(tok(response[k:] + "<|im_end|>")["input_ids"])
+    return think / answer
+
+
+def test_think_answer_token_ratio(tokenizer):
+    means = {}
+    for v in (0, 1, 2):
+        means[v] = statistics.mean(_ratio(tokenizer, r["response"]) for r in items(300, trace_verbosity=v))
+    assert 10 <= means[1] <= 30, means  # the default
+    assert means[0] < means[1] < means[2], means
+
+
+def test_teacher_errors_only_in_traces():
+    clean = items(400, teacher_error_rate=0.0)
+    noisy = items(400, teacher_error_rate=1.0)
+    assert not any(r["teacher_error"] for r in clean)
+    assert sum(r["teacher_error"] for r in noisy) / len(noisy) > 0.9
+    tags = DEFAULT_TAGS
+    for a, b in zip(clean, noisy):
+        for key in ("prompt", "answer", "choices", "category", "value", "scene"):
+            assert a[key] == b[key]
+        ans_a = a["response"].split(tags.think_close, 1)[1]
+        ans_b = b["response"].split(tags.think_close, 1)[1]
+        assert ans_a == ans_b
+        assert (a["response"] != b["response"]) == b["teacher_error"]
+        assert b["response"].split(tags.think_close)[0].endswith(f"So the answer is {b['value']}.")
+    default = items(1000)
+    assert 0.15 <= sum(r["teacher_error"] for r in default) / 1000 <= 0.25
+
+
+def test_answer_is_not_a_copy_of_the_trace():
+    rows = items(500)
+    copies = sum(r["response"].split("</think>")[0].rstrip(".").endswith(r["answer"]) for r in rows)
+    assert copies / len(rows) < 0.3
+
+
+def test_writers(tmp_path):
+    from scale_vlm.data.formats import normalize_example
+
+    ds = make_benchmark(BenchConfig(num_examples=6))
+    p = write_messages_jsonl(ds, tmp_path / "msgs")
+    lines = [json.loads(line) for line in p.read_text().splitlines()]
+    assert len(lines) == 6
+    for line, ex in zip(lines, ds):
+        assert line["messages"][0]["content"][0]["type"] == "image"
+        assert line["messages"][1]["content"][0]["text"] == ex["response"]
+        assert (p.parent / line["images"][0]).is_file()
+        chat = normalize_example(line, image_root=str(p.parent))
+        assert chat.response == ex["response"] and len(chat.images) == 1
+    q = write_sharegpt_json(ds, tmp_path / "sharegpt")
+    records = json.loads(q.read_text())
+    assert len(records) == 6
+    for rec, ex in zip(records, ds):
+        assert [t["from"] for t in rec["conversations"]] == ["human", "gpt"]
+        assert rec["conversations"][0]["value"] == "<image>\n" + ex["prompt"]
+        assert (q.parent / rec["image"]).is_file()
+        chat = normalize_example(rec, image_root=str(q.parent))
+        assert chat.response == ex["response"] and len(chat.images) == 1
+
+
+def test_knobs_validated():
+    with pytest.raises(ValueError):
+        list(iter_items(BenchConfig(task_mix="count:1,nope:1")))
+    with pytest.raises(ValueError):
+        list(iter_items(BenchConfig(teacher_error_rate=1.5)))
+    only = items(50, task_mix="spatial:1")
+    assert {r["category"] for r in only} == {"spatial"}
+    assert all(r["choices"] == [] for r in items(50, option_letter_fraction=0.0))

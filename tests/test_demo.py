@@ -1,0 +1,52 @@
+"""``scale-vlm demo``: helpers (fast) and the whole quick run end to end (slow)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from scale_vlm.demo import DemoConfig, _check_output_dir, format_table, majority_baseline, plot_curves
+
+
+def test_majority_baseline():
+    b = majority_baseline(["A", "B", "A", "3"], ["A", "B", "C", "A"])
+    assert b == {"answer": "A", "accuracy": 0.5}
+
+
+def test_refuses_to_overwrite(tmp_path):
+    (tmp_path / "results.json").write_text("{}")
+    with pytest.raises(FileExistsError):
+        _check_output_dir(DemoConfig(output_dir=str(tmp_path)))
+    _check_output_dir(DemoConfig(output_dir=str(tmp_path), overwrite_output_dir=True))
+    assert not (tmp_path / "results.json").exists()
+
+
+def test_quick_is_small():
+    cfg = DemoConfig(quick=True)
+    assert cfg.max_steps * cfg.batch_size <= 64 and cfg.num_test <= 20
+
+
+def test_table_and_plot(tmp_path):
+    hist = [{"step": s, "loss_think": 2.0 / s, "loss_answer": 1.0 / s, "w_think": 0.5, "w_answer": 0.5} for s in (1, 2, 3)]
+    plot_curves({"vanilla": hist, "scale": hist}, tmp_path / "c.png")
+    assert (tmp_path / "c.png").stat().st_size > 1000
+    row = {"accuracy": 0.5, "malformed_rate": 0.1, "mean_think_tokens": 40.0, "train_seconds": 12.0}
+    text = format_table({"methods": {"vanilla": row, "scale": row}, "majority_baseline": {"answer": "A", "accuracy": 0.25}})
+    assert "| vanilla | 0.500 | 0.100 | 40.0 | 12 |" in text and "majority" in text
+
+
+@pytest.mark.slow
+def test_demo_quick_end_to_end(tmp_path):
+    from scale_vlm.cli.demo import main
+
+    out = tmp_path / "demo"
+    assert main(["--quick", "--output_dir", str(out), "--progress", "false"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    for method in ("vanilla", "scale"):
+        r = results["methods"][method]
+        assert 0 <= r["accuracy"] <= 1 and 0 <= r["malformed_rate"] <= 1 and r["train_seconds"] > 0
+        state = json.loads((out / method / "trainer_state.json").read_text())
+        assert any("loss_answer" in h for h in state["log_history"])
+    assert (out / "results.md").is_file() and (out / "training_curves.png").stat().st_size > 1000
+    assert main(["--quick", "--output_dir", str(out)]) == 1  # refuses to overwrite

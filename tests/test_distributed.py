@@ -1,0 +1,98 @@
+"""Two CPU processes (``accelerate launch``, gloo) give the loss and gradients of one process over the same batch.
+
+The dataset has exactly one global batch (4 examples of different think lengths), so every optimizer step sees the
+same 4 examples whatever order the samplers choose: 2 ranks x 2 examples vs 1 process x 4 examples. Both
+normalisations are checked; ``batch`` needs the segment token counts all-reduced across ranks, ``sample`` the
+example counts. Slow (three Python start-ups per normalisation, each importing torch + transformers):
+run with ``pytest -m slow tests/test_distributed.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+
+import numpy as np
+import pytest
+
+from reliability_support import PYTHON, REPO_ROOT, colour_image, subprocess_env, tiny_model_dir, write_jsonl
+
+ACCELERATE = shutil.which("accelerate", path=str(__import__("pathlib").Path(PYTHON).parent)) or "accelerate"
+SCRIPT = str(REPO_ROOT / "tests" / "dist_check.py")
+# float32 forward/backward; the only differences are summation order (per-rank partial sums + the all-reduce)
+# and padding lengths (a rank pads to its own longest example): ~1e-7 relative in practice.
+RTOL, ATOL = 1e-5, 1e-7
+
+
+def _row(i: int, repeat: int) -> dict:
+    think = " ".join(["I look at the grid and count the shapes."] * repeat)
+    return {
+        "messages": [
+            {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": f"How many shapes? ({i})"}]},
+            {"role": "assistant", "content": [{"type": "text", "text": f"<think>{think}</think><answer>{i + 1}</answer>"}]},
+        ],
+        "images": [f"images/{i}.png"],
+    }
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("dist-data")
+    (root / "images").mkdir()
+    for i in range(4):
+        colour_image(i).save(root / "images" / f"{i}.png")
+    # think lengths 1, 2, 5, 9 sentences: sample and batch normalisation give different losses
+    return write_jsonl(root / "train.jsonl", [_row(i, r) for i, r in enumerate([1, 2, 5, 9])])
+
+
+def _run(cmd: list[str], timeout: int = 300) -> None:
+    proc = subprocess.run(cmd, env=subprocess_env(ACCELERATE_USE_CPU="1"), capture_output=True, text=True,
+                          timeout=timeout, cwd=REPO_ROOT)
+    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
+
+
+def _load(out, rank: int):
+    record = json.loads((out / f"rank{rank}.json").read_text())
+    grads = [np.load(out / f"rank{rank}_step{s}.npy", allow_pickle=False) for s in (1, 2)]
+    return record, grads
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("normalization", ["sample", "batch"])
+def test_two_processes_match_one(normalization, data, tmp_path):
+    model = str(tiny_model_dir())
+    common = ["--model", model, "--data", str(data), "--normalization", normalization, "--steps", "2"]
+    single, multi, accum = tmp_path / "single", tmp_path / "multi", tmp_path / "accum"
+    _run([PYTHON, SCRIPT, *common, "--out", str(single), "--per_device_batch", "4"])
+    _run([ACCELERATE, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision",
+          "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
+          SCRIPT, *common, "--out", str(multi), "--per_device_batch", "2"])
+    # gradient accumulation over 2 micro-batches of 2 is the same global batch too
+    _run([PYTHON, SCRIPT, *common, "--out", str(accum), "--per_device_batch", "2", "--grad_accum", "2"])
+
+    ref, ref_grads = _load(single, 0)
+    assert ref["world_size"] == 1 and len(ref["steps"]) == 2
+    for out, world in ((multi, 2), (accum, 1)):
+        for rank in range(world):
+            rec, grads = _load(out, rank)
+            assert rec["world_size"] == world
+            for got, want in zip(rec["steps"], ref["steps"]):
+                assert got["step"] == want["step"]
+                assert (got["w_think"], got["w_answer"]) == (want["w_think"], want["w_answer"])
+                for key in ("loss", "loss_think", "loss_answer"):
+                    assert got[key] == pytest.approx(want[key], rel=RTOL), (out.name, rank, key, got, want)
+            for step, (g, r) in enumerate(zip(grads, ref_grads), start=1):
+                assert g.shape == r.shape
+                assert np.linalg.norm(r) > 1e-3
+                np.testing.assert_allclose(g, r, rtol=RTOL, atol=ATOL * np.abs(r).max(),
+                                           err_msg=f"{out.name} rank {rank} step {step} gradient")
+    # the two normalisations really differ on this data (the check is not vacuous)
+    assert ref["steps"][0]["loss_think"] > 0
