@@ -14,7 +14,7 @@ from .segments import Tags
 class ScaleGRPOConfig(GRPOConfig):
     """``GRPOConfig`` with scale-vlm's rewards. Every TRL option (``loss_type``, ``beta``, ``num_generations``,
     ``use_vllm``, ...) stays available. Defaults differ from TRL where a CPU or a small VLM needs it: ``bf16`` is on
-    only with a GPU, activation checkpointing is off (turn it on for large models), a short completion budget, 4 generations per prompt, logging every step, no integrations."""
+    only with a GPU, activation checkpointing is off (turn it on for large models), a short completion budget, 4 generations per prompt, logging every step."""
 
     # reward_weights (TRL's field) wins when given, e.g. with extra custom reward functions.
     accuracy_weight: float = field(default=1.0, metadata={"help": "Weight of the answer-accuracy reward."})
@@ -33,7 +33,6 @@ class ScaleGRPOConfig(GRPOConfig):
     per_device_train_batch_size: int = field(default=8, metadata={"help": "Completions per device per step."})
     bf16: bool | None = field(default=None, metadata={"help": "bf16 mixed precision; defaults to on only with a GPU."})
     logging_steps: float = field(default=1, metadata={"help": "Log every N steps."})
-    report_to: str | list[str] = field(default="none", metadata={"help": "Integrations to report to."})
     save_strategy: str = field(default="no", metadata={"help": "Checkpoint strategy during training."})
     activation_checkpointing: bool | None = field(default=False, metadata={"help": "Recompute activations to save memory."})
     gradient_checkpointing: bool | None = field(default=None, metadata={"help": "Deprecated alias of activation_checkpointing."})

@@ -9,6 +9,7 @@ used for the gradient).
 from __future__ import annotations
 
 import logging
+import os
 
 import torch
 from trl import SFTTrainer
@@ -118,6 +119,25 @@ class ScaleSFTTrainer(SFTTrainer):
             valid = outputs.label_mask.sum().clamp(min=1)
             self._metrics[mode]["mean_token_accuracy"].append((outputs.is_top1.sum() / valid).item())
         return (loss, outputs) if return_outputs else loss
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        # Trainer restores weights with load_state_dict(strict=False). VLM checkpoints are saved under the
+        # checkpoint key names (Qwen2-VL: "model.layers.*", "visual.*"), which differ from the live module names
+        # ("model.language_model.*", "model.visual.*"), so nothing would match and the run would silently resume
+        # from its initial weights. from_pretrained applies the key conversion; strict=True leaves nothing out.
+        model = self.model if model is None else model
+        unwrapped = self.accelerator.unwrap_model(model)
+        sharded = self.is_deepspeed_enabled or self.is_fsdp_enabled
+        has_safetensors = any(
+            os.path.isfile(os.path.join(resume_from_checkpoint, f))
+            for f in ("model.safetensors", "model.safetensors.index.json")
+        )
+        if has_safetensors and not sharded and not hasattr(unwrapped, "peft_config"):
+            dtype = next(unwrapped.parameters()).dtype
+            loaded = type(unwrapped).from_pretrained(resume_from_checkpoint, dtype=dtype)
+            unwrapped.load_state_dict(loaded.state_dict(), strict=True)
+            return
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         mode = "train" if self.model.training else "eval"

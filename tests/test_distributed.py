@@ -22,8 +22,9 @@ from reliability_support import PYTHON, REPO_ROOT, colour_image, subprocess_env,
 ACCELERATE = shutil.which("accelerate", path=str(__import__("pathlib").Path(PYTHON).parent)) or "accelerate"
 SCRIPT = str(REPO_ROOT / "tests" / "dist_check.py")
 # float32 forward/backward; the only differences are summation order (per-rank partial sums + the all-reduce)
-# and padding lengths (a rank pads to its own longest example): ~1e-7 relative in practice.
-RTOL, ATOL = 1e-5, 1e-7
+# and padding lengths (a rank pads to its own longest example). Losses agree to ~1e-7 relative; gradient
+# elements to ~1e-7 of the largest gradient element (tiny elements can differ by ~4e-5 relative).
+RTOL, ATOL = 1e-4, 1e-5
 
 
 def _row(i: int, repeat: int) -> dict:

@@ -227,8 +227,6 @@ def test_eval_cli_reports_bad_image_without_traceback(tmp_path, capsys):
     assert "Traceback" not in err
 
 
-@pytest.mark.xfail(reason="eval/adapters.py reads JSON with strict UTF-8 (fix described in docs/reliability.md)",
-                   strict=False)
 def test_eval_jsonl_with_non_utf8_bytes_loads(tmp_path):
     from scale_vlm.eval.adapters import load_eval_dataset
 

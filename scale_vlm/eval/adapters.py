@@ -65,28 +65,16 @@ class ColumnMapping:
 
 def to_pil(value: Any, base_dir: Path | None, where: str) -> Image.Image:
     """A PIL RGB image from a PIL image, a ``{"bytes", "path"}`` dict (datasets' Image feature) or a file path
-    (relative paths resolve against ``base_dir``). ``where`` names the example in the error."""
+    (relative paths resolve against ``base_dir``). ``where`` names the example in the error.
+
+    The training-side loader does the work, so evaluation converts CMYK/RGBA/16-bit images and enforces the
+    pixel limit exactly as training does."""
+    from ..data.formats import ExampleError, load_image
+
     try:
-        if isinstance(value, Image.Image):
-            image = value
-        elif isinstance(value, Mapping):
-            if value.get("bytes"):
-                image = Image.open(io.BytesIO(value["bytes"]))
-            elif value.get("path"):
-                return to_pil(value["path"], base_dir, where)
-            else:
-                raise ValueError("image dict has neither 'bytes' nor 'path'")
-        elif isinstance(value, (str, Path)):
-            path = Path(value)
-            if not path.is_absolute() and base_dir is not None:
-                path = base_dir / path
-            image = Image.open(path)
-        else:
-            raise TypeError(f"unsupported image value of type {type(value).__name__}")
-        image.load()
-        return image.convert("RGB")
-    except Exception as err:  # noqa: BLE001 - re-raised with the example named
-        raise ValueError(f"{where}: cannot load image {_short(value)}: {err}") from err
+        return load_image(value, None, str(base_dir) if base_dir is not None else None)
+    except ExampleError as err:
+        raise ValueError(f"{where}: cannot load image {_short(value)}: {err.problem}") from err
 
 
 def _short(value: Any) -> str:
@@ -289,7 +277,8 @@ def detect_adapter(column_names: Iterable[str]) -> str:
 
 
 def _read_json_rows(path: Path) -> list[dict]:
-    text = path.read_text(encoding="utf-8")
+    # A stray non-UTF-8 byte becomes U+FFFD instead of failing the whole file; a BOM is dropped.
+    text = path.read_text(encoding="utf-8-sig", errors="replace")
     if path.suffix == ".jsonl":
         rows = []
         for line_number, line in enumerate(text.splitlines(), start=1):

@@ -1,0 +1,97 @@
+"""Step-time ratio SCALe / vanilla on the same tiny VLM, data and batch, measured in one process.
+
+One trainer, one fixed batch; each repeat times one optimizer step (compute_loss + backward + AdamW step) with
+``method="scale"`` and one with ``method="vanilla"``, in alternating order; the ratio is the median SCALe step
+time over the median vanilla step time (the median of the per-repeat ratios is reported too).
+
+    python benchmarks/bench_step_time.py --out benchmarks/results/step_time.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+
+import _common
+
+
+def measure(loss_impl: str, args, model_and_data) -> dict:
+    import torch
+
+    from scale_vlm.sft_config import ScaleSFTConfig
+
+    model, processor, _, train = model_and_data
+    cls, impl = _common.trainer_class(loss_impl)
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = ScaleSFTConfig(output_dir=tmp, max_steps=10, per_device_train_batch_size=args.batch_size,
+                             save_strategy="no", use_cpu=args.device == "cpu", seed=0, max_length=1024,
+                             dataloader_num_workers=0, loss_impl=impl, learning_rate=1e-4)
+        trainer = cls(model=model, args=cfg, train_dataset=train, processing_class=processor)
+    trainer.create_optimizer()
+    opt = trainer.optimizer
+    model = trainer.model.to(args.device)
+    model.train()
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(args.batch_size)])
+    batch = {k: v.to(args.device) for k, v in batch.items()}
+    sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
+
+    def step(method: str) -> float:
+        trainer.args.method = method
+        sync()
+        t0 = time.perf_counter()
+        loss = trainer.compute_loss(model, batch)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        sync()
+        return time.perf_counter() - t0
+
+    for _ in range(args.warmup):
+        step("scale"), step("vanilla")
+    times = {"scale": [], "vanilla": []}
+    for rep in range(args.repeats):
+        order = ("scale", "vanilla") if rep % 2 == 0 else ("vanilla", "scale")
+        for m in order:
+            times[m].append(step(m))
+    s, v = statistics.median(times["scale"]), statistics.median(times["vanilla"])
+    pair = statistics.median(a / b for a, b in zip(times["scale"], times["vanilla"]))
+    tokens = int(batch["attention_mask"].sum())
+    return {"loss_impl": loss_impl, "scale_ms": 1e3 * s, "vanilla_ms": 1e3 * v, "ratio": s / v,
+            "median_pairwise_ratio": pair, "tokens_per_batch": tokens, "batch_shape": list(batch["input_ids"].shape),
+            "scale_ms_all": [round(1e3 * x, 2) for x in times["scale"]],
+            "vanilla_ms_all": [round(1e3 * x, 2) for x in times["vanilla"]]}
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--repeats", type=int, default=40)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--loss-impls", default="fused,lean",
+                   help="comma-separated among fused (trainer default), plain, lean (proposed fused branch)")
+    p.add_argument("--out", default=None)
+    args = p.parse_args(argv)
+    import torch
+
+    torch.manual_seed(0)
+    data = _common.tiny_model_and_data(num_examples=max(16, args.batch_size))
+    n_params = sum(p.numel() for p in data[0].parameters())
+    rows = [measure(impl.strip(), args, data) for impl in args.loss_impls.split(",") if impl.strip()]
+    print(f"\nstep time (compute_loss + backward + AdamW step), tiny Qwen2-VL ({n_params / 1e6:.2f}M params), "
+          f"batch {rows[0]['batch_shape']}, device {args.device}, median of {args.repeats} interleaved repeats")
+    print(f"{'loss_impl':10s} {'SCALe ms':>9} {'vanilla ms':>11} {'ratio':>7} {'pairwise':>9}")
+    for r in rows:
+        print(f"{r['loss_impl']:10s} {r['scale_ms']:>9.2f} {r['vanilla_ms']:>11.2f} {r['ratio']:>7.3f} "
+              f"{r['median_pairwise_ratio']:>9.3f}")
+    report = {"benchmark": "step_time", "device": args.device, "batch_size": args.batch_size,
+              "repeats": args.repeats, "model_params": n_params, "rows": rows, "target_ratio_max": 1.02,
+              "machine": _common.machine(args.device)}
+    _common.write_json(args.out, report)
+    return report
+
+
+if __name__ == "__main__":
+    main()
