@@ -46,14 +46,14 @@ logger = logging.getLogger(__name__)
 @dataclass
 class CompareConfig:
     """One config for the whole comparison (``--config x.yaml`` or flags). Defaults: the embedded default
-    (tiny base VLM, built-in benchmark), sized for about 20 minutes per seed on 2 CPU cores."""
+    (tiny base VLM, built-in benchmark); the SFT budget is the demo's. See docs/compare.md for measured times."""
 
     output_dir: str = field(default="runs/compare", metadata={"help": "results folder (stages are kept inside)"})
     seeds: list[int] = field(default_factory=lambda: [0], metadata={"help": "seeds: data, order, init, sampling"})
     quick: bool = field(default=False, metadata={"help": "smoke test: tiny data and step budgets (a few minutes)"})
     base_model: str = field(default="", metadata={"help": "base model folder (default: the shipped tiny base)"})
     # data (built-in benchmark)
-    num_train: int = field(default=1000, metadata={"help": "SFT training questions (with reasoning traces)"})
+    num_train: int = field(default=3000, metadata={"help": "SFT training questions (with reasoning traces)"})
     num_grpo_prompts: int = field(default=256, metadata={"help": "GRPO prompts (the first N training questions)"})
     num_test: int = field(default=100, metadata={"help": "held-out evaluation questions"})
     trace_verbosity: int = field(default=1, metadata={"help": "benchmark knob (0, 1, 2)"})
@@ -61,8 +61,8 @@ class CompareConfig:
     option_letter_fraction: float = field(default=0.8, metadata={"help": "benchmark knob"})
     task_mix: str = field(default="count:1,attribute:1,spatial:1,compare:1", metadata={"help": "benchmark knob"})
     # SFT (both methods share everything but the loss)
-    sft_steps: int = field(default=60, metadata={"help": "SFT optimizer steps"})
-    sft_batch_size: int = field(default=16, metadata={"help": "SFT examples per optimizer step"})
+    sft_steps: int = field(default=120, metadata={"help": "SFT optimizer steps"})
+    sft_batch_size: int = field(default=32, metadata={"help": "SFT examples per optimizer step"})
     sft_learning_rate: float = field(default=2e-3, metadata={"help": "SFT peak learning rate (cosine, 5% warm-up)"})
     schedule: str = field(default="cosine", metadata={"help": "SCALe schedule shape"})
     think_weight_start: float = field(default=0.8, metadata={"help": "SCALe schedule"})
@@ -149,7 +149,8 @@ def run_stage(folder: str | Path, config: dict, fn: Callable[[Path], dict]) -> d
     """Run ``fn(folder) -> results`` unless ``folder`` holds a finished run of the same ``config``.
 
     Returns the stage record ``{"config", "hash", "results", "reused"}``. A finished stage writes
-    ``stage.json`` then the ``DONE`` marker (holding the config hash); an unfinished or stale folder is wiped."""
+    ``stage.json`` then the ``DONE`` marker (holding the config hash). An unfinished or stale folder is never
+    deleted: it is moved aside to ``<name>.old-<k>`` and the stage starts afresh."""
     folder = Path(folder)
     digest = config_hash(config)
     if stage_done(folder, digest):
@@ -158,7 +159,12 @@ def run_stage(folder: str | Path, config: dict, fn: Callable[[Path], dict]) -> d
         logger.warning("reusing finished stage %s", folder)
         return record
     if folder.exists():
-        shutil.rmtree(folder)
+        k = 1
+        while folder.with_name(f"{folder.name}.old-{k}").exists():
+            k += 1
+        aside = folder.with_name(f"{folder.name}.old-{k}")
+        logger.warning("stage folder %s is unfinished or from another config; moving it to %s", folder, aside)
+        folder.rename(aside)
     folder.mkdir(parents=True)
     results = fn(folder)
     record = {"config": config, "hash": digest, "results": results}

@@ -33,10 +33,10 @@ class DemoConfig:
     quick: bool = field(default=False, metadata={"help": "smoke test: tiny data and step budget (< 2 min)"})
     overwrite_output_dir: bool = field(default=False, metadata={"help": "replace existing results"})
     base_model: str = field(default="", metadata={"help": "base model folder (default: the shipped tiny base)"})
-    num_train: int = field(default=3000, metadata={"help": "training questions"})
+    num_train: int = field(default=2000, metadata={"help": "training questions"})
     num_test: int = field(default=200, metadata={"help": "held-out questions"})
-    max_steps: int = field(default=120, metadata={"help": "optimizer steps per method"})
-    batch_size: int = field(default=32, metadata={"help": "examples per optimizer step"})
+    max_steps: int = field(default=240, metadata={"help": "optimizer steps per method"})
+    batch_size: int = field(default=16, metadata={"help": "examples per optimizer step"})
     learning_rate: float = field(default=2e-3, metadata={"help": "peak learning rate (cosine decay, 5% warm-up)"})
     eval_batch_size: int = field(default=50, metadata={"help": "questions generated together"})
     max_new_tokens: int = field(default=200, metadata={"help": "generation budget per question"})
@@ -88,6 +88,15 @@ def _load_base(cfg: DemoConfig, out: Path):
     if cfg.base_model:
         return load_base(cfg.base_model)
     return get_base(cache_dir=out / "base", progress=cfg.progress)
+
+
+def _prepare_once(train_sft, base_dir: Path):
+    """Render and segment the training data once; both methods then train on exactly the same rows."""
+    from .data.prepare import prepare_dataset
+    from .processors import load_processor
+
+    prepared, _ = prepare_dataset(train_sft, load_processor(str(base_dir)), tags=DEFAULT_TAGS)
+    return prepared
 
 
 def train_one(method: str, cfg: DemoConfig, out: Path, train_ds, base_dir: Path):
@@ -170,7 +179,7 @@ def run_demo(cfg: DemoConfig) -> dict:
     del model, processor
     train = make_benchmark(cfg.bench("train", cfg.num_train))
     test = make_benchmark(cfg.bench("test", cfg.num_test))
-    train_sft = to_training_format(train)
+    train_sft = _prepare_once(to_training_format(train), base_dir)
     examples = builtin_examples(test)
     results = {
         "config": asdict(cfg), "base_model": "shipped" if base_dir == SHIPPED_BASE else str(base_dir),

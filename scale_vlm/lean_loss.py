@@ -127,12 +127,13 @@ class _WeightedTokenNLL(torch.autograd.Function):
     """``loss = sum_t w_t * nll_t`` with the gradient computed in the forward; also returns the detached NLL."""
 
     @staticmethod
-    def forward(ctx, hidden, weight, bias, labels, token_weights, chunk_size):
+    def forward(ctx, hidden, weight, bias, labels, token_weights, chunk_size, grad_enabled):
         n_tokens = hidden.shape[0]
         valid = labels != IGNORE_INDEX
         targets = labels.clamp(min=0)
         coef = token_weights.to(_acc_dtype(hidden)) * valid
-        need_h, need_w, need_b = ctx.needs_input_grad[:3]
+        # No gradient work under torch.no_grad() (evaluation), where needs_input_grad is still set.
+        need_h, need_w, need_b = (grad_enabled and n for n in ctx.needs_input_grad[:3])
         grad_hidden = torch.empty_like(hidden) if need_h else None
         grad_weight = torch.zeros(weight.shape, device=weight.device, dtype=_acc_dtype(weight)) if need_w else None
         grad_bias = torch.zeros(bias.shape, device=bias.device, dtype=_acc_dtype(bias)) if need_b else None
@@ -167,7 +168,7 @@ class _WeightedTokenNLL(torch.autograd.Function):
         out_h = grad_hidden * g.to(grad_hidden.dtype) if grad_hidden is not None else None
         out_w = (grad_weight * g).to(ctx.weight_dtype) if grad_weight is not None else None
         out_b = (grad_bias * g).to(ctx.bias_dtype) if grad_bias is not None else None
-        return out_h, out_w, out_b, None, None, None
+        return out_h, out_w, out_b, None, None, None, None
 
 
 def chunked_token_nll(
@@ -203,7 +204,8 @@ def weighted_token_nll(
     """
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be positive, got {chunk_size}")
-    return _WeightedTokenNLL.apply(hidden, weight, bias, labels, token_weights.detach(), chunk_size)
+    return _WeightedTokenNLL.apply(hidden, weight, bias, labels, token_weights.detach(), chunk_size,
+                                   torch.is_grad_enabled())
 
 
 def segment_token_weights(

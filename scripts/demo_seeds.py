@@ -57,25 +57,37 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--output_dir", default="runs/demo-seeds")
+    parser.add_argument("--jobs", type=int, default=1, help="seeds run in parallel processes (one thread each)")
     args, rest = parser.parse_known_args(argv)
     out = Path(args.output_dir)
     per_seed = {}
     known = {f.name for f in fields(DemoConfig)}
     extra = {}
-    it = iter(rest)
-    for token in it:  # --name value pairs (or bare flags) forwarded to DemoConfig
-        name = token.lstrip("-")
+    i = 0
+    while i < len(rest):  # --name value pairs (or bare boolean flags) forwarded to DemoConfig
+        name = rest[i].lstrip("-").replace("-", "_")
         if name not in known:
-            parser.error(f"unknown option {token}")
+            parser.error(f"unknown option {rest[i]}")
         ftype = DemoConfig.__dataclass_fields__[name].type
-        if ftype in (bool, "bool"):
-            extra[name] = True
+        ftype = ftype if isinstance(ftype, str) else ftype.__name__
+        has_value = i + 1 < len(rest) and not rest[i + 1].startswith("--")
+        if ftype == "bool":
+            extra[name] = rest[i + 1].lower() in ("1", "true", "yes") if has_value else True
         else:
-            value = next(it)
-            extra[name] = {"int": int, "float": float}.get(ftype if isinstance(ftype, str) else ftype.__name__, str)(value)
-    for seed in args.seeds:
-        cfg = DemoConfig(**{**extra, "seed": seed, "output_dir": str(out / f"seed{seed}")})
-        per_seed[seed] = run_demo(cfg)
+            if not has_value:
+                parser.error(f"{rest[i]} needs a value")
+            extra[name] = {"int": int, "float": float}.get(ftype, str)(rest[i + 1])
+        i += 2 if has_value else 1
+    cfgs = {seed: DemoConfig(**{**extra, "seed": seed, "output_dir": str(out / f"seed{seed}")}) for seed in args.seeds}
+    if args.jobs > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = {seed: pool.submit(run_demo, cfg) for seed, cfg in cfgs.items()}
+            per_seed = {seed: f.result() for seed, f in futures.items()}
+    else:
+        per_seed = {seed: run_demo(cfg) for seed, cfg in cfgs.items()}
     agg = aggregate(per_seed)
     agg["command"] = "python scripts/demo_seeds.py " + " ".join(sys.argv[1:] if argv is None else argv)
     (out / "seeds.json").write_text(json.dumps(agg, indent=1) + "\n")

@@ -184,3 +184,11 @@ def test_lean_segment_loss_matches_the_trainer_plain_path(trainer_and_batch, met
     plain_again = _loss_and_grads(trainer, batch, lambda m, b: trainer.compute_loss(m, b))
     trainer.args.loss_impl = "fused"
     _assert_same(plain_again, plain)
+
+
+def test_weighted_token_nll_under_no_grad_skips_the_gradient():
+    hidden, weight, _, labels, coef = _inputs()
+    with torch.no_grad():
+        loss, nll, _ = weighted_token_nll(hidden, weight, labels, coef, chunk_size=8)
+    assert not loss.requires_grad
+    torch.testing.assert_close(nll, _reference(hidden, weight, None, labels).detach())

@@ -37,6 +37,37 @@ def check_output_dir(args: ScaleSFTConfig) -> None:
         )
 
 
+def is_complete_checkpoint(path: str) -> bool:
+    """Trainer writes ``trainer_state.json`` last: a checkpoint without a readable one was cut short by a crash."""
+    state = os.path.join(path, "trainer_state.json")
+    try:
+        with open(state) as f:
+            json.load(f)
+    except (OSError, ValueError):
+        return False
+    return any(os.path.exists(os.path.join(path, w)) for w in ("model.safetensors", "model.safetensors.index.json",
+                                                                 "adapter_model.safetensors"))
+
+
+def resolve_resume_checkpoint(output_dir: str, resume) -> str | None:
+    """``--resume_from_checkpoint true`` -> the newest *complete* checkpoint of ``output_dir``; a path is checked."""
+    if resume in (None, False, "", "false", "False"):
+        return None
+    if resume is True or str(resume).lower() in ("true", "last"):
+        steps = []
+        for name in os.listdir(output_dir) if os.path.isdir(output_dir) else []:
+            if name.startswith("checkpoint-") and name.split("-", 1)[1].isdigit():
+                steps.append((int(name.split("-", 1)[1]), os.path.join(output_dir, name)))
+        for step, path in sorted(steps, reverse=True):
+            if is_complete_checkpoint(path):
+                return path
+            logger.warning("skipping incomplete checkpoint %s (the run died while writing it)", path)
+        raise SystemExit(f"scale-vlm sft: no complete checkpoint to resume from in {output_dir!r}")
+    if not is_complete_checkpoint(str(resume)):
+        raise SystemExit(f"scale-vlm sft: {resume!r} is not a complete checkpoint (no trainer_state.json or weights)")
+    return str(resume)
+
+
 def run_sft(script_args: SFTScriptArguments, training_args: ScaleSFTConfig, model_args: ModelConfig):
     """Load model, processor and data, train, and save model + processor + resolved config to ``output_dir``."""
     from transformers import AutoModelForImageTextToText
@@ -51,9 +82,7 @@ def run_sft(script_args: SFTScriptArguments, training_args: ScaleSFTConfig, mode
     if not script_args.dataset_name:
         raise SystemExit("scale-vlm sft: --dataset_name is required")
     check_output_dir(training_args)
-    resume = training_args.resume_from_checkpoint
-    if isinstance(resume, str) and resume.lower() in ("true", "last"):
-        resume = True
+    resume = resolve_resume_checkpoint(training_args.output_dir, training_args.resume_from_checkpoint)
 
     model_kwargs = dict(
         trust_remote_code=training_args.trust_remote_code,
