@@ -74,8 +74,8 @@ def main(argv=None) -> dict:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--repeats", type=int, default=40)
     p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--loss-impls", default="fused,lean",
-                   help="comma-separated among fused (trainer default), plain, lean (proposed fused branch)")
+    p.add_argument("--loss-impls", default="fused,plain",
+                   help="comma-separated among fused (trainer default, scale_vlm.lean_loss) and plain (full logits)")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: 1 on CPU)")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)

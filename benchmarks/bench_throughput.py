@@ -63,8 +63,8 @@ def main(argv=None) -> dict:
     p.add_argument("--device", default="cpu")
     p.add_argument("--train-examples", type=int, default=64)
     p.add_argument("--train-batch-size", type=int, default=8)
-    p.add_argument("--loss-impls", default="fused,lean",
-                   help="comma-separated among fused (trainer default), plain, lean (proposed fused branch)")
+    p.add_argument("--loss-impls", default="fused,plain",
+                   help="comma-separated among fused (trainer default, scale_vlm.lean_loss) and plain (full logits)")
     p.add_argument("--eval-examples", type=int, default=32)
     p.add_argument("--batch-size", type=int, default=16, help="generation batch size of the batched run")
     p.add_argument("--max-new-tokens", type=int, default=32)

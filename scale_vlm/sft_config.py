@@ -35,8 +35,9 @@ class ScaleSFTConfig(SFTConfig):
     )
     loss_impl: str = field(
         default="fused",
-        metadata={"help": "'fused': per-token log-probs from TRL's chunked LM head (never builds [tokens, vocab] "
-                  "logits); 'plain': full logits + cross-entropy (reference)."},
+        metadata={"help": "'fused': the chunked LM head of scale_vlm.lean_loss computes the weighted NLL and its "
+                  "gradient tile by tile, never building [tokens, vocab] logits; 'plain': full logits + "
+                  "cross-entropy (reference)."},
     )
     think_open: str = field(default="<think>", metadata={"help": "Opening think tag."})
     think_close: str = field(default="</think>", metadata={"help": "Closing think tag."})

@@ -15,8 +15,11 @@ import torch
 from trl import SFTTrainer
 from trl.trainer.utils import get_config_model_id
 
+from accelerate.utils import is_peft_model
+
 from .data.collator import ScaleCollator
 from .data.prepare import PreparationReport, prepare_dataset
+from .lean_loss import add_lean_lm_head, lean_segment_loss
 from .loss import SegmentCounts, count_vector, per_token_nll, scale_loss, vanilla_loss
 from .processors import load_processor
 from .schedules import training_progress
@@ -55,6 +58,8 @@ class ScaleSFTTrainer(SFTTrainer):
             data_collator = ScaleCollator(processing_class, pad_to_multiple_of=args.pad_to_multiple_of)
         super().__init__(model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
                          processing_class=processing_class, data_collator=data_collator, **kwargs)
+        # The lean head computes the weighted NLL chunk by chunk, with its gradient, never building the logits.
+        add_lean_lm_head(self.model.get_base_model() if is_peft_model(self.model) else self.model)
         # Our loss is already normalised by the step's global counts: Trainer must not divide it again.
         self.loss_is_scaled_for_ga = True
         self._step_counts: SegmentCounts | None = None
@@ -90,22 +95,21 @@ class ScaleSFTTrainer(SFTTrainer):
         inputs = dict(inputs)
         segment_ids = inputs.pop("segment_ids")[:, 1:]  # [B, T-1], aligned with the next-token labels
         inputs["use_cache"] = False
-        if self.args.loss_impl == "fused":
-            outputs = model(**inputs, fused_lm_head=True)
-            nll = -outputs.log_probs  # [B, T-1], 0 where the label is ignored
-        else:
-            labels = inputs.pop("labels")
-            outputs = model(**inputs)
-            nll = per_token_nll(outputs.logits, labels)  # [B, T-1]
-
         # Training uses the optimizer step's global normalisers; evaluation batches stand alone.
         counts = self._step_counts if mode == "train" and self._step_counts is not None else None
         progress = training_progress(self.state.global_step, self.state.max_steps) if mode == "train" else 1.0
         w_think, w_answer = self.args.weight_schedule(progress)
-        if self.args.method == "scale":
-            out = scale_loss(nll, segment_ids, w_think, w_answer, self.args.normalization, counts)
+        if self.args.loss_impl == "fused":
+            out, outputs = lean_segment_loss(model, inputs, segment_ids, self.args.method, w_think, w_answer,
+                                             self.args.normalization, counts)
         else:
-            out = vanilla_loss(nll, segment_ids, counts)
+            labels = inputs.pop("labels")
+            outputs = model(**inputs)
+            nll = per_token_nll(outputs.logits, labels)  # [B, T-1], 0 where the label is ignored
+            if self.args.method == "scale":
+                out = scale_loss(nll, segment_ids, w_think, w_answer, self.args.normalization, counts)
+            else:
+                out = vanilla_loss(nll, segment_ids, counts)
         loss = out.loss
         if mode == "train" and self.accelerator.num_processes > 1:
             # DDP averages gradients over ranks while our normalisers already span all ranks.

@@ -20,12 +20,17 @@ class BuildBaseArgs:
     output_dir: str = field(default="", metadata={"help": "where to save (default: the package's shipped folder)"})
     eval_images: int = field(default=200, metadata={"help": "held-out images for the perception report"})
     overwrite_output_dir: bool = field(default=False, metadata={"help": "replace an existing model there"})
+    eval_only: bool = field(default=False, metadata={"help": "only report the perception of the model already there"})
 
 
 def main(argv: list[str]) -> int:
     parser = TrlParser((BuildBaseArgs, BaseStageConfig))
     args, cfg = parser.parse_args_and_config(args=argv)
     out = Path(args.output_dir) if args.output_dir else SHIPPED_BASE
+    if args.eval_only:
+        model, processor = load_base(out)
+        print(json.dumps(perception_report(model, processor, n=args.eval_images), indent=1))
+        return 0
     if (out / "model.safetensors").exists() and not args.overwrite_output_dir:
         print(f"{out} already holds a model; pass --overwrite_output_dir to rebuild it")
         return 1
