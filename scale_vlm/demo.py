@@ -50,6 +50,7 @@ class DemoConfig:
     answer_weight_start: float = field(default=0.2, metadata={"help": "SCALe schedule"})
     answer_weight_end: float = field(default=0.8, metadata={"help": "SCALe schedule"})
     schedule: str = field(default="cosine", metadata={"help": "SCALe schedule shape"})
+    freeze_vision_tower: bool = field(default=False, metadata={"help": "keep the base model's vision encoder frozen"})
     progress: bool = field(default=True, metadata={"help": "progress bars"})
 
     def __post_init__(self):
@@ -114,7 +115,7 @@ def train_one(method: str, cfg: DemoConfig, out: Path, train_ds, base_dir: Path)
         learning_rate=cfg.learning_rate, lr_scheduler_type="cosine", warmup_steps=0.05, weight_decay=0.01,
         adam_beta2=0.98, max_grad_norm=1.0, seed=cfg.seed, data_seed=cfg.seed, logging_steps=max(1, cfg.max_steps // 30),
         save_strategy="no", report_to="none", disable_tqdm=not cfg.progress, dataloader_num_workers=0,
-        use_cpu=not torch.cuda.is_available(), overwrite_output_dir=True,
+        use_cpu=not torch.cuda.is_available(), overwrite_output_dir=True, freeze_vision_tower=cfg.freeze_vision_tower,
     )
     trainer = ScaleSFTTrainer(model=model, args=args, train_dataset=train_ds, processing_class=processor)
     t0 = time.time()

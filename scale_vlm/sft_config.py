@@ -47,6 +47,11 @@ class ScaleSFTConfig(SFTConfig):
         default="error", metadata={"help": "'error': stop at the first bad example; 'skip': drop, count and report."}
     )
     image_root: str | None = field(default=None, metadata={"help": "Folder that relative image paths resolve against."})
+    freeze_vision_tower: bool = field(
+        default=False,
+        metadata={"help": "Keep the vision encoder frozen (the projector/merger into the LM stays trainable only "
+                  "where it is a separate module, e.g. LLaVA's multi_modal_projector)."},
+    )
     overwrite_output_dir: bool = field(
         default=False, metadata={"help": "Allow writing into an output_dir that already holds another run."}
     )

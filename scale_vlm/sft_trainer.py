@@ -28,6 +28,24 @@ from .sft_config import ScaleSFTConfig
 logger = logging.getLogger(__name__)
 
 
+VISION_MODULE_NAMES = ("visual", "vision_tower", "vision_model", "vision_encoder")
+
+
+def freeze_vision_tower(model) -> int:
+    """Turn off gradients of the vision encoder (Qwen2/2.5-VL ``visual``, LLaVA/Gemma-3 ``vision_tower``); returns
+    the number of parameters frozen. Raises if the model has no recognisable vision module."""
+    frozen = 0
+    for name, module in model.named_modules():
+        if name.split(".")[-1] in VISION_MODULE_NAMES:
+            for param in module.parameters():
+                if param.requires_grad:
+                    param.requires_grad_(False)
+                    frozen += param.numel()
+    if frozen == 0 and not any(n.split(".")[-1] in VISION_MODULE_NAMES for n, _ in model.named_modules()):
+        raise ValueError(f"freeze_vision_tower: no vision module ({', '.join(VISION_MODULE_NAMES)}) in {type(model).__name__}")
+    return frozen
+
+
 class ScaleSFTTrainer(SFTTrainer):
     """SFT on ``<think>..</think><answer>..</answer>`` data with vanilla or SCALe loss.
 
@@ -50,6 +68,9 @@ class ScaleSFTTrainer(SFTTrainer):
             # Our loader works without torchvision for processors that also list a video processor.
             name = model if isinstance(model, str) else get_config_model_id(model.config)
             processing_class = load_processor(name, trust_remote_code=args.trust_remote_code)
+        if args.freeze_vision_tower and not isinstance(model, str):
+            frozen = freeze_vision_tower(model)
+            logger.warning("froze %d vision-tower parameters", frozen)
         self.preparation_reports: dict[str, PreparationReport] = {}
         train_dataset = self._prepare(train_dataset, processing_class, args, "train")
         if eval_dataset is not None:
