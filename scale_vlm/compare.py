@@ -29,6 +29,7 @@ from pathlib import Path
 
 import torch
 
+from .knobs import BenchKnobs, ScheduleKnobs
 from .segments import DEFAULT_TAGS
 
 ARMS = ("sft", "scale", "sft_grpo", "scale_grpo")
@@ -44,7 +45,7 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass
-class CompareConfig:
+class CompareConfig(BenchKnobs, ScheduleKnobs):
     """One config for the whole comparison (``--config x.yaml`` or flags). Defaults: the embedded default
     (tiny base VLM, built-in benchmark); the SFT budget is the demo's. See docs/compare.md for measured times."""
 
@@ -56,19 +57,10 @@ class CompareConfig:
     num_train: int = field(default=3000, metadata={"help": "SFT training questions (with reasoning traces)"})
     num_grpo_prompts: int = field(default=256, metadata={"help": "GRPO prompts (the first N training questions)"})
     num_test: int = field(default=100, metadata={"help": "held-out evaluation questions"})
-    trace_verbosity: int = field(default=1, metadata={"help": "benchmark knob (0, 1, 2)"})
-    teacher_error_rate: float = field(default=0.2, metadata={"help": "benchmark knob"})
-    option_letter_fraction: float = field(default=0.8, metadata={"help": "benchmark knob"})
-    task_mix: str = field(default="count:1,attribute:1,spatial:1,compare:1", metadata={"help": "benchmark knob"})
     # SFT (both methods share everything but the loss)
     sft_steps: int = field(default=120, metadata={"help": "SFT optimizer steps"})
     sft_batch_size: int = field(default=32, metadata={"help": "SFT examples per optimizer step"})
-    sft_learning_rate: float = field(default=2e-3, metadata={"help": "SFT peak learning rate (cosine, 5% warm-up)"})
-    schedule: str = field(default="cosine", metadata={"help": "SCALe schedule shape"})
-    think_weight_start: float = field(default=0.8, metadata={"help": "SCALe schedule"})
-    think_weight_end: float = field(default=0.2, metadata={"help": "SCALe schedule"})
-    answer_weight_start: float = field(default=0.2, metadata={"help": "SCALe schedule"})
-    answer_weight_end: float = field(default=0.8, metadata={"help": "SCALe schedule"})
+    sft_learning_rate: float = field(default=2e-3, metadata={"help": "SFT peak learning rate (cosine, 5 percent warm-up)"})
     # GRPO (both GRPO arms share everything but their starting checkpoint)
     grpo_steps: int = field(default=24, metadata={"help": "GRPO optimizer steps"})
     grpo_batch_size: int = field(default=16, metadata={"help": "completions per GRPO step"})
@@ -103,13 +95,6 @@ class CompareConfig:
                              f"({self.num_generations})")
         if self.num_grpo_prompts > self.num_train:
             raise ValueError("num_grpo_prompts cannot exceed num_train (GRPO prompts are training questions)")
-
-    def bench(self, seed: int, split: str, n: int):
-        from .bench.dataset import BenchConfig
-
-        return BenchConfig(seed=seed, num_examples=n, split=split, trace_verbosity=self.trace_verbosity,
-                           teacher_error_rate=self.teacher_error_rate,
-                           option_letter_fraction=self.option_letter_fraction, task_mix=self.task_mix)
 
     # The parts of the config each stage depends on (its hash), so that e.g. changing GRPO knobs reuses SFT.
     def data_fields(self) -> dict:
@@ -203,9 +188,7 @@ def train_sft(method: str, cfg: CompareConfig, seed: int, base_dir: str, train_d
 
     model, processor = load_base(base_dir)
     args = ScaleSFTConfig(
-        output_dir=str(out / "trainer"), method=method, schedule=cfg.schedule,
-        think_weight_start=cfg.think_weight_start, think_weight_end=cfg.think_weight_end,
-        answer_weight_start=cfg.answer_weight_start, answer_weight_end=cfg.answer_weight_end,
+        output_dir=str(out / "trainer"), method=method, **cfg.schedule_kwargs(),
         max_steps=cfg.sft_steps, per_device_train_batch_size=cfg.sft_batch_size, gradient_accumulation_steps=1,
         learning_rate=cfg.sft_learning_rate, lr_scheduler_type="cosine", warmup_steps=0.05, weight_decay=0.01,
         adam_beta2=0.98, max_grad_norm=1.0, seed=seed, data_seed=seed, logging_steps=max(1, cfg.sft_steps // 30),

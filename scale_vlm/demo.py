@@ -19,7 +19,8 @@ from pathlib import Path
 
 import torch
 
-from .bench.dataset import BenchConfig, make_benchmark, to_training_format
+from .bench.dataset import make_benchmark, to_training_format
+from .knobs import BenchKnobs, ScheduleKnobs
 from .segments import DEFAULT_TAGS
 
 METHODS = ("vanilla", "scale")
@@ -27,7 +28,7 @@ RESULT_FILES = ("results.json", "results.md", "training_curves.png")
 
 
 @dataclass
-class DemoConfig:
+class DemoConfig(BenchKnobs, ScheduleKnobs):
     output_dir: str = field(default="runs/demo", metadata={"help": "results folder"})
     seed: int = field(default=0, metadata={"help": "seed of the data, the training order and the initialisation"})
     quick: bool = field(default=False, metadata={"help": "smoke test: tiny data and step budget (< 2 min)"})
@@ -37,19 +38,10 @@ class DemoConfig:
     num_test: int = field(default=200, metadata={"help": "held-out questions"})
     max_steps: int = field(default=240, metadata={"help": "optimizer steps per method"})
     batch_size: int = field(default=16, metadata={"help": "examples per optimizer step"})
-    learning_rate: float = field(default=2e-3, metadata={"help": "peak learning rate (cosine decay, 5% warm-up)"})
+    learning_rate: float = field(default=2e-3, metadata={"help": "peak learning rate (cosine decay, 5 percent warm-up)"})
     eval_batch_size: int = field(default=50, metadata={"help": "questions generated together"})
     max_new_tokens: int = field(default=200, metadata={"help": "generation budget per question"})
     threads: int = field(default=1, metadata={"help": "torch CPU threads"})
-    trace_verbosity: int = field(default=1, metadata={"help": "benchmark knob (0, 1, 2)"})
-    teacher_error_rate: float = field(default=0.2, metadata={"help": "benchmark knob"})
-    option_letter_fraction: float = field(default=0.8, metadata={"help": "benchmark knob"})
-    task_mix: str = field(default="count:1,attribute:1,spatial:1,compare:1", metadata={"help": "benchmark knob"})
-    think_weight_start: float = field(default=0.8, metadata={"help": "SCALe schedule"})
-    think_weight_end: float = field(default=0.2, metadata={"help": "SCALe schedule"})
-    answer_weight_start: float = field(default=0.2, metadata={"help": "SCALe schedule"})
-    answer_weight_end: float = field(default=0.8, metadata={"help": "SCALe schedule"})
-    schedule: str = field(default="cosine", metadata={"help": "SCALe schedule shape"})
     freeze_vision_tower: bool = field(default=False, metadata={"help": "keep the base model's vision encoder frozen"})
     progress: bool = field(default=True, metadata={"help": "progress bars"})
 
@@ -58,10 +50,6 @@ class DemoConfig:
             self.num_train, self.num_test, self.max_steps, self.batch_size = 64, 20, 6, 8
             self.max_new_tokens = min(self.max_new_tokens, 160)
 
-    def bench(self, split: str, n: int) -> BenchConfig:
-        return BenchConfig(seed=self.seed, num_examples=n, split=split, trace_verbosity=self.trace_verbosity,
-                           teacher_error_rate=self.teacher_error_rate, option_letter_fraction=self.option_letter_fraction,
-                           task_mix=self.task_mix)
 
 
 def _check_output_dir(cfg: DemoConfig) -> Path:
@@ -108,9 +96,7 @@ def train_one(method: str, cfg: DemoConfig, out: Path, train_ds, base_dir: Path)
 
     model, processor = load_base(base_dir)  # a fresh copy for every method
     args = ScaleSFTConfig(
-        output_dir=str(out / method), method=method, schedule=cfg.schedule,
-        think_weight_start=cfg.think_weight_start, think_weight_end=cfg.think_weight_end,
-        answer_weight_start=cfg.answer_weight_start, answer_weight_end=cfg.answer_weight_end,
+        output_dir=str(out / method), method=method, **cfg.schedule_kwargs(),
         max_steps=cfg.max_steps, per_device_train_batch_size=cfg.batch_size, gradient_accumulation_steps=1,
         learning_rate=cfg.learning_rate, lr_scheduler_type="cosine", warmup_steps=0.05, weight_decay=0.01,
         adam_beta2=0.98, max_grad_norm=1.0, seed=cfg.seed, data_seed=cfg.seed, logging_steps=max(1, cfg.max_steps // 30),
@@ -178,8 +164,8 @@ def run_demo(cfg: DemoConfig) -> dict:
     model, processor = _load_base(cfg, out)
     base_dir = Path(cfg.base_model) if cfg.base_model else (SHIPPED_BASE if has_shipped_base() else out / "base")
     del model, processor
-    train = make_benchmark(cfg.bench("train", cfg.num_train))
-    test = make_benchmark(cfg.bench("test", cfg.num_test))
+    train = make_benchmark(cfg.bench(cfg.seed, "train", cfg.num_train))
+    test = make_benchmark(cfg.bench(cfg.seed, "test", cfg.num_test))
     train_sft = _prepare_once(to_training_format(train), base_dir)
     examples = builtin_examples(test)
     results = {
