@@ -28,6 +28,8 @@ from reliability_support import PYTHON, REPO_ROOT, subprocess_env, tiny_model_di
 KEYS = ("w_think", "w_answer", "loss", "loss_think", "loss_answer")
 REL = 1e-5
 STEPS = 6
+# The subprocess run is longer, so that the kill lands mid-run even when a step takes milliseconds.
+KILL_STEPS = 40
 
 
 def _per_step(log_history: list[dict]) -> dict[int, dict]:
@@ -94,7 +96,7 @@ def test_resume_in_process_matches_uninterrupted(tmp_path):
 
 def _sft_cmd(model, data, out, *extra):
     return [PYTHON, "-m", "scale_vlm.cli", "sft", "--model_name_or_path", str(model), "--dataset_name", str(data),
-            "--output_dir", str(out), "--max_steps", str(STEPS), "--per_device_train_batch_size", "2",
+            "--output_dir", str(out), "--max_steps", str(KILL_STEPS), "--per_device_train_batch_size", "2",
             "--learning_rate", "5e-3", "--save_steps", "2", "--save_strategy", "steps", "--seed", "0",
             "--use_cpu", "true", "--disable_tqdm", "true", "--schedule", "linear", "--logging_nan_inf_filter", "false",
             "--dataloader_num_workers", "0", *extra]
@@ -112,7 +114,7 @@ def test_resume_after_sigkill(tmp_path):
     data = write_good_jsonl(tmp_path / "data", 8)
     # Uninterrupted reference run.
     _run(_sft_cmd(model, data, tmp_path / "full"))
-    want = _per_step(json.loads((tmp_path / "full" / "checkpoint-6" / "trainer_state.json").read_text())["log_history"])
+    want = _per_step(json.loads((tmp_path / "full" / f"checkpoint-{KILL_STEPS}" / "trainer_state.json").read_text())["log_history"])
     assert (tmp_path / "full" / "model.safetensors").is_file()
 
     # The same run, killed with SIGKILL once the step-2 checkpoint is complete (trainer_state.json is written last).
@@ -133,8 +135,9 @@ def test_resume_after_sigkill(tmp_path):
         proc.wait(timeout=30)
     assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
     assert not (out / "model.safetensors").exists()
-    last = max(int(p.name.split("-")[1]) for p in out.glob("checkpoint-*"))
-    assert last < STEPS
+    # the newest checkpoint that was completely written (Trainer writes trainer_state.json last)
+    last = max(int(p.name.split("-")[1]) for p in out.glob("checkpoint-*") if (p / "trainer_state.json").exists())
+    assert last < KILL_STEPS
 
     # Restarting without --resume_from_checkpoint is refused (the folder holds another run) ...
     refused = subprocess.run(_sft_cmd(model, data, out), env=subprocess_env(), capture_output=True, text=True,
@@ -142,9 +145,9 @@ def test_resume_after_sigkill(tmp_path):
     assert refused.returncode != 0 and "--resume_from_checkpoint" in refused.stderr
     # ... resuming from the last checkpoint finishes the run.
     _run(_sft_cmd(model, data, out, "--resume_from_checkpoint", "true"))
-    state = json.loads((out / f"checkpoint-{STEPS}" / "trainer_state.json").read_text())
+    state = json.loads((out / f"checkpoint-{KILL_STEPS}" / "trainer_state.json").read_text())
     got = _per_step(state["log_history"])
-    assert sorted(got) == list(range(1, STEPS + 1))
-    worst = _compare(got, want, range(last + 1, STEPS + 1))
+    assert sorted(got) == list(range(1, KILL_STEPS + 1))
+    worst = _compare(got, want, range(last + 1, KILL_STEPS + 1))
     print(f"resumed from checkpoint-{last}: max relative loss deviation {worst:.3g}")
     assert (out / "model.safetensors").is_file() and not list(out.glob("pytorch_model*.bin"))  # weights: safetensors only
