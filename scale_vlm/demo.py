@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
-import statistics
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field

@@ -86,7 +86,7 @@ def write_images(root: Path) -> dict[str, Path]:
 def build_training_cases(root: Path) -> list[Case]:
     """Every hostile training case (images written under ``root``). Image paths are relative to ``root``."""
     write_images(root)
-    ok_think, ok_answer = THINK, "3"
+    ok_think = THINK
     long_think = ("step " * 20_000)[:100_000]
     cases = [
         # --- tag structure
@@ -96,7 +96,7 @@ def build_training_cases(root: Path) -> list[Case]:
         Case("missing_answer_close", _row(f"<think>{ok_think}</think><answer>3"), "missing_tag", "'</answer>'"),
         Case("no_tags", _row("The answer is 3."), "missing_tag"),
         Case("answer_only", _row("<answer>3</answer>"), "missing_tag", "'<think>'"),
-        Case("duplicated_think", _row(f"<think>a</think><think>b</think><answer>3</answer>"), "duplicate_tag", "2 times"),
+        Case("duplicated_think", _row("<think>a</think><think>b</think><answer>3</answer>"), "duplicate_tag", "2 times"),
         Case("duplicated_answer", _row(f"<think>{ok_think}</think><answer>3</answer><answer>4</answer>"),
              "duplicate_tag", "2 times"),
         Case("nested_answer_in_think", _row("<think>maybe <answer>2</answer> no</think>"), "nested_tags"),
@@ -114,7 +114,7 @@ def build_training_cases(root: Path) -> list[Case]:
         Case("text_after_answer", _row(f"<think>{ok_think}</think><answer>3</answer> hope this helps"),
              "text_outside_tags", "after"),
         Case("tags_inside_code_block",
-             _row(f"<think>Print it: ```python\nprint('<answer>')\n```</think><answer>3</answer>"), "duplicate_tag"),
+             _row("<think>Print it: ```python\nprint('<answer>')\n```</think><answer>3</answer>"), "duplicate_tag"),
         Case("tag_fragments_in_text", _row("<think>a < b and c > d, </thin k> <answ er></think><answer>3</answer>"),
              None),
         # --- empty / whitespace segments

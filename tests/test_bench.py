@@ -10,7 +10,6 @@ import pytest
 
 from scale_vlm.bench import BenchConfig, build_benchmark, iter_items, make_benchmark, to_training_format
 from scale_vlm.bench import write_messages_jsonl, write_sharegpt_json
-from scale_vlm.bench.scenes import COLOURS, SHAPES
 from scale_vlm.prompts import OPTION_LETTERS
 from scale_vlm.segments import DEFAULT_TAGS
 

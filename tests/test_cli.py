@@ -8,7 +8,6 @@ import sys
 
 import pytest
 import yaml
-from datasets import Dataset
 
 from conftest import messages_row
 from scale_vlm.cli import COMMANDS, main

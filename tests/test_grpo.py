@@ -2,7 +2,6 @@
 
 import math
 
-import pytest
 import torch
 
 from scale_vlm.bench.dataset import corpus_texts

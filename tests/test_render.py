@@ -1,7 +1,6 @@
 """Segment assignment with real processors: exact decoded segments, boundary tokens, EOS, bad examples."""
 
 import json
-import os
 
 import pytest
 from datasets import Dataset

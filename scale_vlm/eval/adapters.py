@@ -7,7 +7,6 @@ or a hub dataset name through ``datasets.load_dataset``.
 
 from __future__ import annotations
 
-import io
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field

@@ -14,7 +14,6 @@ from pathlib import Path
 import torch
 from transformers import (
     AutoModelForImageTextToText,
-    AutoProcessor,
     CLIPVisionConfig,
     LlavaConfig,
     LlavaForConditionalGeneration,
