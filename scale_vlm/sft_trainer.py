@@ -93,7 +93,7 @@ class ScaleSFTTrainer(SFTTrainer):
             return dataset
         prepared, report = prepare_dataset(
             dataset, processor, tags=args.tags, max_length=args.max_length, policy=args.bad_example_policy,
-            image_root=args.image_root, num_proc=args.dataset_num_proc,
+            image_root=args.image_root, num_proc=args.dataset_num_proc, progress=not args.disable_tqdm,
         )
         self.preparation_reports[split] = report
         logger.warning("%s data: %s", split, report.summary())

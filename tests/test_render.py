@@ -198,3 +198,14 @@ def test_processor_snapshot_listing_a_video_processor_loads_without_torchvision(
     assert type(processor).__name__ == "Qwen2VLProcessor"
     enc = processor(text=["<|vision_start|><|image_pad|><|vision_end|>hi"], images=[Image.new("RGB", (48, 48))])
     assert list(enc["image_grid_thw"][0]) == [1, 6, 6]
+
+
+def test_prepare_without_progress_bars_gives_the_same_rows(tiny_qwen):
+    from datasets import is_progress_bar_enabled
+
+    _, processor = tiny_qwen
+    ds = Dataset.from_list([messages_row(i) for i in range(3)])
+    quiet, _ = prepare_dataset(ds, processor, progress=False)
+    loud, _ = prepare_dataset(ds, processor)
+    assert quiet["segment_ids"] == loud["segment_ids"] and quiet["input_ids"] == loud["input_ids"]
+    assert is_progress_bar_enabled()  # switched back on afterwards

@@ -12,7 +12,8 @@ import os
 from collections import Counter
 from dataclasses import dataclass, field
 
-from datasets import Dataset, Image, List, load_dataset, load_from_disk
+from datasets import Dataset, Image, List, disable_progress_bars, enable_progress_bars, is_progress_bar_enabled
+from datasets import load_dataset, load_from_disk
 
 from ..segments import DEFAULT_TAGS, SEGMENT_ANSWER, SEGMENT_THINK, Tags
 from .formats import ExampleError, normalize_example
@@ -69,8 +70,15 @@ def prepare_dataset(
     policy: str = "error",
     image_root: str | None = None,
     num_proc: int | None = None,
+    progress: bool = True,
 ) -> tuple[Dataset, PreparationReport]:
     """Render every row of ``dataset``; returns the rendered dataset (+ an ``images`` column) and a report."""
+    if not progress and is_progress_bar_enabled():
+        disable_progress_bars()
+        try:
+            return prepare_dataset(dataset, processor, tags, max_length, policy, image_root, num_proc, progress=True)
+        finally:
+            enable_progress_bars()
     if policy not in POLICIES:
         raise ValueError(f"bad_example_policy must be one of {POLICIES}, got {policy!r}")
     if len(dataset) == 0:
