@@ -201,7 +201,7 @@ def test_errors_name_the_example(tmp_path):
                           columns=ColumnMapping(question_column="q", answer_column="a"))
 
     (tmp_path / "broken.jsonl").write_text('{"question": 1}\n{oops\n')
-    with pytest.raises(ValueError, match="broken.jsonl line 2: invalid JSON"):
+    with pytest.raises(ValueError, match="broken.jsonl: line 2 is not valid JSON"):
         load_eval_dataset(str(tmp_path / "broken.jsonl"))
 
     with pytest.raises(ValueError, match="unsupported file type '.csv'"):

@@ -162,7 +162,7 @@ def load_training_dataset(name_or_path: str, split: str = "train", image_root: s
     if os.path.isfile(name_or_path):
         root = image_root or os.path.dirname(os.path.abspath(name_or_path))
         if name_or_path.endswith((".json", ".jsonl")):
-            return _rows_to_dataset(_read_json_rows(name_or_path), name_or_path), root
+            return _rows_to_dataset(read_json_rows(name_or_path), name_or_path), root
         if name_or_path.endswith(".parquet"):
             return Dataset.from_parquet(name_or_path), root
         raise ValueError(f"unsupported data file {name_or_path!r}: use .json, .jsonl or .parquet")
@@ -180,9 +180,13 @@ def _rows_to_dataset(rows: list, path: str) -> Dataset:
     return Dataset.from_dict({RAW_JSON_COLUMN: [json.dumps(r, ensure_ascii=False) for r in rows]})
 
 
-def _read_json_rows(path: str) -> list[dict]:
-    # Read as text with replacement: a stray non-UTF-8 byte becomes U+FFFD instead of killing the run
-    # ("utf-8-sig" also drops a byte-order mark, which would otherwise make the first line invalid JSON).
+def read_json_rows(path) -> list[dict]:
+    """Rows of a JSON list (or ``{"data": [...]}``-style mapping holding one) or of a JSONL file.
+
+    Read as text with replacement: a stray non-UTF-8 byte becomes U+FFFD instead of killing the run ("utf-8-sig"
+    also drops a byte-order mark, which would otherwise make the first line invalid JSON). Shared by training data
+    loading and the evaluation adapters."""
+    path = os.fspath(path)
     with open(path, encoding="utf-8-sig", errors="replace") as f:
         text = f.read()
     if path.endswith(".jsonl"):
@@ -198,6 +202,8 @@ def _read_json_rows(path: str) -> list[dict]:
         data = json.loads(text)
     except json.JSONDecodeError as err:
         raise ValueError(f"{path}: not valid JSON ({err})") from err
+    if isinstance(data, dict):  # {"data": [...]} or {split: [...]}
+        data = next((v for v in data.values() if isinstance(v, list)), data)
     if not isinstance(data, list):
         raise ValueError(f"{path}: expected a JSON list of examples, got {type(data).__name__}")
     return data

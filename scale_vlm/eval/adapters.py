@@ -7,7 +7,6 @@ or a hub dataset name through ``datasets.load_dataset``.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import Any
 
 from PIL import Image
 
+from ..data.prepare import read_json_rows
 from ..prompts import OPTION_LETTERS, format_options, reasoning_instruction
 from ..scoring import resolve_option
 from ..segments import DEFAULT_TAGS, Tags
@@ -275,26 +275,6 @@ def detect_adapter(column_names: Iterable[str]) -> str:
     return "columns"
 
 
-def _read_json_rows(path: Path) -> list[dict]:
-    # A stray non-UTF-8 byte becomes U+FFFD instead of failing the whole file; a BOM is dropped.
-    text = path.read_text(encoding="utf-8-sig", errors="replace")
-    if path.suffix == ".jsonl":
-        rows = []
-        for line_number, line in enumerate(text.splitlines(), start=1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as err:
-                    raise ValueError(f"{path.name} line {line_number}: invalid JSON: {err}") from err
-        return rows
-    data = json.loads(text)
-    if isinstance(data, Mapping):  # {"data": [...]} or {split: [...]}
-        data = next((v for v in data.values() if isinstance(v, list)), None)
-    if not isinstance(data, list):
-        raise ValueError(f"{path.name}: expected a JSON list of examples (or JSONL)")
-    return data
-
-
 def _pick_split(data, split: str, source: str):
     from datasets import DatasetDict
 
@@ -310,7 +290,7 @@ def load_rows(name_or_path: str, split: str = "test") -> tuple[Sequence[Mapping]
     path = Path(name_or_path)
     if path.is_file():
         if path.suffix in (".json", ".jsonl"):
-            return _read_json_rows(path), path.parent
+            return read_json_rows(path), path.parent
         if path.suffix == ".parquet":
             from datasets import Dataset
 
