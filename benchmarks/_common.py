@@ -52,3 +52,17 @@ def trainer_class(loss_impl: str):
     if loss_impl not in ("fused", "plain"):
         raise ValueError(f"unknown loss_impl {loss_impl!r}; choose fused or plain")
     return ScaleSFTTrainer, loss_impl
+
+
+def make_trainer(loss_impl: str, args, data, **config):
+    """A ``ScaleSFTTrainer`` on the benchmark data with the shared CPU-friendly settings plus ``config``."""
+    import tempfile
+
+    from scale_vlm.sft_config import ScaleSFTConfig
+
+    model, processor, _, train = data
+    cls, impl = trainer_class(loss_impl)
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = ScaleSFTConfig(output_dir=tmp, save_strategy="no", use_cpu=args.device == "cpu", seed=0, max_length=1024,
+                             dataloader_num_workers=0, loss_impl=impl, learning_rate=1e-4, **config)
+        return cls(model=model, args=cfg, train_dataset=train, processing_class=processor)

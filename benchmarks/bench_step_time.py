@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import tempfile
 import time
 
 import _common
@@ -22,15 +21,8 @@ import _common
 def measure(loss_impl: str, args, model_and_data) -> dict:
     import torch
 
-    from scale_vlm.sft_config import ScaleSFTConfig
-
-    model, processor, _, train = model_and_data
-    cls, impl = _common.trainer_class(loss_impl)
-    with tempfile.TemporaryDirectory() as tmp:
-        cfg = ScaleSFTConfig(output_dir=tmp, max_steps=10, per_device_train_batch_size=args.batch_size,
-                             save_strategy="no", use_cpu=args.device == "cpu", seed=0, max_length=1024,
-                             dataloader_num_workers=0, loss_impl=impl, learning_rate=1e-4)
-        trainer = cls(model=model, args=cfg, train_dataset=train, processing_class=processor)
+    trainer = _common.make_trainer(loss_impl, args, model_and_data, max_steps=10,
+                                   per_device_train_batch_size=args.batch_size)
     trainer.create_optimizer()
     opt = trainer.optimizer
     model = trainer.model.to(args.device)

@@ -12,24 +12,16 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import tempfile
 import time
 
 import _common
 
 
 def train_throughput(loss_impl: str, args, data) -> dict:
-    from scale_vlm.sft_config import ScaleSFTConfig
-
-    model, processor, _, train = data
-    cls, impl = _common.trainer_class(loss_impl)
-    with tempfile.TemporaryDirectory() as tmp:
-        cfg = ScaleSFTConfig(output_dir=tmp, num_train_epochs=1, per_device_train_batch_size=args.train_batch_size,
-                             save_strategy="no", use_cpu=args.device == "cpu", seed=0, max_length=1024,
-                             dataloader_num_workers=0, loss_impl=impl, learning_rate=1e-4, logging_steps=1000,
-                             disable_tqdm=True)
-        trainer = cls(model=model, args=cfg, train_dataset=train, processing_class=processor)
-        result = trainer.train()
+    trainer = _common.make_trainer(loss_impl, args, data, num_train_epochs=1,
+                                   per_device_train_batch_size=args.train_batch_size, logging_steps=1000,
+                                   disable_tqdm=True)
+    result = trainer.train()
     runtime = result.metrics["train_runtime"]
     n = len(trainer.train_dataset)
     tokens = sum(len(ids) for ids in trainer.train_dataset["input_ids"])
