@@ -86,8 +86,9 @@ def _prepare_once(train_sft, base_dir: Path):
     return prepared
 
 
-def train_one(method: str, cfg: DemoConfig, out: Path, train_ds, base_dir: Path):
-    """One SFT run with ``ScaleSFTTrainer``; returns (model, processor, wall seconds, log_history)."""
+def train_one(method: str, cfg: DemoConfig, out: Path, train_ds, base_dir: Path, callbacks=None):
+    """One SFT run with ``ScaleSFTTrainer`` (``callbacks``: extra ``TrainerCallback``s, e.g. evaluation during
+    training); returns (model, processor, wall seconds, log_history)."""
     from .sft_config import ScaleSFTConfig
     from .sft_trainer import ScaleSFTTrainer
     from .tiny.base_stage import load_base
@@ -101,7 +102,8 @@ def train_one(method: str, cfg: DemoConfig, out: Path, train_ds, base_dir: Path)
         save_strategy="no", report_to="none", disable_tqdm=not cfg.progress, dataloader_num_workers=0,
         use_cpu=not torch.cuda.is_available(), overwrite_output_dir=True, freeze_vision_tower=cfg.freeze_vision_tower,
     )
-    trainer = ScaleSFTTrainer(model=model, args=args, train_dataset=train_ds, processing_class=processor)
+    trainer = ScaleSFTTrainer(model=model, args=args, train_dataset=train_ds, processing_class=processor,
+                              callbacks=callbacks)
     t0 = time.time()
     trainer.train()
     wall = time.time() - t0

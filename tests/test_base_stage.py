@@ -47,3 +47,68 @@ def test_perception_far_above_chance(base):
 def test_parse_caption():
     got = parse_caption("top left red circle, middle centre blue square.")
     assert got == {0: ("red", "circle"), 4: ("blue", "square")}
+
+
+def test_reading_examples_answer_from_the_caption():
+    import random
+    import re
+
+    from scale_vlm.bench.dataset import reading_example
+    from scale_vlm.bench.scenes import cell_name
+
+    rng = random.Random(3)
+    kinds = set()
+    for _ in range(300):
+        prompt, target, scene = reading_example(rng)
+        assert prompt.startswith(f"Grid: {scene.caption()} ")
+        question = prompt[len(f"Grid: {scene.caption()} "):]
+        if m := re.fullmatch(r"Where is the (\w+ \w+)\?", question):
+            kinds.add("where")
+            cells = [cell_name(o.cell) for o in scene.objects if o.describe() == m.group(1)]
+            assert cells and all(c in target for c in cells)
+        elif m := re.fullmatch(r"What is at (\w+ \w+)\?", question):
+            kinds.add("what")
+            held = [o.describe() for o in scene.objects if cell_name(o.cell) == m.group(1)]
+            assert target == f"{held[0] if held else 'empty'}."
+        elif m := re.fullmatch(r"Which cells hold (\w+)(?: objects)?\?", question):
+            kinds.add("which")
+            n = int(re.search(r"That makes (\d)\.$", target).group(1))
+            word = m.group(1).rstrip("s")
+            assert n == sum(word in (o.colour, o.shape) for o in scene.objects)
+        else:
+            kinds.add("rowcol")
+            cell = re.fullmatch(r"Which row and column is (\w+ \w+)\?", question).group(1)
+            r, c = map(int, re.fullmatch(r"row (\d) column (\d)\.", target).groups())
+            assert cell_name((r - 1) * 3 + c - 1) == cell
+    assert kinds == {"where", "what", "which", "rowcol"}
+
+
+def test_direct_questions_use_their_own_instruction():
+    import random
+
+    from scale_vlm.bench.dataset import DIRECT_INSTRUCTION, direct_qa_example
+    from scale_vlm.prompts import reasoning_instruction
+
+    rng = random.Random(0)
+    for _ in range(50):
+        prompt, answer, scene = direct_qa_example(rng)
+        assert prompt.endswith(DIRECT_INSTRUCTION) and reasoning_instruction() not in prompt
+        assert answer and scene.objects
+
+
+def test_default_base_pool_ignores_the_optional_example_kinds():
+    """Optional kinds at fraction 0 draw nothing from the stream, so the default pool (and the shipped base that
+    ``scale-vlm build-base`` rebuilds) does not depend on them."""
+    from dataclasses import replace
+
+    from scale_vlm.tiny.base_stage import BaseStageConfig, make_pool
+    from scale_vlm.processors import load_processor
+
+    processor = load_processor(str(SHIPPED_BASE))
+    cfg = BaseStageConfig()
+    a = make_pool(processor, cfg, "train", 40, chunk=20)
+    b = make_pool(processor, replace(cfg, direct_qa_fraction=0.0, reading_fraction=0.0, context_caption_fraction=0.0), "train", 40, chunk=20)
+    c = make_pool(processor, replace(cfg, reading_fraction=0.3), "train", 40, chunk=20)
+    assert all(torch.equal(x["input_ids"], y["input_ids"]) for x, y in zip(a, b))
+    same = [x["input_ids"].shape == y["input_ids"].shape and torch.equal(x["input_ids"], y["input_ids"]) for x, y in zip(a, c)]
+    assert not all(same)  # the knob does change the pool

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ..prompts import format_options, reasoning_instruction
 from ..segments import DEFAULT_TAGS, Tags
-from .scenes import random_scene, render
+from .scenes import Scene, random_scene, render
 from .tasks import TASK_FNS, TASKS, Item, corrupt_scene, write_trace
 
 
@@ -65,14 +65,15 @@ def _rng(cfg: BenchConfig, index: int, stream: str) -> random.Random:
     return random.Random(f"scale-vlm-bench|{cfg.seed}|{cfg.split}|{index}|{stream}")
 
 
-def make_prompt(item: Item, tags: Tags = DEFAULT_TAGS) -> str:
+def make_prompt(item: Item, tags: Tags = DEFAULT_TAGS, instruction: str | None = None) -> str:
+    """Question, options (or the answer form) and the instruction (the reasoning one unless given)."""
     if item.choices:
         middle = f"Options: {format_options(item.choices)}."
     elif item.category == "count":
         middle = "Answer with a number."
     else:
         middle = "Answer with a word or short phrase."
-    return f"{item.question} {middle} {reasoning_instruction(tags)}"
+    return f"{item.question} {middle} {instruction or reasoning_instruction(tags)}"
 
 
 def iter_items(cfg: BenchConfig, tags: Tags = DEFAULT_TAGS) -> Iterator[dict]:
@@ -215,6 +216,45 @@ def lookup_example(rng: random.Random) -> tuple[str, str]:
     slot = rng.randrange(len(choices))
     prompt = f"Options: {format_options(choices)}. Which option is {choices[slot]}?"
     return prompt, OPTION_LETTERS[slot]
+
+
+DIRECT_INSTRUCTION = "Answer directly."
+
+
+def direct_qa_example(rng: random.Random, letter_fraction: float = 0.5) -> tuple[str, str, Scene]:
+    """A benchmark question answered directly, without reasoning (the short-answer VQA a pretrained VLM has
+    seen): (prompt, gold answer, scene). Its instruction differs from the reasoning one."""
+    category = rng.choice(TASKS)
+    item = TASK_FNS[category](rng, rng.random() < letter_fraction, 6)
+    return make_prompt(item, instruction=DIRECT_INSTRUCTION), item.answer, item.scene
+
+
+def reading_example(rng: random.Random) -> tuple[str, str, Scene]:
+    """A text-only reading question about a scene's caption (the in-context retrieval a pretrained language model
+    has and the traces rely on): find an object's cell, name what a cell holds, list the cells of one colour or
+    shape and count them, or give a cell's row and column. Returns (prompt, target, scene)."""
+    from .scenes import COLOURS, SHAPES, cell_name
+    from .tasks import _noun, _where
+
+    scene = random_scene(rng)
+    kind = rng.choices(range(4), weights=(3, 2.5, 3.5, 1))[0]
+    if kind == 0:
+        o = rng.choice(scene.objects)
+        same = [x for x in scene.objects if (x.colour, x.shape) == (o.colour, o.shape)]
+        question, target = f"Where is the {o.describe()}?", f"{_where(same)}."
+    elif kind == 1:
+        cell = rng.randrange(9)
+        o = scene.at(cell)
+        question, target = f"What is at {cell_name(cell)}?", f"{o.describe() if o else 'empty'}."
+    elif kind == 2:
+        attr = rng.choice(("colour", "shape"))
+        value = rng.choice(COLOURS if attr == "colour" else SHAPES)
+        objs = [x for x in scene.objects if getattr(x, attr) == value]
+        question, target = f"Which cells hold {_noun(attr, value)}?", f"{_where(objs)}. That makes {len(objs)}."
+    else:
+        cell = rng.randrange(9)
+        question, target = f"Which row and column is {cell_name(cell)}?", f"row {cell // 3 + 1} column {cell % 3 + 1}."
+    return f"Grid: {scene.caption()} {question}", target, scene
 
 
 def corpus_texts(seed: int = 0, per_setting: int = 300) -> Iterator[str]:

@@ -6,6 +6,9 @@ This is pretraining of the default model, not the product's training loop, so it
 - a per-cell auxiliary attribute head (one linear layer on the vision merger output: empty or colour x shape),
   trained alongside and discarded afterwards, which keeps image features distinct per cell;
 - option lookup: ``Options: (A) 2 (B) 3 (C) 4 (D) 5. Which option is 3?`` -> ``B``.
+Optional example kinds, off by default and off in the shipped base (probes in docs/benchmark.md): benchmark
+questions answered directly, text-only reading questions about a caption, and captions asked after a benchmark
+question. At fraction 0 they draw nothing from the random stream, so the default pool is unchanged.
 Everything is seeded: ``scale-vlm build-base`` rebuilds the shipped weights.
 """
 
@@ -22,10 +25,11 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..bench.dataset import caption_prompt, corpus_texts, lookup_example
+from ..bench.dataset import DIRECT_INSTRUCTION, caption_prompt, corpus_texts, direct_qa_example, lookup_example, reading_example
 from ..bench.scenes import COLOURS, GRID, ROWS, COLS, SHAPES, Scene, random_scene, render
 from .model import build_tiny_qwen2_vl, load_tiny, save_tiny
 
+CONTEXT_CAPTION_INSTRUCTION = "First list the objects in the grid."  # captioning after a benchmark question
 SHIPPED_BASE = Path(__file__).resolve().parent.parent / "assets" / "tiny-base"
 NUM_CELL_CLASSES = 1 + len(COLOURS) * len(SHAPES)  # 0 = empty
 
@@ -41,6 +45,9 @@ class BaseStageConfig:
     min_lr_ratio: float = 0.1
     aux_weight: float = 1.0
     lookup_fraction: float = 0.3
+    direct_qa_fraction: float = 0.0  # benchmark questions answered directly (no reasoning)
+    reading_fraction: float = 0.0  # text-only questions about a caption (in-context retrieval)
+    context_caption_fraction: float = 0.0  # captions asked after a benchmark question (perception at any offset)
     pool_size: int = 6000  # distinct training examples (scenes are re-drawn per example)
     jitter: int = 0
     size_jitter: int = 0
@@ -82,12 +89,20 @@ def make_pool(processor, cfg: BaseStageConfig, split: str, n: int, chunk: int = 
         prompts, targets, images, cells = [], [], [], []
         for _ in range(min(chunk, n - start)):
             scene = random_scene(rng)
-            images.append(render(scene, rng, jitter=cfg.jitter, size_jitter=cfg.size_jitter))
-            cells.append(cell_labels(scene))
-            if rng.random() < cfg.lookup_fraction:
+            u = rng.random()
+            if u < cfg.lookup_fraction:
                 p, a = lookup_example(rng)
+            elif u < cfg.lookup_fraction + cfg.direct_qa_fraction:
+                p, a, scene = direct_qa_example(rng)
+            elif u < cfg.lookup_fraction + cfg.direct_qa_fraction + cfg.reading_fraction:
+                p, a, scene = reading_example(rng)
+            elif cfg.context_caption_fraction and rng.random() < cfg.context_caption_fraction:
+                q, _, scene = direct_qa_example(rng)
+                p, a = q.replace(DIRECT_INSTRUCTION, CONTEXT_CAPTION_INSTRUCTION), scene.caption()
             else:
                 p, a = caption_prompt(), scene.caption()
+            images.append(render(scene, rng, jitter=cfg.jitter, size_jitter=cfg.size_jitter))
+            cells.append(cell_labels(scene))
             prompts.append(p)
             targets.append(a)
         batch = encode(processor, prompts, targets, images)
@@ -219,6 +234,8 @@ def perception_report(model, processor, n: int = 200, seed: int = 12345, jitter:
                 for i, s in enumerate(scenes)]
     lookups = [lookup_example(rng) for _ in range(n)]
     examples += [EvalExample(id=f"l{i}", images=[render(random_scene(rng))], prompt=p, gold=a) for i, (p, a) in enumerate(lookups)]
+    direct = [direct_qa_example(rng) for _ in range(n)]
+    examples += [EvalExample(id=f"q{i}", images=[render(sc)], prompt=p, gold=a) for i, (p, a, sc) in enumerate(direct)]
     outs = generate_batch(model, processor, examples, max_new_tokens=48, batch_size=batch_size, progress=progress)
     occ = col = shp = obj = total_obj = 0
     for scene, text in zip(scenes, outs[:n]):
@@ -231,7 +248,8 @@ def perception_report(model, processor, n: int = 200, seed: int = 12345, jitter:
             col += p is not None and p[0] == colour
             shp += p is not None and p[1] == shape
             obj += p == (colour, shape)
-    lookup_ok = sum(o.strip() == a for o, (_, a) in zip(outs[n:], lookups))
+    lookup_ok = sum(o.strip() == a for o, (_, a) in zip(outs[n:2 * n], lookups))
+    direct_ok = sum(o.strip() == a for o, (_, a, _) in zip(outs[2 * n:], direct))
     return {
         "images": n,
         "occupancy": round(occ / (n * GRID * GRID), 4),
@@ -239,7 +257,8 @@ def perception_report(model, processor, n: int = 200, seed: int = 12345, jitter:
         "shape": round(shp / total_obj, 4),
         "object": round(obj / total_obj, 4),
         "lookup": round(lookup_ok / n, 4),
-        "chance": {"occupancy": 0.5, "colour": 0.25, "shape": round(1 / 3, 4), "lookup": 0.28},
+        "direct_qa": round(direct_ok / n, 4),
+        "chance": {"occupancy": 0.5, "colour": 0.25, "shape": round(1 / 3, 4), "lookup": 0.28, "direct_qa": 0.3},
     }
 
 

@@ -1,0 +1,78 @@
+"""Where the reasoning goes wrong: checks each step of generated traces on the built-in benchmark.
+
+    python scripts/trace_diagnostics.py runs/demo/vanilla/predictions.jsonl [--seed 0 --trace_verbosity 1 ...]
+
+The benchmark knobs must match the run that wrote the predictions (the held-out split is regenerated from them).
+Per prediction it checks, against the held-out scene and question:
+- scan: the objects named after "I scan the grid row by row:" (all right: scene_exact; per object: object_exact);
+- value: the trace's conclusion "So the answer is X." equals the true value;
+- letter: for option-letter questions whose concluded value is one of the options, the answer letter is the letter
+  of that option (consistency of the answer with the model's own trace; chance is about 1 / number of options).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from collections import defaultdict
+
+from scale_vlm.bench.dataset import BenchConfig, make_benchmark
+from scale_vlm.prompts import OPTION_LETTERS
+from scale_vlm.tiny.base_stage import parse_caption
+
+SCAN = re.compile(r"row by row: (.*?\.)")
+VALUE = re.compile(r"So the answer is (.*?)\.\s*</think>")
+
+
+def diagnose(predictions: list[dict], test) -> dict:
+    by_id = {ex["id"]: ex for ex in test}
+    scenes = objects = objects_ok = 0
+    cat = defaultdict(lambda: {"n": 0, "correct": 0, "value_ok": 0, "letter_checked": 0, "letter_consistent": 0})
+    for p in predictions:
+        ex = by_id[p["id"]]
+        truth = {o["cell"]: (o["colour"], o["shape"]) for o in json.loads(ex["scene"])}
+        scan = SCAN.search(p["output"])
+        seen = parse_caption(scan.group(1)) if scan else {}
+        scenes += seen == truth
+        objects += len(truth)
+        objects_ok += sum(seen.get(c) == v for c, v in truth.items())
+        value = VALUE.search(p["output"])
+        c = cat[ex["category"]]
+        c["n"] += 1
+        c["correct"] += bool(p["correct"])
+        c["value_ok"] += bool(value) and value.group(1) == ex["value"]
+        if ex["choices"] and value and value.group(1) in ex["choices"]:
+            c["letter_checked"] += 1
+            c["letter_consistent"] += p["parsed_answer"] == OPTION_LETTERS[list(ex["choices"]).index(value.group(1))]
+    n = len(predictions)
+    total = {k: sum(c[k] for c in cat.values()) for k in ("n", "correct", "value_ok", "letter_checked", "letter_consistent")}
+    return {
+        "predictions": n, "scan_scene_exact": round(scenes / n, 3), "scan_object_exact": round(objects_ok / objects, 3),
+        "value_correct": round(total["value_ok"] / n, 3),
+        "letter_consistent_with_trace": round(total["letter_consistent"] / max(1, total["letter_checked"]), 3),
+        "by_category": {k: dict(v) for k, v in sorted(cat.items())},
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("predictions", nargs="+", help="predictions.jsonl files (same benchmark settings)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--num_test", type=int, default=200)
+    ap.add_argument("--trace_verbosity", type=int, default=1)
+    ap.add_argument("--teacher_error_rate", type=float, default=0.2)
+    ap.add_argument("--option_letter_fraction", type=float, default=0.8)
+    ap.add_argument("--task_mix", default="count:1,attribute:1,spatial:1,compare:1")
+    a = ap.parse_args()
+    test = make_benchmark(BenchConfig(seed=a.seed, num_examples=a.num_test, split="test", trace_verbosity=a.trace_verbosity,
+                                      teacher_error_rate=a.teacher_error_rate,
+                                      option_letter_fraction=a.option_letter_fraction, task_mix=a.task_mix))
+    for path in a.predictions:
+        with open(path) as f:
+            preds = [json.loads(line) for line in f if line.strip()]
+        print(path, json.dumps(diagnose(preds, test)))
+
+
+if __name__ == "__main__":
+    main()
