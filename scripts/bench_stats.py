@@ -1,7 +1,10 @@
 """Statistics of the built-in benchmark with the shipped tiny tokenizer: think/answer token ratio per trace
 verbosity, answer balance, teacher-error rate and the majority-answer baseline.
 
-    python scripts/bench_stats.py [--num_examples 1000] [--seed 0]
+    python scripts/bench_stats.py [--num_examples 1000] [--seed 0] [--num_test N]
+
+``--num_test`` sizes the held-out split of the majority baseline (default: ``--num_examples``); the comparison's
+baseline is ``--num_examples 3000 --num_test 100 --seed N``.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--num_examples", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--num_test", type=int, default=0)
     args = parser.parse_args()
     tok = load_processor(str(SHIPPED_BASE)).tokenizer
     print("| trace_verbosity | think tokens (mean) | answer tokens (mean) | think/answer ratio mean [min, max] |")
@@ -33,7 +37,8 @@ def main() -> None:
         print(f"| {v} | {statistics.mean(t):.1f} | {statistics.mean(a):.1f} | "
               f"{statistics.mean(r):.1f} [{min(r):.1f}, {max(r):.1f}] |")
     train = list(iter_items(BenchConfig(seed=args.seed, num_examples=args.num_examples)))
-    test = list(iter_items(BenchConfig(seed=args.seed, num_examples=args.num_examples, split="test")))
+    test = list(iter_items(BenchConfig(seed=args.seed, num_examples=args.num_test or args.num_examples,
+                                           split="test")))
     answers = Counter(r["answer"] for r in train)
     top, _ = answers.most_common(1)[0]
     print(f"\nanswers (train, defaults): {answers.most_common(8)}")
