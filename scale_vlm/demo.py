@@ -39,7 +39,9 @@ class DemoConfig(BenchKnobs, ScheduleKnobs):
     learning_rate: float = field(default=2e-3, metadata={"help": "peak learning rate (cosine decay, 5 percent warm-up)"})
     eval_batch_size: int = field(default=50, metadata={"help": "questions generated together"})
     max_new_tokens: int = field(default=200, metadata={"help": "generation budget per question"})
-    threads: int = field(default=1, metadata={"help": "torch CPU threads"})
+    threads: int = field(default=1, metadata={"help": "torch CPU threads (per process)"})
+    parallel_methods: bool = field(default=False, metadata={
+        "help": "train the two methods at once in two processes (needs 2 free cores; same data, seeds and results)"})
     freeze_vision_tower: bool = field(default=False, metadata={"help": "keep the base model's vision encoder frozen"})
     progress: bool = field(default=True, metadata={"help": "progress bars"})
 
@@ -113,6 +115,30 @@ def train_one(method: str, cfg: DemoConfig, out: Path, train_ds, base_dir: Path,
     return model, processor, wall, list(trainer.state.log_history)
 
 
+def _train_and_evaluate(method: str, cfg: DemoConfig, out: Path, train_ds, base_dir: Path, examples):
+    """Train one method, evaluate it greedily, write its predictions; returns (result record, log history)."""
+    torch.set_num_threads(cfg.threads)
+    logging.getLogger("scale_vlm").setLevel(logging.ERROR)
+    from .eval.evaluate import evaluate_model
+
+    print(f"\n== {method}: {cfg.max_steps} steps x {cfg.batch_size} examples ==", flush=True)
+    model, processor, wall, hist = train_one(method, cfg, out, train_ds, base_dir)
+    t0 = time.time()
+    metrics, preds = evaluate_model(model, processor, examples, batch_size=cfg.eval_batch_size,
+                                    max_new_tokens=cfg.max_new_tokens, tags=DEFAULT_TAGS, progress=cfg.progress)
+    with open(out / method / "predictions.jsonl", "w") as f:
+        f.writelines(json.dumps(p) + "\n" for p in preds)
+    final = [h for h in hist if "loss_think" in h][-1:] or [{}]
+    record = {
+        **{k: metrics[k] for k in ("accuracy", "malformed_rate", "mean_think_tokens", "median_think_tokens",
+                                    "mean_answer_tokens", "num_examples")},
+        "by_category": metrics.get("by_category", {}),
+        "train_seconds": round(wall, 1), "eval_seconds": round(time.time() - t0, 1),
+        "final_loss_think": final[0].get("loss_think"), "final_loss_answer": final[0].get("loss_answer"),
+    }
+    return record, hist
+
+
 def plot_curves(histories: dict[str, list[dict]], path: Path) -> None:
     import matplotlib
 
@@ -154,7 +180,6 @@ def format_table(results: dict) -> str:
 
 def run_demo(cfg: DemoConfig) -> dict:
     from .eval.adapters import builtin_examples
-    from .eval.evaluate import evaluate_model
     from .tiny.base_stage import SHIPPED_BASE, has_shipped_base
 
     torch.set_num_threads(cfg.threads)
@@ -173,25 +198,19 @@ def run_demo(cfg: DemoConfig) -> dict:
         "majority_baseline": majority_baseline(train["answer"], test["answer"]), "methods": {},
     }
     histories = {}
-    for method in METHODS:
-        print(f"\n== {method}: {cfg.max_steps} steps x {cfg.batch_size} examples ==", flush=True)
-        model, processor, wall, hist = train_one(method, cfg, out, train_sft, base_dir)
+    jobs = [(method, cfg, out, train_sft, base_dir, examples) for method in METHODS]
+    if cfg.parallel_methods:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        # spawn: a clean interpreter per method (no forked torch threads); the inputs and results are this run's own.
+        with ProcessPoolExecutor(len(jobs), mp_context=multiprocessing.get_context("spawn")) as pool:
+            done = list(pool.map(_train_and_evaluate, *zip(*jobs)))
+    else:
+        done = [_train_and_evaluate(*job) for job in jobs]
+    for method, (record, hist) in zip(METHODS, done):
+        results["methods"][method] = record
         histories[method] = hist
-        t0 = time.time()
-        metrics, preds = evaluate_model(model, processor, examples, batch_size=cfg.eval_batch_size,
-                                        max_new_tokens=cfg.max_new_tokens, tags=DEFAULT_TAGS, progress=cfg.progress)
-        with open(out / method / "predictions.jsonl", "w") as f:
-            for p in preds:
-                f.write(json.dumps(p) + "\n")
-        final = [h for h in hist if "loss_think" in h][-1:] or [{}]
-        results["methods"][method] = {
-            **{k: metrics[k] for k in ("accuracy", "malformed_rate", "mean_think_tokens", "median_think_tokens",
-                                        "mean_answer_tokens", "num_examples")},
-            "by_category": metrics.get("by_category", {}),
-            "train_seconds": round(wall, 1), "eval_seconds": round(time.time() - t0, 1),
-            "final_loss_think": final[0].get("loss_think"), "final_loss_answer": final[0].get("loss_answer"),
-        }
-        del model
     results["total_seconds"] = round(time.time() - t_start, 1)
     (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
     plot_curves(histories, out / "training_curves.png")

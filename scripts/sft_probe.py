@@ -37,8 +37,7 @@ class EvalAtSteps(TrainerCallback):
                                         tags=DEFAULT_TAGS, progress=False)
         model.train()
         with open(self.out / f"preds_{state.global_step}.jsonl", "w") as f:
-            for p in preds:
-                f.write(json.dumps(p) + "\n")
+            f.writelines(json.dumps(p) + "\n" for p in preds)
         by_cat = {k: round(v["accuracy"], 3) for k, v in metrics.get("by_category", {}).items()}
         print(json.dumps({"step": state.global_step, "accuracy": metrics["accuracy"],
                           "malformed_rate": metrics["malformed_rate"], "by_category": by_cat}), flush=True)

@@ -5,7 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from scale_vlm.tiny.base_stage import SHIPPED_BASE, has_shipped_base, parse_caption, perception_report
+from scale_vlm.tiny.base_stage import (
+    SHIPPED_BASE,
+    has_shipped_base,
+    parse_caption,
+    perception_report,
+)
 
 pytestmark = pytest.mark.skipif(not has_shipped_base(), reason="no shipped base weights (run scale-vlm build-base)")
 
@@ -101,8 +106,8 @@ def test_default_base_pool_ignores_the_optional_example_kinds():
     ``scale-vlm build-base`` rebuilds) does not depend on them."""
     from dataclasses import replace
 
-    from scale_vlm.tiny.base_stage import BaseStageConfig, make_pool
     from scale_vlm.processors import load_processor
+    from scale_vlm.tiny.base_stage import BaseStageConfig, make_pool
 
     processor = load_processor(str(SHIPPED_BASE))
     cfg = BaseStageConfig()

@@ -50,3 +50,23 @@ def test_demo_quick_end_to_end(tmp_path):
         assert any("loss_answer" in h for h in state["log_history"])
     assert (out / "results.md").is_file() and (out / "training_curves.png").stat().st_size > 1000
     assert main(["--quick", "--output_dir", str(out)]) == 1  # refuses to overwrite
+
+
+def test_parallel_methods_match_sequential(tmp_path):
+    """The two methods trained in two processes see the same data, seeds and steps: identical logged losses."""
+    from scale_vlm.demo import DemoConfig, run_demo
+
+    runs = {}
+    for parallel in (False, True):
+        cfg = DemoConfig(quick=True, output_dir=str(tmp_path / f"p{int(parallel)}"), progress=False,
+                         parallel_methods=parallel, max_new_tokens=8)
+        runs[parallel] = run_demo(cfg)
+    for method in ("vanilla", "scale"):
+        seq, par = runs[False]["methods"][method], runs[True]["methods"][method]
+        assert seq["final_loss_answer"] is not None
+        assert par["final_loss_answer"] == pytest.approx(seq["final_loss_answer"], rel=1e-6)
+        assert par["final_loss_think"] == pytest.approx(seq["final_loss_think"], rel=1e-6)
+        assert par["accuracy"] == seq["accuracy"] and par["num_examples"] == seq["num_examples"] == 20
+        state = json.loads((tmp_path / "p1" / method / "trainer_state.json").read_text())
+        assert any("loss_answer" in h for h in state["log_history"])
+    assert runs[False]["methods"]["vanilla"]["final_loss_answer"] != runs[False]["methods"]["scale"]["final_loss_answer"]
