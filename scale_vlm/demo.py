@@ -79,7 +79,7 @@ def _load_base(cfg: DemoConfig, out: Path):
     return get_base(cache_dir=out / "base", progress=cfg.progress)
 
 
-def _prepare_once(train_sft, base_dir: Path):
+def prepare_once(train_sft, base_dir: Path):
     """Render and segment the training data once; both methods then train on exactly the same rows."""
     from .data.prepare import prepare_dataset
     from .processors import load_processor
@@ -191,7 +191,7 @@ def run_demo(cfg: DemoConfig) -> dict:
     del model, processor
     train = make_benchmark(cfg.bench(cfg.seed, "train", cfg.num_train))
     test = make_benchmark(cfg.bench(cfg.seed, "test", cfg.num_test))
-    train_sft = _prepare_once(to_training_format(train), base_dir)
+    train_sft = prepare_once(to_training_format(train), base_dir)
     examples = builtin_examples(test)
     results = {
         "config": asdict(cfg), "base_model": "shipped" if base_dir == SHIPPED_BASE else str(base_dir),

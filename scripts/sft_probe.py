@@ -21,6 +21,7 @@ from scale_vlm import demo
 from scale_vlm.bench.dataset import make_benchmark, to_training_format
 from scale_vlm.eval.adapters import builtin_examples
 from scale_vlm.eval.evaluate import evaluate_model
+from scale_vlm.processors import load_processor
 from scale_vlm.segments import DEFAULT_TAGS
 from scale_vlm.tiny.base_stage import SHIPPED_BASE
 
@@ -59,9 +60,7 @@ def main() -> None:
     train = make_benchmark(cfg.bench(cfg.seed, "train", cfg.num_train))
     test = make_benchmark(cfg.bench(cfg.seed, "test", cfg.num_test))
     base = Path(a.base_model)
-    data = demo._prepare_once(to_training_format(train), base)
-    from scale_vlm.processors import load_processor
-
+    data = demo.prepare_once(to_training_format(train), base)
     callback = EvalAtSteps(a.eval_steps, builtin_examples(test), load_processor(str(base)), out)
     demo.train_one(a.method, cfg, out, data, base, callbacks=[callback])
 

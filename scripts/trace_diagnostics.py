@@ -18,11 +18,12 @@ import re
 from collections import defaultdict
 
 from scale_vlm.bench.dataset import BenchConfig, make_benchmark
+from scale_vlm.bench.tasks import CONCLUSION, SCAN_INTRO
 from scale_vlm.prompts import OPTION_LETTERS
 from scale_vlm.tiny.base_stage import parse_caption
 
-SCAN = re.compile(r"row by row: (.*?\.)")
-VALUE = re.compile(r"So the answer is (.*?)\.\s*</think>")
+SCAN = re.compile(re.escape(SCAN_INTRO) + r" (.*?\.)")
+VALUE = re.compile(re.escape(CONCLUSION) + r" (.*?)\.\s*</think>")
 
 
 def diagnose(predictions: list[dict], test) -> dict:
@@ -30,7 +31,10 @@ def diagnose(predictions: list[dict], test) -> dict:
     scenes = objects = objects_ok = 0
     cat = defaultdict(lambda: {"n": 0, "correct": 0, "value_ok": 0, "letter_checked": 0, "letter_consistent": 0})
     for p in predictions:
-        ex = by_id[p["id"]]
+        ex = by_id.get(p["id"])
+        if ex is None:
+            raise SystemExit(f"prediction {p['id']!r} is not in the regenerated test split: pass the benchmark "
+                             "options (--seed, --num_test, knobs) of the run that wrote it")
         truth = {o["cell"]: (o["colour"], o["shape"]) for o in json.loads(ex["scene"])}
         scan = SCAN.search(p["output"])
         seen = parse_caption(scan.group(1)) if scan else {}

@@ -15,10 +15,19 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ..prompts import format_options, reasoning_instruction
+from ..prompts import OPTION_LETTERS, format_options, reasoning_instruction
 from ..segments import DEFAULT_TAGS, Tags
-from .scenes import Scene, random_scene, render
-from .tasks import TASK_FNS, TASKS, Item, corrupt_scene, write_trace
+from .scenes import COLOURS, GRID, SHAPES, Scene, cell_name, random_scene, render
+from .tasks import (
+    RELATIONS,
+    TASK_FNS,
+    TASKS,
+    Item,
+    cell_list,
+    corrupt_scene,
+    noun_phrase,
+    write_trace,
+)
 
 
 @dataclass
@@ -198,10 +207,6 @@ def caption_prompt() -> str:
 
 def lookup_example(rng: random.Random) -> tuple[str, str]:
     """A text-only option lookup (value -> letter), the skill option-letter answers need (base stage)."""
-    from ..prompts import OPTION_LETTERS
-    from .scenes import COLOURS, SHAPES
-    from .tasks import RELATIONS
-
     kind = rng.randrange(4)
     if kind == 0:
         start = rng.randint(0, 5)
@@ -221,27 +226,25 @@ def lookup_example(rng: random.Random) -> tuple[str, str]:
 DIRECT_INSTRUCTION = "Answer directly."
 
 
-def direct_qa_example(rng: random.Random, letter_fraction: float = 0.5) -> tuple[str, str, Scene]:
-    """A benchmark question answered directly, without reasoning (the short-answer VQA a pretrained VLM has
-    seen): (prompt, gold answer, scene). Its instruction differs from the reasoning one."""
+def direct_qa_example(rng: random.Random, letter_fraction: float = 0.5,
+                      instruction: str = DIRECT_INSTRUCTION) -> tuple[str, str, Scene]:
+    """A benchmark question with a non-reasoning instruction (by default: answer directly, the short-answer VQA a
+    pretrained VLM has seen): (prompt, gold answer, scene)."""
     category = rng.choice(TASKS)
     item = TASK_FNS[category](rng, rng.random() < letter_fraction, 6)
-    return make_prompt(item, instruction=DIRECT_INSTRUCTION), item.answer, item.scene
+    return make_prompt(item, instruction=instruction), item.answer, item.scene
 
 
 def reading_example(rng: random.Random) -> tuple[str, str, Scene]:
     """A text-only reading question about a scene's caption (the in-context retrieval a pretrained language model
     has and the traces rely on): find an object's cell, name what a cell holds, list the cells of one colour or
     shape and count them, or give a cell's row and column. Returns (prompt, target, scene)."""
-    from .scenes import COLOURS, SHAPES, cell_name
-    from .tasks import _noun, _where
-
     scene = random_scene(rng)
     kind = rng.choices(range(4), weights=(3, 2.5, 3.5, 1))[0]
     if kind == 0:
         o = rng.choice(scene.objects)
         same = [x for x in scene.objects if (x.colour, x.shape) == (o.colour, o.shape)]
-        question, target = f"Where is the {o.describe()}?", f"{_where(same)}."
+        question, target = f"Where is the {o.describe()}?", f"{cell_list(same)}."
     elif kind == 1:
         cell = rng.randrange(9)
         o = scene.at(cell)
@@ -250,10 +253,10 @@ def reading_example(rng: random.Random) -> tuple[str, str, Scene]:
         attr = rng.choice(("colour", "shape"))
         value = rng.choice(COLOURS if attr == "colour" else SHAPES)
         objs = [x for x in scene.objects if getattr(x, attr) == value]
-        question, target = f"Which cells hold {_noun(attr, value)}?", f"{_where(objs)}. That makes {len(objs)}."
+        question, target = f"Which cells hold {noun_phrase(attr, value)}?", f"{cell_list(objs)}. That makes {len(objs)}."
     else:
         cell = rng.randrange(9)
-        question, target = f"Which row and column is {cell_name(cell)}?", f"row {cell // 3 + 1} column {cell % 3 + 1}."
+        question, target = f"Which row and column is {cell_name(cell)}?", f"row {cell // GRID + 1} column {cell % GRID + 1}."
     return f"Grid: {scene.caption()} {question}", target, scene
 
 

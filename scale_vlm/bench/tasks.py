@@ -18,6 +18,8 @@ from ..prompts import OPTION_LETTERS
 from .scenes import COLOURS, SHAPES, Obj, Scene, cell_name, free_cells
 
 TASKS = ("count", "attribute", "spatial", "compare")
+SCAN_INTRO = "I scan the grid row by row:"  # trace phrases, also read back by scripts/trace_diagnostics.py
+CONCLUSION = "So the answer is"
 RELATIONS = ("left of", "right of", "above", "below")
 
 
@@ -37,7 +39,7 @@ class Item:
     protected: set[int] = field(default_factory=set)  # cells a teacher error must not touch
 
 
-def _noun(kind: str, value: str) -> str:
+def noun_phrase(kind: str, value: str) -> str:
     return f"{value} objects" if kind == "colour" else f"{value}s"
 
 
@@ -54,7 +56,7 @@ def _make_obj(cell: int, kind: str, value: str, rng: random.Random, other_values
     return Obj(cell, value, other) if kind == "colour" else Obj(cell, other, value)
 
 
-def _where(objs) -> str:
+def cell_list(objs) -> str:
     names = [cell_name(o.cell) for o in sorted(objs, key=lambda o: o.cell)]
     if not names:
         return "none"
@@ -65,7 +67,7 @@ def _where(objs) -> str:
 
 def _count_lines(kind: str, value: str, scene: Scene) -> tuple[list[str], int]:
     objs = [o for o in scene.objects if getattr(o, kind) == value]
-    return [f"{_noun(kind, value)}: {_where(objs)}.", f"That makes {len(objs)}."], len(objs)
+    return [f"{noun_phrase(kind, value)}: {cell_list(objs)}.", f"That makes {len(objs)}."], len(objs)
 
 
 def count_task(rng: random.Random, letters: bool, max_objects: int) -> Item:
@@ -87,7 +89,7 @@ def count_task(rng: random.Random, letters: bool, max_objects: int) -> Item:
     others = [v for v in _values(kind) if v != value]
     objs += [_make_obj(c, kind, rng.choice(others), rng) for c in free_cells(cells, rng, k)]
     scene = Scene.of(objs)
-    noun = _noun(kind, value)
+    noun = noun_phrase(kind, value)
     lines, n = _count_lines(kind, value, scene)
     assert n == gold
     return Item(
@@ -189,7 +191,7 @@ def compare_task(rng: random.Random, letters: bool, max_objects: int) -> Item:
     k = rng.randint(0, max(0, max_objects - n_p - n_q))
     objs += [_make_obj(c, kind, rng.choice(others), rng) for c in free_cells(cells, rng, k)]
     scene = Scene.of(objs)
-    np_, nq_ = _noun(kind, p), _noun(kind, q)
+    np_, nq_ = noun_phrase(kind, p), noun_phrase(kind, q)
     choices = [f"more {np_}", f"more {nq_}", "the same number"]
     lines_p, cp = _count_lines(kind, p, scene)
     lines_q, cq = _count_lines(kind, q, scene)
@@ -239,7 +241,7 @@ def write_trace(item: Item, verbosity: int, scanned: Scene) -> str:
     parts: list[str] = []
     if verbosity >= 1:
         parts.append(item.restate)
-    parts.append(f"I scan the grid row by row: {scanned.caption()}")
+    parts.append(f"{SCAN_INTRO} {scanned.caption()}")
     if verbosity >= 2:
         cells = []
         for c in range(9):
@@ -251,5 +253,5 @@ def write_trace(item: Item, verbosity: int, scanned: Scene) -> str:
         parts.append(f"Let me check the grid once more: {scanned.caption()} This agrees with what I found.")
         if item.choices:
             parts.append("Now I compare this with the options.")
-    parts.append(f"So the answer is {item.value}.")
+    parts.append(f"{CONCLUSION} {item.value}.")
     return " ".join(parts)

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..bench.dataset import DIRECT_INSTRUCTION, caption_prompt, corpus_texts, direct_qa_example, lookup_example, reading_example
+from ..bench.dataset import caption_prompt, corpus_texts, direct_qa_example, lookup_example, reading_example
 from ..bench.scenes import COLOURS, GRID, ROWS, COLS, SHAPES, Scene, random_scene, render
 from .model import build_tiny_qwen2_vl, load_tiny, save_tiny
 
@@ -88,7 +88,7 @@ def make_pool(processor, cfg: BaseStageConfig, split: str, n: int, chunk: int = 
     for start in range(0, n, chunk):
         prompts, targets, images, cells = [], [], [], []
         for _ in range(min(chunk, n - start)):
-            scene = random_scene(rng)
+            scene = random_scene(rng)  # drawn first for every kind, so the default pool's stream never changes
             u = rng.random()
             if u < cfg.lookup_fraction:
                 p, a = lookup_example(rng)
@@ -97,8 +97,8 @@ def make_pool(processor, cfg: BaseStageConfig, split: str, n: int, chunk: int = 
             elif u < cfg.lookup_fraction + cfg.direct_qa_fraction + cfg.reading_fraction:
                 p, a, scene = reading_example(rng)
             elif cfg.context_caption_fraction and rng.random() < cfg.context_caption_fraction:
-                q, _, scene = direct_qa_example(rng)
-                p, a = q.replace(DIRECT_INSTRUCTION, CONTEXT_CAPTION_INSTRUCTION), scene.caption()
+                p, _, scene = direct_qa_example(rng, instruction=CONTEXT_CAPTION_INSTRUCTION)
+                a = scene.caption()
             else:
                 p, a = caption_prompt(), scene.caption()
             images.append(render(scene, rng, jitter=cfg.jitter, size_jitter=cfg.size_jitter))
