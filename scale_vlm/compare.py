@@ -47,7 +47,9 @@ logger = logging.getLogger(__name__)
 @dataclass
 class CompareConfig(BenchKnobs, ScheduleKnobs):
     """One config for the whole comparison (``--config x.yaml`` or flags). Defaults: the embedded default
-    (tiny base VLM, built-in benchmark); the SFT budget is the demo's. See docs/compare.md for measured times."""
+    (tiny base VLM, built-in benchmark); the SFT stage sees as many examples as the earlier 240-step demo
+    (120 x 32, a fifth of today's demo), so the four arms fit about 13 minutes per seed. See docs/compare.md for
+    measured times."""
 
     output_dir: str = field(default="runs/compare", metadata={"help": "results folder (stages are kept inside)"})
     seeds: list[int] = field(default_factory=lambda: [0], metadata={"help": "seeds: data, order, init, sampling"})
@@ -98,7 +100,7 @@ class CompareConfig(BenchKnobs, ScheduleKnobs):
 
     # The parts of the config each stage depends on (its hash), so that e.g. changing GRPO knobs reuses SFT.
     def data_fields(self) -> dict:
-        return {k: getattr(self, k) for k in ("num_train", "trace_verbosity", "teacher_error_rate",
+        return {k: getattr(self, k) for k in ("num_train", "trace_verbosity", "trace_style", "teacher_error_rate",
                                               "option_letter_fraction", "task_mix")}
 
     def sft_fields(self) -> dict:
@@ -112,7 +114,7 @@ class CompareConfig(BenchKnobs, ScheduleKnobs):
                                               "temperature", "accuracy_weight", "format_weight")}
 
     def eval_fields(self) -> dict:
-        return {k: getattr(self, k) for k in ("num_test", "max_new_tokens", "trace_verbosity", "teacher_error_rate",
+        return {k: getattr(self, k) for k in ("num_test", "max_new_tokens", "trace_verbosity", "trace_style", "teacher_error_rate",
                                               "option_letter_fraction", "task_mix")}
 
 

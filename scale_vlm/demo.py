@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -34,14 +35,15 @@ class DemoConfig(BenchKnobs, ScheduleKnobs):
     base_model: str = field(default="", metadata={"help": "base model folder (default: the shipped tiny base)"})
     num_train: int = field(default=2000, metadata={"help": "training questions"})
     num_test: int = field(default=200, metadata={"help": "held-out questions"})
-    max_steps: int = field(default=240, metadata={"help": "optimizer steps per method"})
+    max_steps: int = field(default=1200, metadata={"help": "optimizer steps per method"})
     batch_size: int = field(default=16, metadata={"help": "examples per optimizer step"})
     learning_rate: float = field(default=2e-3, metadata={"help": "peak learning rate (cosine decay, 5 percent warm-up)"})
     eval_batch_size: int = field(default=50, metadata={"help": "questions generated together"})
     max_new_tokens: int = field(default=200, metadata={"help": "generation budget per question"})
     threads: int = field(default=1, metadata={"help": "torch CPU threads (per process)"})
-    parallel_methods: bool = field(default=False, metadata={
-        "help": "train the two methods at once in two processes (needs 2 free cores; same data, seeds and results)"})
+    parallel_methods: bool = field(default=True, metadata={
+        "help": "train the two methods at once in two processes, one core each (same data, seeds and results as "
+                "one after the other; ignored on a single-core machine)"})
     freeze_vision_tower: bool = field(default=False, metadata={"help": "keep the base model's vision encoder frozen"})
     progress: bool = field(default=True, metadata={"help": "progress bars"})
 
@@ -63,6 +65,14 @@ def _check_output_dir(cfg: DemoConfig) -> Path:
         shutil.rmtree(p) if p.is_dir() else p.unlink()
     out.mkdir(parents=True, exist_ok=True)
     return out
+
+
+def available_cpus() -> int:
+    """Cores this process may run on (the affinity mask where the OS has one, e.g. under taskset or a container)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
 
 
 def majority_baseline(train_answers, test_answers) -> dict:
@@ -199,10 +209,16 @@ def run_demo(cfg: DemoConfig) -> dict:
     }
     histories = {}
     jobs = [(method, cfg, out, train_sft, base_dir, examples) for method in METHODS]
-    if cfg.parallel_methods:
+    if cfg.parallel_methods and available_cpus() < 2:
+        print("one CPU core available: training the methods one after the other", flush=True)
+    if cfg.parallel_methods and available_cpus() >= 2:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
+        # one set of progress bars on the terminal (the first method's); the other process trains silently
+        jobs = [(m, c if i == 0 else replace(c, progress=False), *rest) for i, (m, c, *rest) in enumerate(jobs)]
+        if cfg.progress:
+            print(f"training {' and '.join(METHODS)} in parallel (progress bars: {METHODS[0]})", flush=True)
         # spawn: a clean interpreter per method (no forked torch threads); the inputs and results are this run's own.
         with ProcessPoolExecutor(len(jobs), mp_context=multiprocessing.get_context("spawn")) as pool:
             done = list(pool.map(_train_and_evaluate, *zip(*jobs)))

@@ -10,6 +10,8 @@ class BenchKnobs:
     """Knobs of the built-in benchmark that the demo and the comparison expose (see ``BenchConfig``)."""
 
     trace_verbosity: int = field(default=1, metadata={"help": "benchmark knob: trace length (0, 1, 2)"})
+    trace_style: str = field(default="lookup", metadata={
+        "help": "benchmark knob: task steps object by object (walkthrough) or cells named at once (lookup)"})
     teacher_error_rate: float = field(default=0.2, metadata={"help": "benchmark knob: traces with a wrong detail"})
     option_letter_fraction: float = field(default=0.8, metadata={"help": "benchmark knob: option-letter answers"})
     task_mix: str = field(default="count:1,attribute:1,spatial:1,compare:1", metadata={"help": "benchmark knob"})
@@ -18,7 +20,7 @@ class BenchKnobs:
         from .bench.dataset import BenchConfig
 
         return BenchConfig(seed=seed, num_examples=n, split=split, trace_verbosity=self.trace_verbosity,
-                           teacher_error_rate=self.teacher_error_rate,
+                           trace_style=self.trace_style, teacher_error_rate=self.teacher_error_rate,
                            option_letter_fraction=self.option_letter_fraction, task_mix=self.task_mix)
 
 

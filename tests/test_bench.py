@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import statistics
 from collections import Counter
 
@@ -166,3 +167,72 @@ def test_knobs_validated():
     only = items(50, task_mix="spatial:1")
     assert {r["category"] for r in only} == {"spatial"}
     assert all(r["choices"] == [] for r in items(50, option_letter_fraction=0.0))
+
+
+def _walk_line(response: str, header: str) -> str:
+    think = response.split("</think>")[0]
+    return think.split(header, 1)[1].split(".", 1)[0]
+
+
+def test_walkthrough_marks_follow_the_scene():
+    """Each walk-through mark is what the scene says: counts run 1..N over the matching objects only, the
+    attribute search stops at the one object with the key, and spatial marks the two objects of the question."""
+    from scale_vlm.bench.scenes import GRID, cell_name
+
+    rows = items(400, teacher_error_rate=0.0, trace_style="walkthrough")
+    seen = Counter()
+    for r in rows:
+        scene = json.loads(r["scene"])
+        names = [f"{cell_name(o['cell'])} {o['colour']} {o['shape']}" for o in scene]
+        q = r["prompt"]
+        if r["category"] == "count":
+            noun = q.split("How many ")[1].split(" are")[0]
+            match = [o["colour"] == noun.split()[0] if noun.endswith(" objects") else o["shape"] == noun[:-1]
+                     for o in scene]
+            steps = _walk_line(r["response"], f"{noun}: ").split("; ")
+            n, expected = 0, []
+            for name, m in zip(names, match):
+                n += m
+                expected.append(f"{name}, count {n}" if m else name)
+            assert steps == expected, (steps, expected)
+            assert f"That makes {n}." in r["response"] and str(n) == r["value"]
+        elif r["category"] == "attribute":
+            header = q.split("What colour is the ")[1].split("?")[0] if "colour" in q else q.split(
+                "What shape is the ")[1].split("?")[0]
+            steps = _walk_line(r["response"], f"The only {header}: ").split("; ")
+            assert steps[-1].endswith(", found") and len(steps) == 1 + next(
+                i for i, o in enumerate(scene) if (o["shape"] if "colour" in q else o["colour"]) == header.split()[0])
+        elif r["category"] == "spatial":
+            assert r["response"].count(", found at row ") == 2
+            for o in scene:
+                desc = (f"{cell_name(o['cell'])} {o['colour']} {o['shape']}, found at row {o['cell'] // GRID + 1} "
+                        f"column {o['cell'] % GRID + 1}")
+                assert (desc in r["response"]) == (f"the {o['colour']} {o['shape']}" in q)
+        seen[r["category"]] += 1
+    assert min(seen.values()) > 50
+
+
+def test_walkthrough_copies_the_scanned_scene():
+    """With a teacher error the walk-through repeats the scan's wrong detail (the trace stays self-consistent) and
+    the marks, the value and the answer are unchanged."""
+    walk = dict(trace_style="walkthrough")
+    clean, noisy = items(300, teacher_error_rate=0.0, **walk), items(300, teacher_error_rate=1.0, **walk)
+    for a, b in zip(clean, noisy):
+        if not b["teacher_error"]:
+            continue
+        scan = b["response"].split("I scan the grid row by row: ", 1)[1].split(".", 1)[0]
+        walk = b["response"].split(scan, 1)[1]
+        for item in scan.split(", "):
+            assert item in walk  # every scanned object, as scanned
+        marks = re.findall(r", (count \d+|found)", a["response"])
+        assert marks == re.findall(r", (count \d+|found)", b["response"])
+        assert a["response"].split("</think>")[1] == b["response"].split("</think>")[1]
+
+
+def test_lookup_style_is_the_default_and_names_cells_at_once():
+    rows = items(200, teacher_error_rate=0.0)  # the default style
+    assert not any(", count " in r["response"] or ", found" in r["response"] for r in rows)
+    counts = [r for r in rows if r["category"] == "count"]
+    assert all(f"That makes {r['value']}." in r["response"] for r in counts)
+    with pytest.raises(ValueError, match="trace_style"):
+        items(5, trace_style="nope")

@@ -52,15 +52,21 @@ def test_demo_quick_end_to_end(tmp_path):
     assert main(["--quick", "--output_dir", str(out)]) == 1  # refuses to overwrite
 
 
-def test_parallel_methods_match_sequential(tmp_path):
-    """The two methods trained in two processes see the same data, seeds and steps: identical logged losses."""
+def test_parallel_methods_match_sequential(tmp_path, monkeypatch, capsys):
+    """The two methods trained in two processes see the same data, seeds and steps: identical logged losses. The
+    sequential run is the default (parallel) config on a machine that offers one core."""
+    from scale_vlm import demo
     from scale_vlm.demo import DemoConfig, run_demo
 
     runs = {}
     for parallel in (False, True):
-        cfg = DemoConfig(quick=True, output_dir=str(tmp_path / f"p{int(parallel)}"), progress=False,
-                         parallel_methods=parallel, max_new_tokens=8)
-        runs[parallel] = run_demo(cfg)
+        cfg = DemoConfig(quick=True, output_dir=str(tmp_path / f"p{int(parallel)}"), progress=False, max_new_tokens=8)
+        assert cfg.parallel_methods  # the default
+        with monkeypatch.context() as m:
+            m.setattr(demo, "available_cpus", lambda: 2 if parallel else 1)
+            runs[parallel] = run_demo(cfg)
+        said = capsys.readouterr().out
+        assert ("one CPU core available" in said) == (not parallel)
     for method in ("vanilla", "scale"):
         seq, par = runs[False]["methods"][method], runs[True]["methods"][method]
         assert seq["final_loss_answer"] is not None

@@ -21,6 +21,7 @@ from .scenes import COLOURS, GRID, SHAPES, Scene, cell_name, random_scene, rende
 from .tasks import (
     RELATIONS,
     TASK_FNS,
+    TRACE_STYLES,
     TASKS,
     Item,
     cell_list,
@@ -39,6 +40,7 @@ class BenchConfig:
     split: str = "train"  # part of every example's random stream: "train" and "test" never share a stream
     task_mix: str = "count:1,attribute:1,spatial:1,compare:1"  # family:weight, comma separated
     trace_verbosity: int = 1  # 0 terse (scan + steps), 1 + restated goal and a re-check scan, 2 + cell-by-cell pass
+    trace_style: str = "lookup"  # task steps: "lookup" (cells named at once) or "walkthrough" (object by object)
     teacher_error_rate: float = 0.2  # fraction of traces with one wrong, answer-irrelevant detail
     option_letter_fraction: float = 0.8  # fraction of questions answered by an option letter
     max_objects: int = 6  # objects per scene (grid of 9 cells)
@@ -65,6 +67,8 @@ class BenchConfig:
             raise ValueError("teacher_error_rate and option_letter_fraction must lie in [0, 1]")
         if self.trace_verbosity not in (0, 1, 2):
             raise ValueError("trace_verbosity must be 0, 1 or 2")
+        if self.trace_style not in TRACE_STYLES:
+            raise ValueError(f"trace_style must be one of {', '.join(TRACE_STYLES)}")
         if not 2 <= self.max_objects <= 9:
             raise ValueError("max_objects must lie in [2, 9]")
         self.weights()
@@ -99,7 +103,7 @@ def iter_items(cfg: BenchConfig, tags: Tags = DEFAULT_TAGS) -> Iterator[dict]:
         scanned = None
         if err_rng.random() < cfg.teacher_error_rate:
             scanned = corrupt_scene(item, err_rng)
-        think = write_trace(item, cfg.trace_verbosity, scanned or item.scene)
+        think = write_trace(item, cfg.trace_verbosity, scanned or item.scene, cfg.trace_style)
         yield {
             "id": f"{cfg.split}-{cfg.seed}-{i:06d}",
             "prompt": make_prompt(item, tags),
@@ -262,11 +266,14 @@ def reading_example(rng: random.Random) -> tuple[str, str, Scene]:
 
 def corpus_texts(seed: int = 0, per_setting: int = 300) -> Iterator[str]:
     """Deterministic text covering every template (all verbosities, letter and free-form answers, captions,
-    lookups): the training corpus of the tiny tokenizer, so its vocabulary fits the benchmark."""
+    lookups): the training corpus of the tiny tokenizer, so its vocabulary fits the benchmark. The traces are
+    written in the ``lookup`` style, the one the shipped base's tokenizer was trained on; the walk-through's
+    words (``count``, ``found``) are in that vocabulary too, so both styles tokenize compactly."""
     for verbosity in (0, 1, 2):
         for letters in (0.0, 1.0):
             cfg = BenchConfig(seed=seed, num_examples=per_setting, split=f"corpus-{verbosity}-{letters}",
-                              trace_verbosity=verbosity, option_letter_fraction=letters, teacher_error_rate=0.3)
+                              trace_verbosity=verbosity, option_letter_fraction=letters, teacher_error_rate=0.3,
+                              trace_style="lookup")
             for row in iter_items(cfg):
                 yield row["prompt"]
                 yield row["response"]

@@ -7,11 +7,20 @@ Design rules (see docs/benchmark.md):
   letter of the option holding it, a lookup the trace never spells out;
 - teacher errors corrupt one detail of the trace that the question does not depend on (a wrong colour or shape
   on an unrelated object), so traces are imperfect while gold answers stay correct.
+
+Two trace styles for the task steps after the scan:
+- ``lookup`` (default): the teacher names the matching cells directly (``red objects: top left and middle
+  right.``), which asks the student to retrieve a cell name from the scan several tokens before the attribute that
+  identifies it;
+- ``walkthrough``: the teacher goes through the scanned objects one by one and marks each that matters (``red
+  objects: top left red circle, count 1; top centre blue square; ...``), so every step depends only on the object
+  just written and the previous mark. It did not train faster on the tiny model (docs/benchmark.md).
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..prompts import OPTION_LETTERS
@@ -21,6 +30,7 @@ TASKS = ("count", "attribute", "spatial", "compare")
 SCAN_INTRO = "I scan the grid row by row:"  # trace phrases, also read back by scripts/trace_diagnostics.py
 CONCLUSION = "So the answer is"
 RELATIONS = ("left of", "right of", "above", "below")
+TRACE_STYLES = ("lookup", "walkthrough")
 
 
 @dataclass
@@ -34,7 +44,8 @@ class Item:
     value: str  # the answer as the trace concludes it (a number, word or phrase)
     answer: str  # the scored gold answer: an option letter when choices are given, else ``value``
     restate: str  # verbosity >= 1: what the question asks, in the teacher's words
-    reasoning: list[str]  # task-specific steps after the scan
+    reasoning: list[str]  # task-specific steps after the scan ("lookup" style)
+    walkthrough: Callable[[Scene], list[str]]  # the same steps, object by object over the scanned scene
     safe_attr: str  # attribute a teacher error may corrupt without changing the answer ("colour" | "shape")
     protected: set[int] = field(default_factory=set)  # cells a teacher error must not touch
 
@@ -70,6 +81,18 @@ def _count_lines(kind: str, value: str, scene: Scene) -> tuple[list[str], int]:
     return [f"{noun_phrase(kind, value)}: {cell_list(objs)}.", f"That makes {len(objs)}."], len(objs)
 
 
+def _count_walk(kind: str, value: str, scene: Scene) -> list[str]:
+    """``red objects: top left red circle, count 1; top centre blue square; ... That makes N.``"""
+    items, n = [], 0
+    for o in scene.objects:
+        if getattr(o, kind) == value:
+            n += 1
+            items.append(f"{cell_name(o.cell)} {o.describe()}, count {n}")
+        else:
+            items.append(f"{cell_name(o.cell)} {o.describe()}")
+    return [f"{noun_phrase(kind, value)}: {'; '.join(items)}.", f"That makes {n}."]
+
+
 def count_task(rng: random.Random, letters: bool, max_objects: int) -> Item:
     kind = rng.choice(("colour", "shape"))
     value = rng.choice(_values(kind))
@@ -96,7 +119,8 @@ def count_task(rng: random.Random, letters: bool, max_objects: int) -> Item:
         category="count", scene=scene, question=f"How many {noun} are in the image?",
         choices=choices if letters else [], value=str(gold),
         answer=OPTION_LETTERS[slot] if letters else str(gold),
-        restate=f"I need to count the {noun}.", reasoning=lines, safe_attr=_other(kind),
+        restate=f"I need to count the {noun}.", reasoning=lines,
+        walkthrough=lambda seen: _count_walk(kind, value, seen), safe_attr=_other(kind),
     )
 
 
@@ -125,13 +149,25 @@ def attribute_task(rng: random.Random, letters: bool, max_objects: int) -> Item:
     scene = Scene.of(objs)
     if asked == "colour":
         question, restate = f"What colour is the {key}?", f"I need the colour of the {key}."
-        reasoning = [f"The only {key} is at {cell_name(target_cell)}.", f"It is {gold}."]
+        name, verdict = f"The only {key}", f"It is {gold}."
     else:
         question, restate = f"What shape is the {key} object?", f"I need the shape of the {key} object."
-        reasoning = [f"The only {key} object is at {cell_name(target_cell)}.", f"It is a {gold}."]
+        name, verdict = f"The only {key} object", f"It is a {gold}."
+    reasoning = [f"{name} is at {cell_name(target_cell)}.", verdict]
+
+    def walk(seen: Scene) -> list[str]:
+        # objects in scan order up to the one with the key attribute: ``The only circle: top left green square;
+        # top right green circle, found. It is green.``
+        items = []
+        for o in seen.objects:
+            if getattr(o, key_kind) == key:
+                items.append(f"{cell_name(o.cell)} {o.describe()}, found")
+                break
+            items.append(f"{cell_name(o.cell)} {o.describe()}")
+        return [f"{name}: {'; '.join(items)}.", verdict]
     return Item(
         category="attribute", scene=scene, question=question, choices=choices if letters else [], value=gold,
-        answer=OPTION_LETTERS[slot] if letters else gold, restate=restate, reasoning=reasoning,
+        answer=OPTION_LETTERS[slot] if letters else gold, restate=restate, reasoning=reasoning, walkthrough=walk,
         safe_attr=asked, protected={target_cell},
     )
 
@@ -163,13 +199,22 @@ def spatial_task(rng: random.Random, letters: bool, max_objects: int) -> Item:
     else:
         cmp = "less" if relation == "above" else "greater"
         step = f"Same column, and row {o1.row + 1} is {cmp} than row {o2.row + 1}."
+    conclusion = f"So the {d1} is {relation} the {d2}."
     reasoning = [f"The {d1} is at {cell_name(first)}, {rc(o1)}.", f"The {d2} is at {cell_name(second)}, {rc(o2)}.", step,
-                 f"So the {d1} is {relation} the {d2}."]
+                 conclusion]
+
+    def walk(seen: Scene) -> list[str]:
+        # ``The red circle and the blue square: top left red circle, found at row 1 column 1; middle centre ...``
+        items = []
+        for o in seen.objects:
+            item = f"{cell_name(o.cell)} {o.describe()}"
+            items.append(f"{item}, found at {rc(o)}" if o.cell in (first, second) else item)
+        return [f"The {d1} and the {d2}: {'; '.join(items)}.", step, conclusion]
     return Item(
         category="spatial", scene=scene, question=f"Where is the {d1} relative to the {d2}?",
         choices=list(RELATIONS) if letters else [], value=relation,
         answer=OPTION_LETTERS[slot] if letters else relation,
-        restate=f"I need to find where the {d1} is relative to the {d2}.", reasoning=reasoning,
+        restate=f"I need to find where the {d1} is relative to the {d2}.", reasoning=reasoning, walkthrough=walk,
         safe_attr="colour", protected={first, second},
     )
 
@@ -205,6 +250,7 @@ def compare_task(rng: random.Random, letters: bool, max_objects: int) -> Item:
         choices=choices if letters else [], value=choices[slot],
         answer=OPTION_LETTERS[slot] if letters else choices[slot],
         restate=f"I need to compare the number of {np_} and {nq_}.", reasoning=lines_p + lines_q + [verdict],
+        walkthrough=lambda seen: _count_walk(kind, p, seen) + _count_walk(kind, q, seen) + [verdict],
         safe_attr=_other(kind),
     )
 
@@ -232,12 +278,15 @@ def corrupt_scene(item: Item, rng: random.Random) -> Scene | None:
     return None
 
 
-def write_trace(item: Item, verbosity: int, scanned: Scene) -> str:
-    """The teacher's reasoning. ``scanned`` is the scene as the teacher saw it (possibly with one error).
+def write_trace(item: Item, verbosity: int, scanned: Scene, style: str = "lookup") -> str:
+    """The teacher's reasoning. ``scanned`` is the scene as the teacher saw it (possibly with one error);
+    ``style`` is one of ``TRACE_STYLES`` (the task steps after the scan, see the module docstring).
 
     verbosity 0: scan + task steps + conclusion; 1 (default): + restated goal and a second scan that double-checks;
     2: + a cell-by-cell pass that names the empty cells too.
     """
+    if style not in TRACE_STYLES:
+        raise ValueError(f"unknown trace style {style!r}; choose from {', '.join(TRACE_STYLES)}")
     parts: list[str] = []
     if verbosity >= 1:
         parts.append(item.restate)
@@ -248,7 +297,9 @@ def write_trace(item: Item, verbosity: int, scanned: Scene) -> str:
             o = scanned.at(c)
             cells.append(f"{cell_name(c)} {o.describe() if o else 'empty'}")
         parts.append("Cell by cell: " + ", ".join(cells) + ".")
-    parts.extend(item.reasoning)
+    # the walk-through reads the scene as scanned: a teacher error stays consistent within the trace (it only ever
+    # touches an attribute the steps do not test)
+    parts.extend(item.walkthrough(scanned) if style == "walkthrough" else item.reasoning)
     if verbosity >= 1:
         parts.append(f"Let me check the grid once more: {scanned.caption()} This agrees with what I found.")
         if item.choices:
