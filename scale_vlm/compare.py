@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from .knobs import BenchKnobs, ScheduleKnobs
+from .knobs import BENCH_KNOBS, BenchKnobs, ScheduleKnobs
 from .segments import DEFAULT_TAGS
 
 ARMS = ("sft", "scale", "sft_grpo", "scale_grpo")
@@ -100,8 +100,7 @@ class CompareConfig(BenchKnobs, ScheduleKnobs):
 
     # The parts of the config each stage depends on (its hash), so that e.g. changing GRPO knobs reuses SFT.
     def data_fields(self) -> dict:
-        return {k: getattr(self, k) for k in ("num_train", "trace_verbosity", "trace_style", "teacher_error_rate",
-                                              "option_letter_fraction", "task_mix")}
+        return {k: getattr(self, k) for k in ("num_train", *BENCH_KNOBS)}
 
     def sft_fields(self) -> dict:
         return {k: getattr(self, k) for k in ("sft_steps", "sft_batch_size", "sft_learning_rate", "schedule",
@@ -114,8 +113,7 @@ class CompareConfig(BenchKnobs, ScheduleKnobs):
                                               "temperature", "accuracy_weight", "format_weight")}
 
     def eval_fields(self) -> dict:
-        return {k: getattr(self, k) for k in ("num_test", "max_new_tokens", "trace_verbosity", "trace_style", "teacher_error_rate",
-                                              "option_letter_fraction", "task_mix")}
+        return {k: getattr(self, k) for k in ("num_test", "max_new_tokens", *BENCH_KNOBS)}
 
 
 # ------------------------------------------------------------------------------------------------- stages

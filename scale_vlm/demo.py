@@ -209,9 +209,10 @@ def run_demo(cfg: DemoConfig) -> dict:
     }
     histories = {}
     jobs = [(method, cfg, out, train_sft, base_dir, examples) for method in METHODS]
-    if cfg.parallel_methods and available_cpus() < 2:
+    parallel = cfg.parallel_methods and available_cpus() >= 2
+    if cfg.parallel_methods and not parallel:
         print("one CPU core available: training the methods one after the other", flush=True)
-    if cfg.parallel_methods and available_cpus() >= 2:
+    if parallel:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 

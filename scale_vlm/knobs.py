@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 
 @dataclass
@@ -22,6 +22,10 @@ class BenchKnobs:
         return BenchConfig(seed=seed, num_examples=n, split=split, trace_verbosity=self.trace_verbosity,
                            trace_style=self.trace_style, teacher_error_rate=self.teacher_error_rate,
                            option_letter_fraction=self.option_letter_fraction, task_mix=self.task_mix)
+
+
+# the benchmark knob names: what a stage's cache hash depends on among the data settings
+BENCH_KNOBS = tuple(f.name for f in fields(BenchKnobs))
 
 
 @dataclass
