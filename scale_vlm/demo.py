@@ -35,7 +35,7 @@ class DemoConfig(BenchKnobs, ScheduleKnobs):
     base_model: str = field(default="", metadata={"help": "base model folder (default: the shipped tiny base)"})
     num_train: int = field(default=2000, metadata={"help": "training questions"})
     num_test: int = field(default=200, metadata={"help": "held-out questions"})
-    max_steps: int = field(default=1500, metadata={"help": "optimizer steps per method"})
+    max_steps: int = field(default=1200, metadata={"help": "optimizer steps per method"})
     batch_size: int = field(default=16, metadata={"help": "examples per optimizer step"})
     learning_rate: float = field(default=2e-3, metadata={"help": "peak learning rate (cosine decay, 5 percent warm-up)"})
     eval_batch_size: int = field(default=50, metadata={"help": "questions generated together"})

@@ -12,16 +12,21 @@ class BenchKnobs:
     trace_verbosity: int = field(default=1, metadata={"help": "benchmark knob: trace length (0, 1, 2)"})
     trace_style: str = field(default="lookup", metadata={
         "help": "benchmark knob: task steps object by object (walkthrough) or cells named at once (lookup)"})
+    scan_order: str = field(default="cell_first", metadata={
+        "help": "benchmark knob: each scanned object as 'top left red circle' (cell_first) or 'red circle at top left' "
+                "(object_first)"})
     teacher_error_rate: float = field(default=0.2, metadata={"help": "benchmark knob: traces with a wrong detail"})
     option_letter_fraction: float = field(default=0.8, metadata={"help": "benchmark knob: option-letter answers"})
     task_mix: str = field(default="count:1,attribute:1,spatial:1,compare:1", metadata={"help": "benchmark knob"})
+    max_objects: int = field(default=6, metadata={"help": "benchmark knob: most objects per scene (2-9)"})
 
     def bench(self, seed: int, split: str, n: int):
         from .bench.dataset import BenchConfig
 
         return BenchConfig(seed=seed, num_examples=n, split=split, trace_verbosity=self.trace_verbosity,
-                           trace_style=self.trace_style, teacher_error_rate=self.teacher_error_rate,
-                           option_letter_fraction=self.option_letter_fraction, task_mix=self.task_mix)
+                           trace_style=self.trace_style, scan_order=self.scan_order, teacher_error_rate=self.teacher_error_rate,
+                           option_letter_fraction=self.option_letter_fraction, task_mix=self.task_mix,
+                           max_objects=self.max_objects)
 
 
 # the benchmark knob names: what a stage's cache hash depends on among the data settings

@@ -4,7 +4,11 @@
 
 The benchmark knobs must match the run that wrote the predictions (the held-out split is regenerated from them).
 Per prediction it checks, against the held-out scene and question:
+- question: the trace's first sentence restates the question as the teacher's trace does (verbosity >= 1; a
+  wrong object here means the question was misread);
 - scan: the objects named after "I scan the grid row by row:" (all right: scene_exact; per object: object_exact);
+- first step: the sentence right after the scan equals the teacher's (the cells holding the asked attribute for
+  count and compare, the asked object's cell for spatial and attribute): the first task step over the scan;
 - value: the trace's conclusion "So the answer is X." equals the true value;
 - letter: for option-letter questions whose concluded value is one of the options, the answer letter is the letter
   of that option (consistency of the answer with the model's own trace; chance is about 1 / number of options).
@@ -24,12 +28,29 @@ from scale_vlm.tiny.base_stage import parse_caption
 
 SCAN = re.compile(re.escape(SCAN_INTRO) + r" (.*?\.)")
 VALUE = re.compile(re.escape(CONCLUSION) + r" (.*?)\.\s*</think>")
+SENTENCE = re.compile(r"\s*(.*?\.)(?=\s|<|$)")
+STEP_KEYS = ("n", "correct", "restated_checked", "restated_ok", "first_step_ok", "value_ok", "letter_checked",
+             "letter_consistent")
+
+
+def first_sentence(text: str) -> str | None:
+    """The first sentence inside ``<think>``, or None without a think segment."""
+    think = text.split("<think>", 1)
+    m = SENTENCE.match(think[1]) if len(think) == 2 else None
+    return m.group(1) if m else None
+
+
+def step_after_scan(text: str) -> str | None:
+    """The sentence right after the scan sentence, or None when the trace has no scan."""
+    scan = SCAN.search(text)
+    m = SENTENCE.match(text, scan.end()) if scan else None
+    return m.group(1) if m else None
 
 
 def diagnose(predictions: list[dict], test) -> dict:
     by_id = {ex["id"]: ex for ex in test}
     scenes = objects = objects_ok = 0
-    cat = defaultdict(lambda: {"n": 0, "correct": 0, "value_ok": 0, "letter_checked": 0, "letter_consistent": 0})
+    cat = defaultdict(lambda: dict.fromkeys(STEP_KEYS, 0))
     for p in predictions:
         ex = by_id.get(p["id"])
         if ex is None:
@@ -37,7 +58,7 @@ def diagnose(predictions: list[dict], test) -> dict:
                              "options (--seed, --num_test, knobs) of the run that wrote it")
         truth = {o["cell"]: (o["colour"], o["shape"]) for o in json.loads(ex["scene"])}
         scan = SCAN.search(p["output"])
-        seen = parse_caption(scan.group(1)) if scan else {}
+        seen = parse_caption(scan.group(1)) if scan else {}  # either scan order
         scenes += seen == truth
         objects += len(truth)
         objects_ok += sum(seen.get(c) == v for c, v in truth.items())
@@ -45,14 +66,22 @@ def diagnose(predictions: list[dict], test) -> dict:
         c = cat[ex["category"]]
         c["n"] += 1
         c["correct"] += bool(p["correct"])
+        restate = first_sentence(ex["response"])
+        if restate and not restate.startswith(SCAN_INTRO):  # verbosity 0 traces open with the scan
+            c["restated_checked"] += 1
+            c["restated_ok"] += first_sentence(p["output"]) == restate
+        c["first_step_ok"] += step_after_scan(p["output"]) == step_after_scan(ex["response"])
         c["value_ok"] += bool(value) and value.group(1) == ex["value"]
         if ex["choices"] and value and value.group(1) in ex["choices"]:
             c["letter_checked"] += 1
             c["letter_consistent"] += p["parsed_answer"] == OPTION_LETTERS[list(ex["choices"]).index(value.group(1))]
     n = len(predictions)
-    total = {k: sum(c[k] for c in cat.values()) for k in ("n", "correct", "value_ok", "letter_checked", "letter_consistent")}
+    total = {k: sum(c[k] for c in cat.values()) for k in STEP_KEYS}
     return {
-        "predictions": n, "scan_scene_exact": round(scenes / n, 3), "scan_object_exact": round(objects_ok / objects, 3),
+        "predictions": n,
+        "question_restated": round(total["restated_ok"] / total["restated_checked"], 3) if total["restated_checked"] else None,
+        "scan_scene_exact": round(scenes / n, 3), "scan_object_exact": round(objects_ok / objects, 3),
+        "first_step_correct": round(total["first_step_ok"] / n, 3),
         "value_correct": round(total["value_ok"] / n, 3),
         "letter_consistent_with_trace": round(total["letter_consistent"] / max(1, total["letter_checked"]), 3),
         "by_category": {k: dict(v) for k, v in sorted(cat.items())},
@@ -65,11 +94,14 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--num_test", type=int, default=200)
     ap.add_argument("--trace_verbosity", type=int, default=1)
+    ap.add_argument("--trace_style", default="lookup")
+    ap.add_argument("--scan_order", default="cell_first")
     ap.add_argument("--teacher_error_rate", type=float, default=0.2)
     ap.add_argument("--option_letter_fraction", type=float, default=0.8)
     ap.add_argument("--task_mix", default="count:1,attribute:1,spatial:1,compare:1")
     a = ap.parse_args()
     test = make_benchmark(BenchConfig(seed=a.seed, num_examples=a.num_test, split="test", trace_verbosity=a.trace_verbosity,
+                                      trace_style=a.trace_style, scan_order=a.scan_order,
                                       teacher_error_rate=a.teacher_error_rate,
                                       option_letter_fraction=a.option_letter_fraction, task_mix=a.task_mix))
     for path in a.predictions:

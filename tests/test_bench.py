@@ -236,3 +236,25 @@ def test_lookup_style_is_the_default_and_names_cells_at_once():
     assert all(f"That makes {r['value']}." in r["response"] for r in counts)
     with pytest.raises(ValueError, match="trace_style"):
         items(5, trace_style="nope")
+
+
+def test_object_first_scan_names_each_cell_after_its_object():
+    """``scan_order="object_first"`` rewrites only the scan and the re-check (``red circle at top left``); every other
+    word of the trace, the scene and the answer are those of the default order, and both scans parse back to the
+    true scene."""
+    from scale_vlm.bench.scenes import cell_name
+    from scale_vlm.tiny.base_stage import parse_caption
+
+    cell_first, object_first = items(200, teacher_error_rate=0.0), items(200, teacher_error_rate=0.0, scan_order="object_first")
+    for a, b in zip(cell_first, object_first):
+        scene = json.loads(b["scene"])
+        assert a["scene"] == b["scene"] and a["answer"] == b["answer"] and a["prompt"] == b["prompt"]
+        scan_a = ", ".join(f"{cell_name(o['cell'])} {o['colour']} {o['shape']}" for o in scene) + "."
+        scan_b = ", ".join(f"{o['colour']} {o['shape']} at {cell_name(o['cell'])}" for o in scene) + "."
+        assert a["response"].count(scan_a) == b["response"].count(scan_b) == 2  # the scan and the re-check
+        assert a["response"].replace(scan_a, "SCAN") == b["response"].replace(scan_b, "SCAN")
+        truth = {o["cell"]: (o["colour"], o["shape"]) for o in scene}
+        assert parse_caption(scan_a) == parse_caption(scan_b) == truth
+    assert items(3)[0]["response"] == items(3, scan_order="cell_first")[0]["response"]  # the default
+    with pytest.raises(ValueError, match="scan_order"):
+        items(5, scan_order="nope")

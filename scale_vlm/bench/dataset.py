@@ -20,6 +20,7 @@ from ..segments import DEFAULT_TAGS, Tags
 from .scenes import COLOURS, GRID, SHAPES, Scene, cell_name, random_scene, render
 from .tasks import (
     RELATIONS,
+    SCAN_ORDERS,
     TASK_FNS,
     TRACE_STYLES,
     TASKS,
@@ -41,6 +42,7 @@ class BenchConfig:
     task_mix: str = "count:1,attribute:1,spatial:1,compare:1"  # family:weight, comma separated
     trace_verbosity: int = 1  # 0 terse (scan + steps), 1 + restated goal and a re-check scan, 2 + cell-by-cell pass
     trace_style: str = "lookup"  # task steps: "lookup" (cells named at once) or "walkthrough" (object by object)
+    scan_order: str = "cell_first"  # each scanned object as "top left red circle" or "red circle at top left"
     teacher_error_rate: float = 0.2  # fraction of traces with one wrong, answer-irrelevant detail
     option_letter_fraction: float = 0.8  # fraction of questions answered by an option letter
     max_objects: int = 6  # objects per scene (grid of 9 cells)
@@ -69,6 +71,8 @@ class BenchConfig:
             raise ValueError("trace_verbosity must be 0, 1 or 2")
         if self.trace_style not in TRACE_STYLES:
             raise ValueError(f"trace_style must be one of {', '.join(TRACE_STYLES)}")
+        if self.scan_order not in SCAN_ORDERS:
+            raise ValueError(f"scan_order must be one of {', '.join(SCAN_ORDERS)}")
         if not 2 <= self.max_objects <= 9:
             raise ValueError("max_objects must lie in [2, 9]")
         self.weights()
@@ -103,7 +107,7 @@ def iter_items(cfg: BenchConfig, tags: Tags = DEFAULT_TAGS) -> Iterator[dict]:
         scanned = None
         if err_rng.random() < cfg.teacher_error_rate:
             scanned = corrupt_scene(item, err_rng)
-        think = write_trace(item, cfg.trace_verbosity, scanned or item.scene, cfg.trace_style)
+        think = write_trace(item, cfg.trace_verbosity, scanned or item.scene, cfg.trace_style, cfg.scan_order)
         yield {
             "id": f"{cfg.split}-{cfg.seed}-{i:06d}",
             "prompt": make_prompt(item, tags),

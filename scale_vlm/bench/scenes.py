@@ -63,10 +63,13 @@ class Scene:
                 return o
         return None
 
-    def caption(self) -> str:
-        """The occupied cells in reading order: ``top left red circle, middle centre blue square.``"""
+    def caption(self, order: str = "cell_first") -> str:
+        """The occupied cells in reading order: ``top left red circle, middle centre blue square.``; with
+        ``order="object_first"``: ``red circle at top left, blue square at middle centre.``"""
         if not self.objects:
             return "the grid is empty."
+        if order == "object_first":
+            return ", ".join(f"{o.describe()} at {cell_name(o.cell)}" for o in self.objects) + "."
         return ", ".join(f"{cell_name(o.cell)} {o.describe()}" for o in self.objects) + "."
 
     def to_dict(self) -> list[dict]:

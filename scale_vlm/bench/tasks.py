@@ -31,6 +31,7 @@ SCAN_INTRO = "I scan the grid row by row:"  # trace phrases, also read back by s
 CONCLUSION = "So the answer is"
 RELATIONS = ("left of", "right of", "above", "below")
 TRACE_STYLES = ("lookup", "walkthrough")
+SCAN_ORDERS = ("cell_first", "object_first")
 
 
 @dataclass
@@ -278,19 +279,23 @@ def corrupt_scene(item: Item, rng: random.Random) -> Scene | None:
     return None
 
 
-def write_trace(item: Item, verbosity: int, scanned: Scene, style: str = "lookup") -> str:
+def write_trace(item: Item, verbosity: int, scanned: Scene, style: str = "lookup", scan_order: str = "cell_first") -> str:
     """The teacher's reasoning. ``scanned`` is the scene as the teacher saw it (possibly with one error);
-    ``style`` is one of ``TRACE_STYLES`` (the task steps after the scan, see the module docstring).
+    ``style`` is one of ``TRACE_STYLES`` (the task steps after the scan, see the module docstring);
+    ``scan_order`` is one of ``SCAN_ORDERS``: each scanned object as ``top left red circle`` (the base stage's
+    caption) or ``red circle at top left``, where the cell follows the object it belongs to.
 
     verbosity 0: scan + task steps + conclusion; 1 (default): + restated goal and a second scan that double-checks;
     2: + a cell-by-cell pass that names the empty cells too.
     """
     if style not in TRACE_STYLES:
         raise ValueError(f"unknown trace style {style!r}; choose from {', '.join(TRACE_STYLES)}")
+    if scan_order not in SCAN_ORDERS:
+        raise ValueError(f"unknown scan order {scan_order!r}; choose from {', '.join(SCAN_ORDERS)}")
     parts: list[str] = []
     if verbosity >= 1:
         parts.append(item.restate)
-    parts.append(f"{SCAN_INTRO} {scanned.caption()}")
+    parts.append(f"{SCAN_INTRO} {scanned.caption(scan_order)}")
     if verbosity >= 2:
         cells = []
         for c in range(9):
@@ -301,7 +306,7 @@ def write_trace(item: Item, verbosity: int, scanned: Scene, style: str = "lookup
     # touches an attribute the steps do not test)
     parts.extend(item.walkthrough(scanned) if style == "walkthrough" else item.reasoning)
     if verbosity >= 1:
-        parts.append(f"Let me check the grid once more: {scanned.caption()} This agrees with what I found.")
+        parts.append(f"Let me check the grid once more: {scanned.caption(scan_order)} This agrees with what I found.")
         if item.choices:
             parts.append("Now I compare this with the options.")
     parts.append(f"{CONCLUSION} {item.value}.")

@@ -207,14 +207,19 @@ def train_base(cfg: BaseStageConfig | None = None, progress: bool = True):
 
 # ------------------------------------------------------------------------------------------------ perception
 
-_CELL_RE = re.compile(r"(%s) (%s) (%s) (%s)" % ("|".join(ROWS), "|".join(COLS), "|".join(COLOURS), "|".join(SHAPES)))
+_ROW, _COL, _COLOUR, _SHAPE = ("(%s)" % "|".join(v) for v in (ROWS, COLS, COLOURS, SHAPES))
+_CELL_RE = re.compile(rf"{_ROW} {_COL} {_COLOUR} {_SHAPE}")
+_OBJECT_FIRST_RE = re.compile(rf"{_COLOUR} {_SHAPE} at {_ROW} {_COL}")
 
 
 def parse_caption(text: str) -> dict[int, tuple[str, str]]:
+    """``{cell: (colour, shape)}`` from a caption in either scan order (``top left red circle`` or
+    ``red circle at top left``); the first mention of a cell wins."""
+    found = [(m.start(), m.group(1), m.group(2), m.group(3), m.group(4)) for m in _CELL_RE.finditer(text)]
+    found += [(m.start(), m.group(3), m.group(4), m.group(1), m.group(2)) for m in _OBJECT_FIRST_RE.finditer(text)]
     out = {}
-    for m in _CELL_RE.finditer(text):
-        cell = ROWS.index(m.group(1)) * GRID + COLS.index(m.group(2))
-        out.setdefault(cell, (m.group(3), m.group(4)))
+    for _, row, col, colour, shape in sorted(found):
+        out.setdefault(ROWS.index(row) * GRID + COLS.index(col), (colour, shape))
     return out
 
 
