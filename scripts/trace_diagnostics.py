@@ -96,12 +96,13 @@ def main() -> None:
     ap.add_argument("--trace_verbosity", type=int, default=1)
     ap.add_argument("--trace_style", default="lookup")
     ap.add_argument("--scan_order", default="cell_first")
+    ap.add_argument("--max_objects", type=int, default=6)
     ap.add_argument("--teacher_error_rate", type=float, default=0.2)
     ap.add_argument("--option_letter_fraction", type=float, default=0.8)
     ap.add_argument("--task_mix", default="count:1,attribute:1,spatial:1,compare:1")
     a = ap.parse_args()
     test = make_benchmark(BenchConfig(seed=a.seed, num_examples=a.num_test, split="test", trace_verbosity=a.trace_verbosity,
-                                      trace_style=a.trace_style, scan_order=a.scan_order,
+                                      trace_style=a.trace_style, scan_order=a.scan_order, max_objects=a.max_objects,
                                       teacher_error_rate=a.teacher_error_rate,
                                       option_letter_fraction=a.option_letter_fraction, task_mix=a.task_mix))
     for path in a.predictions:
