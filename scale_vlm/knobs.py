@@ -23,10 +23,7 @@ class BenchKnobs:
     def bench(self, seed: int, split: str, n: int):
         from .bench.dataset import BenchConfig
 
-        return BenchConfig(seed=seed, num_examples=n, split=split, trace_verbosity=self.trace_verbosity,
-                           trace_style=self.trace_style, scan_order=self.scan_order, teacher_error_rate=self.teacher_error_rate,
-                           option_letter_fraction=self.option_letter_fraction, task_mix=self.task_mix,
-                           max_objects=self.max_objects)
+        return BenchConfig(seed=seed, num_examples=n, split=split, **{k: getattr(self, k) for k in BENCH_KNOBS})
 
 
 # the benchmark knob names: what a stage's cache hash depends on among the data settings

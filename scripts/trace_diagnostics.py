@@ -20,9 +20,11 @@ import argparse
 import json
 import re
 from collections import defaultdict
+from dataclasses import fields
 
-from scale_vlm.bench.dataset import BenchConfig, make_benchmark
+from scale_vlm.bench.dataset import make_benchmark
 from scale_vlm.bench.tasks import CONCLUSION, SCAN_INTRO
+from scale_vlm.knobs import BENCH_KNOBS, BenchKnobs
 from scale_vlm.prompts import OPTION_LETTERS
 from scale_vlm.tiny.base_stage import parse_caption
 
@@ -93,18 +95,11 @@ def main() -> None:
     ap.add_argument("predictions", nargs="+", help="predictions.jsonl files (same benchmark settings)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--num_test", type=int, default=200)
-    ap.add_argument("--trace_verbosity", type=int, default=1)
-    ap.add_argument("--trace_style", default="lookup")
-    ap.add_argument("--scan_order", default="cell_first")
-    ap.add_argument("--max_objects", type=int, default=6)
-    ap.add_argument("--teacher_error_rate", type=float, default=0.2)
-    ap.add_argument("--option_letter_fraction", type=float, default=0.8)
-    ap.add_argument("--task_mix", default="count:1,attribute:1,spatial:1,compare:1")
+    for f in fields(BenchKnobs):  # the demo's benchmark knobs, with its defaults: the test split must match the run's
+        ap.add_argument(f"--{f.name}", type=type(f.default), default=f.default, help=f.metadata.get("help"))
     a = ap.parse_args()
-    test = make_benchmark(BenchConfig(seed=a.seed, num_examples=a.num_test, split="test", trace_verbosity=a.trace_verbosity,
-                                      trace_style=a.trace_style, scan_order=a.scan_order, max_objects=a.max_objects,
-                                      teacher_error_rate=a.teacher_error_rate,
-                                      option_letter_fraction=a.option_letter_fraction, task_mix=a.task_mix))
+    knobs = BenchKnobs(**{k: getattr(a, k) for k in BENCH_KNOBS})
+    test = make_benchmark(knobs.bench(a.seed, "test", a.num_test))
     for path in a.predictions:
         with open(path) as f:
             preds = [json.loads(line) for line in f if line.strip()]
