@@ -18,7 +18,7 @@ class BenchKnobs:
     teacher_error_rate: float = field(default=0.2, metadata={"help": "benchmark knob: traces with a wrong detail"})
     option_letter_fraction: float = field(default=0.8, metadata={"help": "benchmark knob: option-letter answers"})
     task_mix: str = field(default="count:1,attribute:1,spatial:1,compare:1", metadata={"help": "benchmark knob"})
-    max_objects: int = field(default=6, metadata={"help": "benchmark knob: most objects per scene (2-9)"})
+    max_objects: int = field(default=4, metadata={"help": "benchmark knob: most objects per scene (2-9)"})
 
     def bench(self, seed: int, split: str, n: int):
         from .bench.dataset import BenchConfig
