@@ -115,7 +115,8 @@ def test_teacher_errors_only_in_traces():
     clean = items(400, teacher_error_rate=0.0)
     noisy = items(400, teacher_error_rate=1.0)
     assert not any(r["teacher_error"] for r in clean)
-    assert sum(r["teacher_error"] for r in noisy) / len(noisy) > 0.9
+    # a trace stays clean only when every object in the scene bears on the answer (small scenes): 85% at 4 objects
+    assert sum(r["teacher_error"] for r in noisy) / len(noisy) > 0.8
     tags = DEFAULT_TAGS
     for a, b in zip(clean, noisy):
         for key in ("prompt", "answer", "choices", "category", "value", "scene"):
