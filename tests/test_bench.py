@@ -259,3 +259,14 @@ def test_object_first_scan_names_each_cell_after_its_object():
     assert items(3)[0]["response"] == items(3, scan_order="cell_first")[0]["response"]  # the default
     with pytest.raises(ValueError, match="scan_order"):
         items(5, scan_order="nope")
+
+
+def test_corpus_rebuilds_the_shipped_tokenizer(tokenizer):
+    # the tokenizer corpus pins its own benchmark settings, so changing a benchmark default cannot drift the
+    # vocabulary away from the shipped base's
+    from transformers import AutoTokenizer
+
+    from scale_vlm.tiny.base_stage import SHIPPED_BASE
+
+    shipped = AutoTokenizer.from_pretrained(SHIPPED_BASE)
+    assert tokenizer.get_vocab() == shipped.get_vocab()
