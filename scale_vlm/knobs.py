@@ -4,25 +4,30 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 
+from .bench.dataset import BenchConfig
+
+
+def _bench_knob(name: str, help: str):
+    """A demo/compare option whose default is ``BenchConfig``'s, so each benchmark default lives in one place."""
+    return field(default=getattr(BenchConfig, name), metadata={"help": f"benchmark knob: {help}"})
+
 
 @dataclass
 class BenchKnobs:
     """Knobs of the built-in benchmark that the demo and the comparison expose (see ``BenchConfig``)."""
 
-    trace_verbosity: int = field(default=1, metadata={"help": "benchmark knob: trace length (0, 1, 2)"})
-    trace_style: str = field(default="lookup", metadata={
-        "help": "benchmark knob: task steps object by object (walkthrough) or cells named at once (lookup)"})
-    scan_order: str = field(default="cell_first", metadata={
-        "help": "benchmark knob: each scanned object as 'top left red circle' (cell_first) or 'red circle at top left' "
-                "(object_first)"})
-    teacher_error_rate: float = field(default=0.2, metadata={"help": "benchmark knob: traces with a wrong detail"})
-    option_letter_fraction: float = field(default=0.8, metadata={"help": "benchmark knob: option-letter answers"})
-    task_mix: str = field(default="count:1,attribute:1,spatial:1,compare:1", metadata={"help": "benchmark knob"})
-    max_objects: int = field(default=4, metadata={"help": "benchmark knob: most objects per scene (2-9)"})
+    trace_verbosity: int = _bench_knob("trace_verbosity", "trace length (0, 1, 2)")
+    trace_style: str = _bench_knob(
+        "trace_style", "task steps object by object (walkthrough) or cells named at once (lookup)")
+    scan_order: str = _bench_knob(
+        "scan_order", "each scanned object as 'top left red circle' (cell_first) or 'red circle at top left' "
+                      "(object_first)")
+    teacher_error_rate: float = _bench_knob("teacher_error_rate", "traces with a wrong detail")
+    option_letter_fraction: float = _bench_knob("option_letter_fraction", "option-letter answers")
+    task_mix: str = _bench_knob("task_mix", "family:weight, comma separated")
+    max_objects: int = _bench_knob("max_objects", "most objects per scene (2-9)")
 
-    def bench(self, seed: int, split: str, n: int):
-        from .bench.dataset import BenchConfig
-
+    def bench(self, seed: int, split: str, n: int) -> BenchConfig:
         return BenchConfig(seed=seed, num_examples=n, split=split, **{k: getattr(self, k) for k in BENCH_KNOBS})
 
 
