@@ -8,6 +8,8 @@ import torch
 
 from ..segments import SEGMENT_PROMPT
 
+# Per-token processor outputs that rendering keeps (render.py) and the model needs; padded with 0.
+PER_TOKEN_EXTRAS = ("mm_token_type_ids", "token_type_ids")
 _PER_TOKEN_PAD = {"input_ids": None, "attention_mask": 0, "labels": -100, "segment_ids": SEGMENT_PROMPT}
 
 
@@ -23,7 +25,10 @@ class ScaleCollator:
         labels             [B, L]  long   -100 on prompt, image and padding tokens
         segment_ids        [B, L]  long   0 prompt/pad, 1 think, 2 answer (aligned with input_ids)
         mm_token_type_ids  [B, L]  long   when the processor produces it (Qwen2-VL)
-        pixel_values, image_grid_thw, ...  from ``processor.image_processor`` over all images of the batch
+        token_type_ids     [B, L]  long   when the processor produces it (Gemma-3: 1 on image tokens, which attend
+                                          to each other bidirectionally; training must see what generation sees)
+        pixel_values, image_grid_thw, ...  from ``processor.image_processor`` over the batch's images, one list
+                                          per example (processors such as Idefics3 group images by example)
     """
 
     processor: object
@@ -35,14 +40,18 @@ class ScaleCollator:
         length = max(len(r["input_ids"]) for r in rows)
         if self.pad_to_multiple_of:
             length = -(-length // self.pad_to_multiple_of) * self.pad_to_multiple_of
-        keys = [k for k in ("input_ids", "attention_mask", "labels", "segment_ids", "mm_token_type_ids") if k in rows[0]]
+        keys = [k for k in ("input_ids", "attention_mask", "labels", "segment_ids", *PER_TOKEN_EXTRAS) if k in rows[0]]
         batch = {}
         for key in keys:
             pad = _PER_TOKEN_PAD.get(key, 0)
             pad = pad_id if pad is None else pad
             batch[key] = torch.tensor([list(r[key]) + [pad] * (length - len(r[key])) for r in rows], dtype=torch.long)
-        images = [img for r in rows for img in (r.get("images") or [])]
-        if images:
-            pixels = self.processor.image_processor(images=images, return_tensors="pt")
-            batch.update({k: v for k, v in pixels.items()})
+        images = [list(r.get("images") or []) for r in rows]
+        if any(images):
+            # One list per example with images, as the processor's own batched call passes them.
+            pixels = self.processor.image_processor(images=[i for i in images if i], return_tensors="pt")
+            # Only what the processor itself hands the model (Gemma-3's image processor also returns num_crops,
+            # which its processor consumes).
+            names = getattr(self.processor, "model_input_names", None)
+            batch.update({k: v for k, v in pixels.items() if not names or k in names})
         return batch

@@ -81,10 +81,10 @@ def generate_batch(
             for start in range(0, len(examples), batch_size):
                 batch = examples[start : start + batch_size]
                 texts = [chat_text(processor, ex) for ex in batch]
-                # One flat image list in prompt order: processors fill image placeholders sequentially, and
-                # this also allows batches that mix questions with and without images.
-                images = [image for ex in batch for image in ex.images]
-                inputs = processor(text=texts, images=images or None, return_tensors="pt", padding=True)
+                # One image list per prompt: processors that group images by sample (Gemma-3, Idefics3) read a
+                # flat list as one sample with N images. An empty list stands for a question without images.
+                images = [list(ex.images) for ex in batch]
+                inputs = processor(text=texts, images=images if any(images) else None, return_tensors="pt", padding=True)
                 inputs = inputs.to(device)
                 _reset_rope_cache(model)
                 generated = model.generate(**inputs, generation_config=config)
