@@ -26,6 +26,17 @@ def make_image(i: int) -> Image.Image:
     return Image.new("RGB", (48, 48), COLOURS[i % 4])
 
 
+ANSWERS = ["(A)", "(B) green", "(C) the blue square", "(D)"]
+
+
+def varied_response(i: int) -> str:
+    """Think and answer lengths both differ between examples (1-4 sentences; 1-5 answer words), so a normaliser
+    computed over the wrong set of tokens or examples changes the loss (equal lengths would hide it)."""
+    colour = COLOURS[i % 4]
+    think = " ".join([f"I look at the image. The square is {colour}."] * (1 + (i * 3) % 4))
+    return f"<think>{think}</think><answer>{ANSWERS[(i + i // 4) % 4]}</answer>"
+
+
 def messages_row(i: int, response: str | None = None) -> dict:
     return {
         "messages": [
@@ -73,3 +84,10 @@ def messages_dataset():
     from datasets import Dataset
 
     return Dataset.from_list([messages_row(i) for i in range(8)])
+
+
+@pytest.fixture(scope="session")
+def varied_dataset():
+    from datasets import Dataset
+
+    return Dataset.from_list([messages_row(i, varied_response(i)) for i in range(8)])

@@ -40,15 +40,15 @@ def test_three_step_run_trains_and_logs(fresh_qwen, messages_dataset, tmp_path, 
 
 
 @pytest.mark.parametrize("normalization", ["sample", "batch"])
-def test_gradient_accumulation_equals_big_batch(tiny_qwen_dir, messages_dataset, tmp_path, normalization):
+def test_gradient_accumulation_equals_big_batch(tiny_qwen_dir, varied_dataset, tmp_path, normalization):
     """micro-batch 2 x accumulation 2 == micro-batch 4: same loss and same parameters after two steps."""
     from scale_vlm.tiny.model import load_tiny
 
     results = []
     for bs, ga in ((4, 1), (2, 2)):
         model, processor = load_tiny(tiny_qwen_dir)
-        # Unequal lengths inside each micro-batch, so naive accumulation would differ.
-        rows = messages_dataset
+        # Think and answer lengths differ inside each micro-batch, so a per-micro-batch normaliser would differ.
+        rows = varied_dataset
         cfg = _config(tmp_path / f"{bs}", max_steps=2, per_device_train_batch_size=bs, gradient_accumulation_steps=ga,
                       normalization=normalization, learning_rate=0.5, max_grad_norm=1e9, lr_scheduler_type="constant",
                       optim="sgd")  # SGD: parameter change = lr * gradient, so this compares gradients
