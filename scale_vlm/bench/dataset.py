@@ -289,10 +289,6 @@ def corpus_texts(seed: int = 0, per_setting: int = 300) -> Iterator[str]:
         yield p + " " + a
 
 
-def config_dict(cfg: BenchConfig) -> dict:
-    return asdict(cfg)
-
-
 def build_benchmark(seed: int = 0, num_train: int = 2000, num_test: int = 300, **knobs):
     """``DatasetDict`` with disjoint-stream ``train`` and ``test`` splits (the evaluator's ``builtin`` dataset)."""
     import datasets

@@ -10,7 +10,7 @@ from .adapters import (
     scienceqa_examples,
 )
 from .evaluate import EvalConfig, evaluate_model, run_eval, score_outputs, summarize
-from .generate import generate_batch, segment_token_counts
+from .generate import generate_batch
 
 __all__ = [
     "ColumnMapping",
@@ -25,6 +25,5 @@ __all__ = [
     "run_eval",
     "scienceqa_examples",
     "score_outputs",
-    "segment_token_counts",
     "summarize",
 ]

@@ -9,8 +9,6 @@ from collections.abc import Iterator, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from ..parsing import parse_output
-from ..segments import DEFAULT_TAGS, Tags
 from .adapters import EvalExample
 
 
@@ -103,9 +101,3 @@ def count_tokens(text: str | None, tokenizer) -> int:
         return 0
     return len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
-
-def segment_token_counts(output: str, tokenizer, tags: Tags = DEFAULT_TAGS) -> tuple[int, int]:
-    """(think tokens, answer tokens) of ``output``: tokens of the parsed think and answer texts, tags excluded;
-    0 for a part the output does not have."""
-    parsed = parse_output(output, tags)
-    return count_tokens(parsed.think, _tokenizer(tokenizer)), count_tokens(parsed.answer, _tokenizer(tokenizer))
