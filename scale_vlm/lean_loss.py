@@ -14,21 +14,28 @@ Two autograd functions:
   fused linear cross-entropy does; backward only scales it by the incoming scalar. Three GEMMs in all, like the
   plain path, and no recompute.
 
+Both take the head's post-processing of its logits (``logit_scale``, ``softcap``; see ``head_transform``).
+
 SCALe and vanilla are both linear in the per-token NLL once the step's normalisers (``SegmentCounts``) are known:
 ``segment_token_weights`` returns those coefficients, so ``(weights * nll).sum()`` equals ``scale_loss(...).loss``
 (or ``vanilla_loss(...).loss``). ``add_lean_lm_head`` patches a model so that
 ``model(**inputs, lean_token_weights=w)`` runs the backbone and ``weighted_token_nll`` (the forward goes through
-the model's own ``forward``, so DDP/accelerate wrappers keep working), and ``lean_segment_loss`` is the whole
-loss step used by ``ScaleSFTTrainer``'s lean path.
+the model's own ``forward``, so DDP/accelerate wrappers keep working, and the NLL runs inside a call of the
+``lm_head`` module, so ZeRO-3 and FSDP gather its weight and reduce its gradient), and ``lean_segment_loss`` is the
+whole loss step used by ``ScaleSFTTrainer``'s lean path. Engines verified exact: docs/scaling.md.
 """
 
 from __future__ import annotations
 
 import functools
+import inspect
+import re
 import types
+import warnings
 from dataclasses import dataclass
 
 import torch
+from transformers.utils import ModelOutput
 
 from .loss import SegmentCounts, SegmentLossOutput, scale_loss, vanilla_loss
 from .segments import SEGMENT_ANSWER, SEGMENT_THINK
@@ -39,12 +46,24 @@ IGNORE_INDEX = -100
 DEFAULT_CHUNK_SIZE = 1024
 
 
-def _tile(hidden_chunk: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    # [n, H] x [H, V] -> fp32 [n, V]
-    tile = hidden_chunk @ weight.t()
+def _tile(hidden_chunk, weight, bias, scale=1.0, softcap=None):
+    """fp32 logits tile ``z`` [n, V] and ``dz/dr`` (None, a float, or an [n, V] tile) for ``r = h W^T (+ b)``.
+
+    ``z = scale * r``, then ``z = softcap * tanh(z / softcap)`` when ``softcap`` is set: what Cohere
+    (``logit_scale``), Granite (``1 / logits_scaling``) and Gemma-2/3 text models (``final_logit_softcapping``)
+    do after their LM head. The softcap derivative needs a second [n, V] tile, only for softcapped heads.
+    """
+    tile = hidden_chunk @ weight.t()  # [n, H] x [H, V] -> [n, V]
     if bias is not None:
         tile = tile + bias
-    return tile.to(_acc_dtype(tile))
+    tile = tile.to(_acc_dtype(tile))
+    if scale != 1.0:
+        tile.mul_(scale)
+    if softcap is None:
+        return tile, (None if scale == 1.0 else scale)
+    tile.div_(softcap).tanh_()
+    deriv = (1.0 - tile * tile).mul_(scale)  # d(softcap * tanh(s r / softcap)) / dr = s (1 - tanh^2)
+    return tile.mul_(softcap), deriv
 
 
 def _acc_dtype(t: torch.Tensor) -> torch.dtype:
@@ -61,8 +80,10 @@ def _softmax_stats(tile: torch.Tensor, targets: torch.Tensor):
     return row_max + sum_exp.log(), target_logit, row_max, sum_exp
 
 
-def _grad_gemms(grad_tile, hidden_chunk, weight, grad_hidden, grad_weight, grad_bias, start, end):
-    # grad_tile: [n, V] gradient of the loss w.r.t. the chunk's logits
+def _grad_gemms(grad_tile, deriv, hidden_chunk, weight, grad_hidden, grad_weight, grad_bias, start, end):
+    # grad_tile: [n, V] gradient of the loss w.r.t. the chunk's (transformed) logits z; deriv: dz/dr (see _tile)
+    if deriv is not None:
+        grad_tile.mul_(deriv)
     g = grad_tile.to(weight.dtype)
     if grad_hidden is not None:
         grad_hidden[start:end] = (g @ weight).to(grad_hidden.dtype)
@@ -76,7 +97,7 @@ class _ChunkedTokenNLL(torch.autograd.Function):
     """Per-token NLL of ``hidden @ weight.T (+ bias)``; backward recomputes each tile."""
 
     @staticmethod
-    def forward(ctx, hidden, weight, bias, labels, chunk_size):
+    def forward(ctx, hidden, weight, bias, labels, chunk_size, scale, softcap):
         n_tokens = hidden.shape[0]
         valid = labels != IGNORE_INDEX
         targets = labels.clamp(min=0)
@@ -85,13 +106,13 @@ class _ChunkedTokenNLL(torch.autograd.Function):
         with torch.no_grad():
             for start in range(0, n_tokens, chunk_size):
                 end = min(start + chunk_size, n_tokens)
-                tile = _tile(hidden[start:end], weight, bias)
+                tile, _ = _tile(hidden[start:end], weight, bias, scale, softcap)
                 lse[start:end], target_logit, _, _ = _softmax_stats(tile, targets[start:end])
                 del tile
                 nll[start:end] = lse[start:end] - target_logit
         nll = nll.masked_fill(~valid, 0.0)
         ctx.save_for_backward(hidden, weight, bias, targets, valid, lse)
-        ctx.chunk_size = chunk_size
+        ctx.chunk_size, ctx.scale, ctx.softcap = chunk_size, scale, softcap
         return nll
 
     @staticmethod
@@ -107,17 +128,19 @@ class _ChunkedTokenNLL(torch.autograd.Function):
             for start in range(0, n_tokens, ctx.chunk_size):
                 end = min(start + ctx.chunk_size, n_tokens)
                 g = g_all[start:end]
-                tile = _tile(hidden[start:end], weight, bias)
+                tile, deriv = _tile(hidden[start:end], weight, bias, ctx.scale, ctx.softcap)
                 # d nll / d logit = softmax - onehot(target), times the incoming gradient of each token
                 tile.sub_(lse[start:end].unsqueeze(-1)).exp_().mul_(g.unsqueeze(-1))
                 rows = torch.arange(end - start, device=tile.device)
                 tile[rows, targets[start:end]] -= g
-                _grad_gemms(tile, hidden[start:end], weight, grad_hidden, grad_weight, grad_bias, start, end)
-                del tile
+                _grad_gemms(tile, deriv, hidden[start:end], weight, grad_hidden, grad_weight, grad_bias, start, end)
+                del tile, deriv
         return (
             grad_hidden,
             grad_weight.to(weight.dtype) if grad_weight is not None else None,
             grad_bias.to(bias.dtype) if grad_bias is not None else None,
+            None,
+            None,
             None,
             None,
         )
@@ -127,7 +150,7 @@ class _WeightedTokenNLL(torch.autograd.Function):
     """``loss = sum_t w_t * nll_t`` with the gradient computed in the forward; also returns the detached NLL."""
 
     @staticmethod
-    def forward(ctx, hidden, weight, bias, labels, token_weights, chunk_size, grad_enabled):
+    def forward(ctx, hidden, weight, bias, labels, token_weights, chunk_size, grad_enabled, scale, softcap):
         n_tokens = hidden.shape[0]
         valid = labels != IGNORE_INDEX
         targets = labels.clamp(min=0)
@@ -142,7 +165,7 @@ class _WeightedTokenNLL(torch.autograd.Function):
         for start in range(0, n_tokens, chunk_size):
             end = min(start + chunk_size, n_tokens)
             c = coef[start:end]
-            tile = _tile(hidden[start:end], weight, bias)
+            tile, deriv = _tile(hidden[start:end], weight, bias, scale, softcap)
             lse, target_logit, row_max, sum_exp = _softmax_stats(tile, targets[start:end])
             nll[start:end] = lse - target_logit
             is_top1[start:end] = target_logit >= row_max
@@ -151,8 +174,8 @@ class _WeightedTokenNLL(torch.autograd.Function):
                 tile.mul_((c / sum_exp).unsqueeze(-1))
                 rows = torch.arange(end - start, device=tile.device)
                 tile[rows, targets[start:end]] -= c
-                _grad_gemms(tile, hidden[start:end], weight, grad_hidden, grad_weight, grad_bias, start, end)
-            del tile
+                _grad_gemms(tile, deriv, hidden[start:end], weight, grad_hidden, grad_weight, grad_bias, start, end)
+            del tile, deriv
         nll = nll.masked_fill(~valid, 0.0)
         loss = (coef * nll).sum()
         ctx.save_for_backward(grad_hidden, grad_weight, grad_bias)
@@ -168,7 +191,7 @@ class _WeightedTokenNLL(torch.autograd.Function):
         out_h = grad_hidden * g.to(grad_hidden.dtype) if grad_hidden is not None else None
         out_w = (grad_weight * g).to(ctx.weight_dtype) if grad_weight is not None else None
         out_b = (grad_bias * g).to(ctx.bias_dtype) if grad_bias is not None else None
-        return out_h, out_w, out_b, None, None, None, None
+        return out_h, out_w, out_b, None, None, None, None, None, None
 
 
 def chunked_token_nll(
@@ -177,16 +200,19 @@ def chunked_token_nll(
     labels: torch.Tensor,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     bias: torch.Tensor | None = None,
+    logit_scale: float = 1.0,
+    softcap: float | None = None,
 ) -> torch.Tensor:
     """Per-token NLL of ``hidden @ weight.T`` without materialising the ``[T, V]`` logits.
 
     hidden: [T, H], weight: [V, H], labels: [T] (-100 = ignored)  ->  nll: [T] fp32, 0 where ignored.
-    Equals ``F.cross_entropy(hidden @ weight.T, labels, reduction="none")``, gradients for ``hidden``, ``weight``
-    (and ``bias``) included; peak extra memory is one ``[chunk_size, V]`` tile.
+    Equals ``F.cross_entropy(z, labels, reduction="none")`` with ``z = hidden @ weight.T (+ bias)`` times
+    ``logit_scale``, then ``softcap * tanh(z / softcap)`` if ``softcap`` is set; gradients for ``hidden``,
+    ``weight`` (and ``bias``) included. Peak extra memory is one ``[chunk_size, V]`` tile (two with ``softcap``).
     """
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be positive, got {chunk_size}")
-    return _ChunkedTokenNLL.apply(hidden, weight, bias, labels, chunk_size)
+    _check_head_args(chunk_size, logit_scale, softcap)
+    return _ChunkedTokenNLL.apply(hidden, weight, bias, labels, chunk_size, float(logit_scale),
+                                  None if softcap is None else float(softcap))
 
 
 def weighted_token_nll(
@@ -196,16 +222,28 @@ def weighted_token_nll(
     token_weights: torch.Tensor,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     bias: torch.Tensor | None = None,
+    logit_scale: float = 1.0,
+    softcap: float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(loss, nll, is_top1)`` with ``loss = sum_t token_weights[t] * nll[t]``, gradient computed in the forward.
 
     hidden: [T, H], weight: [V, H], labels, token_weights: [T]. ``nll`` ([T], 0 where ignored) and ``is_top1``
     ([T] bool: the label is a most likely token) carry no gradient. ``token_weights`` must not depend on the NLL.
+    ``logit_scale`` / ``softcap``: the head's transform of its logits, as for ``chunked_token_nll``.
     """
+    _check_head_args(chunk_size, logit_scale, softcap)
+    return _WeightedTokenNLL.apply(hidden, weight, bias, labels, token_weights.detach(), chunk_size,
+                                   torch.is_grad_enabled(), float(logit_scale),
+                                   None if softcap is None else float(softcap))
+
+
+def _check_head_args(chunk_size, logit_scale, softcap) -> None:
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be positive, got {chunk_size}")
-    return _WeightedTokenNLL.apply(hidden, weight, bias, labels, token_weights.detach(), chunk_size,
-                                   torch.is_grad_enabled())
+    if softcap is not None and not softcap > 0:
+        raise ValueError(f"softcap must be positive, got {softcap}")
+    if not logit_scale > 0:
+        raise ValueError(f"logit_scale must be positive, got {logit_scale}")
 
 
 def segment_token_weights(
@@ -239,11 +277,89 @@ def segment_token_weights(
 
 
 @dataclass
-class LeanLMOutput:
-    loss: torch.Tensor  # scalar: sum of token_weights * nll, carries the gradient
-    nll: torch.Tensor  # [B, T-1] detached, 0 where the label is ignored
-    is_top1: torch.Tensor  # [B, T-1] bool
-    label_mask: torch.Tensor  # [B, T-1] bool
+class LeanLMOutput(ModelOutput):
+    """What the lean forward returns. A ``ModelOutput`` (not a plain dataclass), so engines that walk a module's
+    outputs to attach backward hooks (DeepSpeed ZeRO-3, FSDP) find the loss tensor."""
+
+    loss: torch.Tensor | None = None  # scalar: sum of token_weights * nll, carries the gradient
+    nll: torch.Tensor | None = None  # [B, T-1] detached, 0 where the label is ignored
+    is_top1: torch.Tensor | None = None  # [B, T-1] bool
+    label_mask: torch.Tensor | None = None  # [B, T-1] bool
+
+
+@dataclass(frozen=True)
+class HeadTransform:
+    """What the model's ``forward`` does to ``lm_head``'s output: ``z = logit_scale * r``, then
+    ``softcap * tanh(z / softcap)`` if ``softcap`` is set. ``unsupported`` names a step the lean head cannot
+    reproduce (the lean path then falls back to the model's own logits)."""
+
+    logit_scale: float = 1.0
+    softcap: float | None = None
+    unsupported: str | None = None
+
+
+# A line of the model's forward that changes ``logits`` after the LM head: what it does, and where its value is.
+_ASSIGN_LOGITS = re.compile(r"^\s*logits\s*(=|\*=|/=)")
+_DTYPE_ONLY = re.compile(r"^\s*logits\s*=\s*logits\.(float\(\)|to\([^)]*\))\s*$")
+
+
+def head_transform(model) -> HeadTransform:
+    """Read the post-head steps off ``type(model).forward`` (as transformers writes them) and their values off the
+    config. Known steps: ``final_logit_softcapping`` (Gemma-2/3/4 text, PaliGemma, ...), ``logit_scale`` (Cohere),
+    ``logits_scaling`` (Granite, divides), ``output_multiplier`` (applied before the softcap). The source decides,
+    not the config alone: Gemma3ForConditionalGeneration carries ``final_logit_softcapping`` in its config but does
+    not apply it. Any other assignment to ``logits`` after the head is reported as unsupported."""
+    try:
+        source = inspect.getsource(inspect.unwrap(type(model).forward))
+    except (OSError, TypeError):
+        return HeadTransform(unsupported=f"the source of {type(model).__name__}.forward is not available")
+    lines = source.splitlines()
+    head_line = next((i for i, line in enumerate(lines) if "self.lm_head(" in line), None)
+    if head_line is None:
+        return HeadTransform(unsupported=f"{type(model).__name__}.forward does not call self.lm_head")
+    text_config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+
+    def value(name):
+        v = getattr(text_config, name, None)
+        return getattr(model.config, name, None) if v is None else v
+
+    scale, softcap = 1.0, None
+    for line in lines[head_line + 1:]:
+        code = line.split("#")[0]
+        if re.search(r"\bloss\b|\breturn\b", code):
+            break
+        if not _ASSIGN_LOGITS.match(code) or _DTYPE_ONLY.match(code):
+            continue
+        if "final_logit_softcapping" in code or "torch.tanh(logits)" in code:
+            softcap = value("final_logit_softcapping")  # None: the model's `if ... is not None` skips it
+        elif softcap is not None:
+            return HeadTransform(unsupported=f"a step after the softcap: {code.strip()}")
+        elif "logit_scale" in code:
+            scale *= float(getattr(model, "logit_scale", None) or value("logit_scale"))
+        elif "logits_scaling" in code:
+            scale /= float(value("logits_scaling"))
+        elif "output_multiplier" in code:
+            scale *= float(value("output_multiplier"))
+        else:
+            return HeadTransform(unsupported=f"an unknown step after the LM head: {code.strip()}")
+    return HeadTransform(logit_scale=scale, softcap=None if softcap is None else float(softcap))
+
+
+def _plain_linear(head):
+    """The ``nn.Linear`` that holds the head's weight, through an FSDP1 wrapper (FSDP2's ``FSDPLinear`` and
+    DeepSpeed's hooked modules are still ``nn.Linear``); ``None`` for anything whose forward is not a plain linear
+    map: a PEFT LoRA layer on the head, a ``modules_to_save`` copy, a quantised linear."""
+    inner = getattr(head, "_fsdp_wrapped_module", head)
+    if isinstance(inner, torch.nn.Linear) and type(inner).forward is torch.nn.Linear.forward:
+        return inner
+    return None
+
+
+def _warn_once(model, message: str) -> None:
+    if not getattr(model, "_lean_fallback_warned", False):
+        warnings.warn(f"lean loss head: {message}; using the model's own logits (the plain path) instead",
+                      stacklevel=3)
+        model._lean_fallback_warned = True
 
 
 def add_lean_lm_head(model, chunk_size: int = DEFAULT_CHUNK_SIZE) -> None:
@@ -251,35 +367,82 @@ def add_lean_lm_head(model, chunk_size: int = DEFAULT_CHUNK_SIZE) -> None:
 
     ``w`` is ``[B, T-1]``, aligned with ``labels[:, 1:]``. Only positions with a label are projected. Without
     ``lean_token_weights`` the call goes to the previous ``forward`` unchanged (generation, TRL's fused head, ...).
-    Idempotent. Like TRL's ``add_fused_lm_head``, add it before wrapping the model with PEFT.
+    Idempotent; may run before or after PEFT wraps the model (pass the base model then).
+
+    The weighted NLL runs *inside a call of the ``lm_head`` module* (its ``forward`` is swapped for the duration of
+    the call): DeepSpeed ZeRO-3 gathers the head's weight and FSDP1/FSDP2 unshard it in their pre-forward hooks,
+    and their backward hooks reduce its gradient, as for the model's own ``lm_head(hidden)``. Reading
+    ``lm_head.weight`` outside that call would see a ZeRO-3 placeholder or an FSDP shard. Every rank calls the
+    head, also with no labelled token, because the gather is a collective.
+
+    The head's own post-processing (``head_transform``: logit scale, softcap) is reproduced exactly. A head that is
+    not a plain linear map (PEFT LoRA on ``lm_head``, ``modules_to_save``, quantised), or a post-head step the lean
+    head does not know, makes the call use the model's own logits and the plain NLL instead, with one warning.
     """
     if getattr(model, "_lean_lm_head", False):
         return
     previous_forward = model.forward
+    # Call a previous bound method on `self`, not on the model it was bound to: a deepcopy of the patched model
+    # (a reference copy, an EMA model) must run its own weights.
+    if isinstance(previous_forward, types.MethodType) and previous_forward.__self__ is model:
+        previous = previous_forward.__func__
+    else:
+        previous = lambda self, *args, **kwargs: previous_forward(*args, **kwargs)  # noqa: E731
+    transform = head_transform(model)
 
     @functools.wraps(type(model).forward)
     def _lean_forward(self, *args, lean_token_weights=None, **kwargs):
         if lean_token_weights is None:
-            return previous_forward(*args, **kwargs)
+            return previous(self, *args, **kwargs)
         labels = kwargs.pop("labels")
         kwargs["use_cache"] = False
+        head = self.get_output_embeddings()
+        linear = _plain_linear(head)
+        if linear is None or transform.unsupported:
+            _warn_once(self, transform.unsupported or f"the LM head is a {type(head).__name__}, not a plain Linear")
+            return _plain_forward(functools.partial(previous, self), args, kwargs, labels, lean_token_weights)
         hidden = self.base_model(*args, **kwargs).last_hidden_state[:, :-1]  # [B, T-1, H]
-        lm_head = self.get_output_embeddings()
-        labels = labels[:, 1:].to(lm_head.weight.device)
+        labels = labels[:, 1:].to(hidden.device)  # [B, T-1]
         mask = labels != IGNORE_INDEX
-        hidden = hidden.to(lm_head.weight.device)
-        loss, nll, top1 = weighted_token_nll(
-            hidden[mask], lm_head.weight, labels[mask], lean_token_weights.to(labels.device)[mask],
-            chunk_size=chunk_size, bias=lm_head.bias,
-        )
+        weights = lean_token_weights.to(hidden.device)[mask]  # [N]
+        targets = labels[mask]  # [N]
+
+        def weighted_nll_forward(x):  # x: [N, H], the labelled positions
+            # Runs while the engine's pre-forward hook has the full weight in place (a gathered ZeRO-3 parameter,
+            # an unsharded FSDP view); read it from the module now, not before the call.
+            return weighted_token_nll(x.to(linear.weight.dtype), linear.weight, targets.to(x.device),
+                                      weights.to(x.device), chunk_size=chunk_size, bias=linear.bias,
+                                      logit_scale=transform.logit_scale, softcap=transform.softcap)
+
+        linear.forward = weighted_nll_forward
+        try:
+            loss, nll, top1 = head(hidden[mask])
+        finally:
+            del linear.forward  # back to nn.Linear.forward
         if not mask.any():
-            loss = loss + hidden.sum() * 0.0  # keep an all-ignored micro-batch connected to the graph
-        full_nll = nll.new_zeros(mask.shape).masked_scatter(mask, nll)
-        full_top1 = top1.new_zeros(mask.shape).masked_scatter(mask, top1)
+            # keep an all-ignored micro-batch connected to the graph
+            loss = loss + (hidden.sum() * 0.0).to(loss.device)
+        # the head may sit on another device than the backbone's output (device_map); the masks stay with `mask`
+        full_nll = torch.zeros(mask.shape, dtype=nll.dtype, device=mask.device)
+        full_nll = full_nll.masked_scatter(mask, nll.to(mask.device))
+        full_top1 = torch.zeros_like(mask).masked_scatter(mask, top1.to(mask.device))
         return LeanLMOutput(loss=loss, nll=full_nll, is_top1=full_top1, label_mask=mask)
 
     model.forward = types.MethodType(_lean_forward, model)
     model._lean_lm_head = True
+
+
+def _plain_forward(previous_forward, args, kwargs, labels, token_weights) -> LeanLMOutput:
+    # The fallback: the model's own [B, T, V] logits, whatever its head does, and the reference NLL.
+    logits = previous_forward(*args, **kwargs).logits[:, :-1]  # [B, T-1, V]
+    targets = labels[:, 1:].to(logits.device)  # [B, T-1]
+    nll = torch.nn.functional.cross_entropy(  # fp32 at least, like per_token_nll, fp64 for fp64 models
+        logits.reshape(-1, logits.shape[-1]).to(_acc_dtype(logits)), targets.reshape(-1), reduction="none",
+        ignore_index=IGNORE_INDEX).view(targets.shape)  # [B, T-1], 0 where ignored
+    mask = targets != IGNORE_INDEX
+    loss = (token_weights.to(nll.device, nll.dtype) * nll).sum()
+    top1 = (logits.argmax(-1) == targets) & mask
+    return LeanLMOutput(loss=loss, nll=nll.detach(), is_top1=top1, label_mask=mask)
 
 
 def lean_segment_loss(
@@ -308,3 +471,33 @@ def lean_segment_loss(
         stats = vanilla_loss(outputs.nll, segment_ids, counts)
     stats.loss = outputs.loss
     return stats, outputs
+
+
+def check_data_parallel_only(trainer) -> None:
+    """Raise at start-up if ``trainer`` runs under tensor, context or sequence parallelism (or Megatron-LM).
+
+    The segment loss is exact under data parallelism only (DDP, DeepSpeed ZeRO, FSDP/HSDP): the step's normalisers
+    are all-reduced over *every* process and the loss is multiplied by the process count to undo the engines'
+    gradient average, both of which assume each process holds its own examples and the whole sequence. Under
+    TP/CP/SP processes share examples or split sequences, and the loss would be silently wrong.
+    """
+    from accelerate.utils import DistributedType
+
+    sizes = {
+        "tensor": trainer.get_tp_size(),  # model._tp_size (from_pretrained tp_plan), DeepSpeed AutoTP, accelerate
+        "context": trainer.get_cp_size(),  # accelerate ParallelismConfig cp_size
+        "sequence": trainer.get_sp_size(),  # accelerate ParallelismConfig sp_size (DeepSpeed ALST/Ulysses)
+    }
+    if getattr(trainer, "is_deepspeed_enabled", False):
+        ds_config = trainer.accelerator.state.deepspeed_plugin.hf_ds_config.config
+        sizes["DeepSpeed sequence"] = ds_config.get("sequence_parallel_size", 1)
+    if getattr(trainer.accelerator, "distributed_type", None) == DistributedType.MEGATRON_LM:
+        sizes["Megatron-LM model"] = 2
+    bad = {name: size for name, size in sizes.items() if isinstance(size, int) and size > 1}
+    if bad:
+        found = ", ".join(f"{name} parallel size {size}" for name, size in bad.items())
+        raise ValueError(
+            f"scale-vlm's segment loss supports data parallelism only (DDP, DeepSpeed ZeRO, FSDP); found {found}. "
+            "Its normalisers are summed over every process, which assumes each process trains on its own examples "
+            "and whole sequences. Use DDP, ZeRO or FSDP (see docs/scaling.md)."
+        )

@@ -3,8 +3,9 @@
 The dataset has exactly one global batch (4 examples of different think lengths), so every optimizer step sees the
 same 4 examples whatever order the samplers choose: 2 ranks x 2 examples vs 1 process x 4 examples. Both
 normalisations are checked; ``batch`` needs the segment token counts all-reduced across ranks, ``sample`` the
-example counts. Slow (three Python start-ups per normalisation, each importing torch + transformers):
-run with ``pytest -m slow tests/test_distributed.py``.
+example counts; the default (lean head) path with both, the plain path with one. DeepSpeed ZeRO-2/3 run through
+the trainer too (``tests/test_engines.py`` covers the engines x heads x options without the trainer). Slow (three
+Python start-ups per case, each importing torch + transformers): ``pytest -m slow tests/test_distributed.py``.
 """
 
 from __future__ import annotations
@@ -29,10 +30,13 @@ RTOL, ATOL = 1e-4, 1e-5
 
 def _row(i: int, repeat: int) -> dict:
     think = " ".join(["I look at the grid and count the shapes."] * repeat)
+    # answers of different lengths too: with equal answer lengths a wrong answer normaliser could not show
+    answer = " ".join([f"{i + 1}"] + ["red circle"] * (3 - i))
     return {
         "messages": [
             {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": f"How many shapes? ({i})"}]},
-            {"role": "assistant", "content": [{"type": "text", "text": f"<think>{think}</think><answer>{i + 1}</answer>"}]},
+            {"role": "assistant",
+             "content": [{"type": "text", "text": f"<think>{think}</think><answer>{answer}</answer>"}]},
         ],
         "images": [f"images/{i}.png"],
     }
@@ -54,9 +58,9 @@ def data(tmp_path_factory):
     return write_jsonl(root / "train.jsonl", [_row(i, r) for i, r in enumerate([1, 2, 5, 9])])
 
 
-def _run(cmd: list[str], timeout: int = 300) -> None:
-    proc = subprocess.run(cmd, env=subprocess_env(ACCELERATE_USE_CPU="1"), capture_output=True, text=True,
-                          timeout=timeout, cwd=REPO_ROOT)
+def _run(cmd: list[str], timeout: int = 300, env: dict | None = None) -> None:
+    proc = subprocess.run(cmd, env=subprocess_env(ACCELERATE_USE_CPU="1", **(env or {})), capture_output=True,
+                          text=True, timeout=timeout, cwd=REPO_ROOT)
     assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
 
 
@@ -67,10 +71,11 @@ def _load(out, rank: int):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("normalization", ["sample", "batch"])
-def test_two_processes_match_one(normalization, data, tmp_path):
+@pytest.mark.parametrize("normalization,loss_impl", [("sample", "fused"), ("batch", "fused"), ("batch", "plain")])
+def test_two_processes_match_one(normalization, loss_impl, data, tmp_path):
     model = str(tiny_model_dir())
-    common = ["--model", model, "--data", str(data), "--normalization", normalization, "--steps", "2"]
+    common = ["--model", model, "--data", str(data), "--normalization", normalization, "--steps", "2",
+              "--loss_impl", loss_impl]
     single, multi, accum = tmp_path / "single", tmp_path / "multi", tmp_path / "accum"
     _run([PYTHON, SCRIPT, *common, "--out", str(single), "--per_device_batch", "4"])
     _run([ACCELERATE, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision",
@@ -97,3 +102,32 @@ def test_two_processes_match_one(normalization, data, tmp_path):
                                            err_msg=f"{out.name} rank {rank} step {step} gradient")
     # the two normalisations really differ on this data (the check is not vacuous)
     assert ref["steps"][0]["loss_think"] > 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage,head,accum,normalization", [(3, "untied", 2, "batch"), (2, "tied", 1, "sample")])
+def test_deepspeed_trainer_matches_one_process(stage, head, accum, normalization, data, tmp_path):
+    # ScaleSFTTrainer under DeepSpeed ZeRO (CPU accelerator): one SGD step at learning rate 1, so the parameter
+    # update is the gradient; ZeRO-3 with an untied head crashed in backward before the head ran inside lm_head's
+    # call. Gradient accumulation checks that the loss is not divided by the accumulation steps a second time.
+    pytest.importorskip("deepspeed")
+    common = ["--model", str(tiny_model_dir()), "--data", str(data), "--normalization", normalization, "--steps",
+              "1", "--optim", "sgd", "--lr", "1.0"] + (["--untie_head"] if head == "untied" else [])
+    single, multi = tmp_path / "single", tmp_path / "zero"
+    _run([PYTHON, SCRIPT, *common, "--out", str(single), "--per_device_batch", "4"])
+    _run([PYTHON, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()), SCRIPT,
+          *common, "--out", str(multi), "--per_device_batch", str(2 // accum), "--grad_accum", str(accum),
+          "--zero_stage", str(stage)], env={"DS_ACCELERATOR": "cpu"})
+    ref = json.loads((single / "rank0.json").read_text())
+    ref_grad = np.load(single / "rank0_step1.npy")
+    ref_params = np.load(single / "rank0_params.npy")
+    assert np.abs(ref_grad).max() > 1e-2
+    for rank in range(2):
+        rec = json.loads((multi / f"rank{rank}.json").read_text())
+        assert rec["world_size"] == 2
+        for key in ("loss", "loss_think", "loss_answer"):
+            assert rec["steps"][0][key] == pytest.approx(ref["steps"][0][key], rel=RTOL), (rank, key)
+        params = np.load(multi / f"rank{rank}_params.npy")
+        # same initial weights on both sides, so equal parameters after the step mean equal updates (= gradients)
+        np.testing.assert_allclose(params, ref_params, rtol=0, atol=ATOL * np.abs(ref_grad).max(),
+                                   err_msg=f"ZeRO-{stage} rank {rank} parameters after one step")

@@ -195,3 +195,234 @@ def test_weighted_token_nll_under_no_grad_skips_the_gradient():
         loss, nll, _ = weighted_token_nll(hidden, weight, labels, coef, chunk_size=8)
     assert not loss.requires_grad
     torch.testing.assert_close(nll, _reference(hidden, weight, None, labels).detach())
+
+
+# -- the head's own post-processing: logit scale (Cohere, Granite) and softcapping (Gemma) ---------------------------
+
+@pytest.mark.parametrize("scale,softcap", [(0.25, None), (1.0, 2.0), (3.0, 1.5)])
+@pytest.mark.parametrize("bias", [False, True])
+def test_scaled_and_softcapped_heads_match_cross_entropy(scale, softcap, bias):
+    hidden, weight, b, labels, coef = _inputs(bias=bias)
+    params = [hidden, weight] + ([b] if bias else [])
+
+    def transformed(h, w, bb):
+        z = (h @ w.t() + (0 if bb is None else bb)) * scale
+        return softcap * torch.tanh(z / softcap) if softcap else z
+
+    ref = F.cross_entropy(transformed(hidden, weight, b), labels, ignore_index=-100, reduction="none")
+    ref_grads = torch.autograd.grad(2.0 * (ref * coef).sum(), params, retain_graph=True)
+    loss, nll, is_top1 = weighted_token_nll(hidden, weight, labels, coef, chunk_size=8, bias=b, logit_scale=scale,
+                                            softcap=softcap)
+    torch.testing.assert_close(loss, (ref * coef).sum(), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(nll, ref.detach(), rtol=1e-12, atol=1e-12)
+    for got, want in zip(torch.autograd.grad(2.0 * loss, params), ref_grads):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+    # the general per-token path (backward recomputes the tile) too
+    nll2 = chunked_token_nll(hidden, weight, labels, chunk_size=5, bias=b, logit_scale=scale, softcap=softcap)
+    torch.testing.assert_close(nll2, ref, rtol=1e-12, atol=1e-12)
+    for got, want in zip(torch.autograd.grad((nll2 * coef).sum(), params),
+                         torch.autograd.grad((ref * coef).sum(), params)):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+    # the transform really changes the loss here (the test is not vacuous)
+    plain = _reference(hidden, weight, b, labels)
+    assert not torch.allclose(plain, ref)
+
+
+def _tiny_text_model(kind: str, **extra):
+    """fp64 tiny causal LMs from config (no download): Gemma-3 text (softcap), Cohere (logit_scale), Granite
+    (logits_scaling), Llama (none)."""
+    import transformers as tf
+
+    common = dict(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                  num_key_value_heads=2, max_position_embeddings=64, pad_token_id=0, bos_token_id=1, eos_token_id=2)
+    if kind == "gemma3":
+        config = tf.Gemma3TextConfig(**common, head_dim=16, final_logit_softcapping=2.0, sliding_window=16, **extra)
+        cls = tf.Gemma3ForCausalLM
+    elif kind == "cohere":
+        config, cls = tf.CohereConfig(**common, logit_scale=0.3, **extra), tf.CohereForCausalLM
+    elif kind == "granite":
+        config, cls = tf.GraniteConfig(**common, logits_scaling=4.0, **extra), tf.GraniteForCausalLM
+    else:
+        config, cls = tf.LlamaConfig(**common, **extra), tf.LlamaForCausalLM
+    torch.manual_seed(0)
+    model = cls(config).double()
+    with torch.no_grad():  # larger weights: logits of order 10, where a softcap of 2 changes the loss a lot
+        for p in model.parameters():
+            p.normal_(0.0, 0.5)
+    return model
+
+
+def _text_batch(V=64, B=3, T=12, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(3, V, (B, T), generator=g)
+    labels = ids.clone()
+    labels[:, :4] = -100  # a prompt
+    labels[1, 9:] = -100
+    weights = torch.rand(B, T - 1, generator=g, dtype=torch.float64)
+    return ids, labels, weights
+
+
+def _lean_vs_plain(model, ids, labels, weights, tol=1e-9):
+    """Loss and gradients of the lean head and of the model's own logits + F.cross_entropy, same weights (fp64)."""
+    import copy
+
+    ref_model = copy.deepcopy(model)
+    logits = ref_model(input_ids=ids).logits[:, :-1]  # [B, T-1, V], whatever the model does after its head
+    nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), reduction="none",
+                          ignore_index=-100).view(weights.shape)
+    ref_loss = (weights * nll).sum()
+    ref_loss.backward()
+    add_lean_lm_head(model)
+    out = model(input_ids=ids, labels=labels, lean_token_weights=weights)
+    out.loss.backward()
+    for (name, p), q in zip(model.named_parameters(), ref_model.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, rtol=tol, atol=tol * 1e-2, msg=name)
+    torch.testing.assert_close(out.loss, ref_loss, rtol=tol, atol=tol * 1e-2)
+    return out, ref_loss
+
+
+@pytest.mark.parametrize("kind,expected", [("gemma3", (1.0, 2.0)), ("cohere", (0.3, None)),
+                                           ("granite", (0.25, None)), ("llama", (1.0, None))])
+def test_lean_head_reproduces_the_model_post_head_transform(kind, expected):
+    from scale_vlm.lean_loss import head_transform
+
+    model = _tiny_text_model(kind)
+    t = head_transform(model)
+    assert (t.logit_scale, t.softcap, t.unsupported) == (pytest.approx(expected[0]), expected[1], None)
+    ids, labels, weights = _text_batch()
+    out, ref_loss = _lean_vs_plain(model, ids, labels, weights)
+    assert ref_loss > 0 and out.nll.shape == (3, 11)
+    from transformers.utils import ModelOutput
+
+    assert isinstance(out, ModelOutput)  # engines find the loss tensor in a ModelOutput
+
+
+def test_gemma3_softcap_off_when_config_says_none():
+    from scale_vlm.lean_loss import head_transform
+
+    model = _tiny_text_model("gemma3")
+    model.config.final_logit_softcapping = None  # the model's `if ... is not None` skips the softcap
+    assert head_transform(model).softcap is None
+    _lean_vs_plain(model, *_text_batch())
+
+
+def test_gemma3_conditional_generation_applies_no_softcap():
+    # transformers' Gemma3ForConditionalGeneration.forward returns lm_head(hidden) as is, even when its text config
+    # carries final_logit_softcapping: the lean head must follow the forward, not the config.
+    import transformers as tf
+
+    from scale_vlm.lean_loss import head_transform
+
+    text = dict(vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                num_key_value_heads=2, head_dim=16, final_logit_softcapping=2.0, sliding_window=16, pad_token_id=0)
+    vision = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, image_size=28,
+                  patch_size=14)
+    config = tf.Gemma3Config(text_config=text, vision_config=vision, mm_tokens_per_image=4, image_token_index=299,
+                             boi_token_index=297, eoi_token_index=298)
+    torch.manual_seed(0)
+    model = tf.Gemma3ForConditionalGeneration(config).double()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, 0.5)
+    t = head_transform(model)
+    assert (t.logit_scale, t.softcap, t.unsupported) == (1.0, None, None)
+    ids, labels, weights = _text_batch(V=290)
+    _lean_vs_plain(model, ids, labels, weights)
+
+
+class _ShiftedLogitsLM(__import__("transformers").LlamaForCausalLM):
+    """A head step the lean head does not know: it must fall back to the model's own logits, not ignore it."""
+
+    def forward(self, input_ids=None, **kwargs):
+        hidden_states = self.model(input_ids=input_ids, **kwargs).last_hidden_state
+        logits = self.lm_head(hidden_states)
+        logits = logits + self.lm_head.weight.sum(-1)
+        return __import__("transformers").modeling_outputs.CausalLMOutputWithPast(logits=logits)
+
+
+def _fallback_case(model):
+    ids, labels, weights = _text_batch()
+    with pytest.warns(UserWarning, match="lean loss head") as record:
+        out, _ = _lean_vs_plain(model, ids, labels, weights)
+        model(input_ids=ids, labels=labels, lean_token_weights=weights)  # a second call: no second warning
+    assert len([w for w in record if "lean loss head" in str(w.message)]) == 1
+    return out
+
+
+def test_unknown_post_head_step_falls_back_to_the_plain_path():
+    from scale_vlm.lean_loss import head_transform
+
+    config = _tiny_text_model("llama").config
+    torch.manual_seed(0)
+    model = _ShiftedLogitsLM(config).double()
+    assert "unknown step" in head_transform(model).unsupported
+    _fallback_case(model)
+
+
+@pytest.mark.parametrize("peft_kind", ["lora_on_lm_head", "modules_to_save"])
+def test_peft_wrapped_lm_head_falls_back_to_the_plain_path(peft_kind):
+    from peft import LoraConfig, get_peft_model
+
+    model = _tiny_text_model("cohere")  # with a logit scale: the fallback keeps it as well
+    if peft_kind == "lora_on_lm_head":
+        config = LoraConfig(r=2, target_modules=["lm_head", "q_proj"], init_lora_weights="gaussian")
+    else:
+        config = LoraConfig(r=2, target_modules=["q_proj"], modules_to_save=["lm_head"], init_lora_weights="gaussian")
+    torch.manual_seed(1)
+    peft_model = get_peft_model(model, config)
+    with torch.no_grad():  # LoRA B starts at 0: make the adapter change the logits
+        for n, p in peft_model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0.0, 0.5)
+            if "modules_to_save" in n:
+                p.add_(0.3)
+    base = peft_model.get_base_model()
+    out = _fallback_case(base)
+    assert out.loss.requires_grad is False or out.loss.grad_fn is not None
+
+
+def test_deepcopy_of_a_patched_model_runs_its_own_weights():
+    import copy
+
+    model = _tiny_text_model("llama")
+    add_lean_lm_head(model)
+    twin = copy.deepcopy(model)
+    with torch.no_grad():
+        twin.lm_head.weight.mul_(2.0)
+    ids, _, _ = _text_batch()
+    torch.testing.assert_close(twin(input_ids=ids).logits, twin.lm_head(twin.model(input_ids=ids).last_hidden_state))
+
+
+def test_tensor_context_and_sequence_parallel_are_refused():
+    import types
+
+    from accelerate.utils import DistributedType
+
+    from scale_vlm.lean_loss import check_data_parallel_only
+
+    def fake(tp=1, cp=1, sp=1, ds_sp=None):
+        state = types.SimpleNamespace(deepspeed_plugin=types.SimpleNamespace(
+            hf_ds_config=types.SimpleNamespace(config={"sequence_parallel_size": ds_sp} if ds_sp else {})))
+        return types.SimpleNamespace(get_tp_size=lambda: tp, get_cp_size=lambda: cp, get_sp_size=lambda: sp,
+                                     is_deepspeed_enabled=ds_sp is not None,
+                                     accelerator=types.SimpleNamespace(state=state,
+                                                                       distributed_type=DistributedType.MULTI_GPU))
+
+    check_data_parallel_only(fake())  # plain data parallelism passes
+    check_data_parallel_only(fake(ds_sp=1))
+    for kwargs, what in [({"tp": 2}, "tensor parallel size 2"), ({"cp": 4}, "context parallel size 4"),
+                         ({"sp": 2}, "sequence parallel size 2"), ({"ds_sp": 2}, "DeepSpeed sequence parallel size 2")]:
+        with pytest.raises(ValueError, match=what):
+            check_data_parallel_only(fake(**kwargs))
+
+
+def test_trainer_refuses_a_tensor_parallel_model(tiny_qwen_dir, messages_dataset, tmp_path, monkeypatch):
+    from scale_vlm.tiny.model import load_tiny
+
+    model, processor = load_tiny(tiny_qwen_dir)
+    # Trainer.get_tp_size reads model._tp_size (from_pretrained with a tp_plan), DeepSpeed AutoTP or accelerate
+    monkeypatch.setattr(ScaleSFTTrainer, "get_tp_size", lambda self: 2)
+    args = ScaleSFTConfig(output_dir=str(tmp_path / "out"), max_steps=1, use_cpu=True, save_strategy="no",
+                          dataloader_num_workers=0)
+    with pytest.raises(ValueError, match="data parallelism only.*tensor parallel size 2"):
+        ScaleSFTTrainer(model=model, args=args, train_dataset=messages_dataset, processing_class=processor)
