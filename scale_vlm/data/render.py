@@ -110,7 +110,7 @@ def render_example(
     resp_start = len(prefix)
     think_end_at, resp_end = align_response(full_text, prefix, response, think_end, tags, index,
                                             template_name=getattr(tokenizer, "name_or_path", "") or type(processor).__name__)
-    call = dict(text=[full_text], return_offsets_mapping=True, add_special_tokens=False)
+    call = dict(text=[full_text], return_offsets_mapping=True, add_special_tokens=add_special_tokens(tokenizer, full_text))
     if example.images:
         call["images"] = [list(example.images)]  # one list per text, as for a batch
         call["return_text_replacement_offsets"] = True
@@ -230,6 +230,16 @@ def align_response(
         if j + 1 == think_end:
             think_end_at = pos
     return think_end_at, pos
+
+
+def add_special_tokens(tokenizer, text: str) -> bool:
+    """Whether tokenizing chat-template ``text`` should let the tokenizer add its special tokens (Llama's ``<s>``).
+
+    The rule of ``ProcessorMixin.apply_chat_template(tokenize=True)``: yes, unless the template already wrote the BOS
+    (Gemma-3's ``{{ bos_token }}``). Training, evaluation and generation all follow it, so the model sees one prompt.
+    """
+    bos = getattr(tokenizer, "bos_token", None)
+    return not (bos is not None and text.startswith(bos))
 
 
 def special_token_ids(tokenizer) -> set[int]:

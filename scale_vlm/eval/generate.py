@@ -9,6 +9,7 @@ from collections.abc import Iterator, Sequence
 import torch
 from tqdm.auto import tqdm
 
+from ..data.render import add_special_tokens
 from .adapters import EvalExample
 
 
@@ -82,7 +83,8 @@ def generate_batch(
                 # One image list per prompt: processors that group images by sample (Gemma-3, Idefics3) read a
                 # flat list as one sample with N images. An empty list stands for a question without images.
                 images = [list(ex.images) for ex in batch]
-                inputs = processor(text=texts, images=images if any(images) else None, return_tensors="pt", padding=True)
+                inputs = processor(text=texts, images=images if any(images) else None, return_tensors="pt", padding=True,
+                                   add_special_tokens=add_special_tokens(tokenizer, texts[0]))
                 inputs = inputs.to(device)
                 _reset_rope_cache(model)
                 generated = model.generate(**inputs, generation_config=config)

@@ -1,0 +1,222 @@
+"""Model-family conformance: every supported family, built locally as a tiny random model of its exact transformers
+class with its real chat template and special-token layout (tests/families.py), goes through rendering, collation,
+both loss paths, batched evaluation, GRPO and LoRA exactly like the processor and the model expect."""
+
+import families as F
+import pytest
+import torch
+
+FAMILY_NAMES = list(F.FAMILIES)
+
+
+@pytest.fixture(scope="session")
+def family_dirs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("families")
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            cache[name] = F.build_family(name, root / name)
+        return cache[name]
+
+    return get
+
+
+@pytest.mark.parametrize("check", list(F.CHECKS))
+@pytest.mark.parametrize("family", FAMILY_NAMES)
+def test_family_conforms(family, check, family_dirs, tmp_path):
+    F.run_check(check, family, family_dirs(family), tmp_path)
+
+
+# The paper's three models: each shipped config trains on the conformance model of its family (CPU overrides
+# only: model path, a tiny dataset, 2 steps, no bf16, no checkpoints) and keeps every example.
+PAPER_CONFIGS = {
+    "sft_qwen2_5_vl_3b.yaml": "qwen2_5_vl",
+    "sft_llava_next_mistral_7b_lora.yaml": "llava_next_mistral",
+    "sft_gemma3_4b.yaml": "gemma3",
+}
+
+
+def _write_jsonl(folder, n=4):
+    import json
+
+    rows = []
+    for i in range(n):
+        row = F.messages_row(i, 1 + i % 2)
+        row["images"][0].save(folder / f"img{i}.png")
+        row["images"] = [f"img{i}.png"]
+        rows.append(row)
+    path = folder / "train.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    return str(path)
+
+
+@pytest.mark.parametrize("config", list(PAPER_CONFIGS))
+def test_paper_config_trains_on_its_family(config, family_dirs, tmp_path):
+    import json
+    import os
+
+    import yaml
+
+    from scale_vlm.cli import main
+
+    path = os.path.join(os.path.dirname(__file__), "..", "scale_vlm", "configs", config)
+    with open(path) as f:
+        shipped = yaml.safe_load(f)
+    out = tmp_path / "run"
+    args = ["sft", "--config", path, "--model_name_or_path", str(family_dirs(PAPER_CONFIGS[config])),
+            "--dataset_name", _write_jsonl(tmp_path), "--output_dir", str(out), "--max_steps", "2",
+            "--per_device_train_batch_size", "2", "--gradient_accumulation_steps", "1", "--use_cpu",
+            "--bf16", "false", "--dtype", "float32", "--save_strategy", "no", "--logging_steps", "1",
+            "--report_to", "none"]
+    overridden = {a[2:] for a in args if a.startswith("--")}
+    assert main(args) == 0
+    report = json.loads((out / "data_report.json").read_text())
+    assert report["total"] == 4 and report["kept"] == 4 and report["skipped"] == {}, report
+    assert report["think_tokens"] > 0 and report["answer_tokens"] > 0
+    resolved = yaml.safe_load((out / "scale_config.yaml").read_text())
+    # every shipped setting that was not overridden (method, schedule, weights, loss, LoRA, lengths, activation
+    # checkpointing, ...) is what ran
+    kept = {k: v for k, v in shipped.items() if k not in overridden}
+    assert {k: resolved[k] for k in kept} == kept
+    files = set(os.listdir(out))
+    assert ("adapter_model.safetensors" in files) == bool(shipped.get("use_peft"))
+
+
+# -- the checks fail when what they guard is broken (on Gemma-3: small vocabulary, every kind of extra input) --------
+
+def _wrap_render(monkeypatch, change):
+    from scale_vlm.data import render
+
+    original = render.render_example
+
+    def broken(*args, **kwargs):
+        out = original(*args, **kwargs)
+        change(out)
+        return out
+
+    monkeypatch.setattr(render, "render_example", broken)
+
+
+@pytest.mark.parametrize("damage", ["lost", "inserted"])
+def test_tokens_check_catches_a_lost_or_inserted_token(damage, family_dirs, monkeypatch):
+    from scale_vlm.segments import SEGMENT_ANSWER
+
+    eos = F.family_processor(family_dirs("gemma3")).tokenizer.eos_token_id
+
+    def change(out):
+        if damage == "lost":  # the unsupervised "\n" after <end_of_turn>
+            at, values = len(out.input_ids) - 1, None
+        else:  # <eos> after <end_of_turn>, as rendering did when <end_of_turn> was not taken for the end of turn
+            at = max(i for i, s in enumerate(out.segment_ids) if s == SEGMENT_ANSWER) + 1
+            values = {"input_ids": eos, "attention_mask": 1, "labels": eos, "segment_ids": SEGMENT_ANSWER}
+        for key in ("input_ids", "attention_mask", "labels", "segment_ids"):
+            getattr(out, key).pop(at) if values is None else getattr(out, key).insert(at, values[key])
+        for extra in out.extra.values():
+            extra.pop(at) if values is None else extra.insert(at, 0)
+
+    _wrap_render(monkeypatch, change)
+    with pytest.raises(AssertionError, match="differ from the processor's"):
+        F.check_tokens(F.FAMILIES["gemma3"], family_dirs("gemma3"))
+
+
+@pytest.mark.parametrize("shift", ["think_boundary", "end_of_turn", "prompt"])
+def test_segments_check_catches_a_moved_boundary(shift, family_dirs, monkeypatch):
+    from scale_vlm.segments import SEGMENT_ANSWER, SEGMENT_PROMPT, SEGMENT_THINK
+
+    def move(out):
+        seg = out.segment_ids
+        if shift == "think_boundary":  # the first answer token goes to think
+            seg[seg.index(SEGMENT_ANSWER)] = SEGMENT_THINK
+        elif shift == "end_of_turn":  # <end_of_turn> left unsupervised
+            last = max(i for i, s in enumerate(seg) if s == SEGMENT_ANSWER)
+            seg[last] = SEGMENT_PROMPT
+        else:  # the generation prompt's last token supervised
+            seg[seg.index(SEGMENT_THINK) - 1] = SEGMENT_THINK
+        out.labels[:] = [t if s != SEGMENT_PROMPT else -100 for t, s in zip(out.input_ids, seg)]
+
+    _wrap_render(monkeypatch, move)
+    with pytest.raises(AssertionError, match="segments differ|supervised"):
+        F.check_segments(F.FAMILIES["gemma3"], family_dirs("gemma3"))
+
+
+@pytest.mark.parametrize("damage", ["drop_token_type_ids", "zero_token_type_ids", "swap_images"])
+def test_model_inputs_check_catches_a_dropped_or_wrong_input(damage, family_dirs, monkeypatch):
+    from scale_vlm.data.collator import ScaleCollator
+
+    original = ScaleCollator.__call__
+
+    def broken(self, rows):
+        if damage == "swap_images":
+            rows = [dict(r, images=o["images"]) for r, o in zip(rows, rows[::-1])]
+        batch = original(self, rows)
+        if damage == "drop_token_type_ids":
+            batch.pop("token_type_ids")
+        elif damage == "zero_token_type_ids":
+            batch["token_type_ids"].zero_()
+        return batch
+
+    monkeypatch.setattr(ScaleCollator, "__call__", broken)
+    with pytest.raises(AssertionError, match="drops processor outputs|logits of the collated batch differ"):
+        F.check_model_inputs(F.FAMILIES["gemma3"], family_dirs("gemma3"))
+
+
+def test_lean_loss_check_catches_a_different_lean_loss(family_dirs, monkeypatch, tmp_path):
+    import scale_vlm.sft_trainer as trainer_module
+
+    original = trainer_module.lean_segment_loss
+
+    def off_by_a_little(*args, **kwargs):
+        out, outputs = original(*args, **kwargs)
+        return out._replace(loss=out.loss * 1.001) if hasattr(out, "_replace") else _scaled(out), outputs
+
+    def _scaled(out):
+        import dataclasses
+
+        return dataclasses.replace(out, loss=out.loss * 1.001)
+
+    monkeypatch.setattr(trainer_module, "lean_segment_loss", off_by_a_little)
+    with pytest.raises(AssertionError, match="lean loss differs"):
+        F.check_lean_loss(F.FAMILIES["gemma3"], family_dirs("gemma3"), tmp_path)
+
+
+def test_eval_check_catches_right_padded_generation(family_dirs, monkeypatch):
+    import contextlib
+
+    from scale_vlm.eval import generate
+
+    monkeypatch.setattr(generate, "left_padding", lambda processor: contextlib.nullcontext())
+    tok = F.family_processor(family_dirs("gemma3")).tokenizer
+    monkeypatch.setattr(tok, "padding_side", "right")
+    with pytest.raises(AssertionError, match="batch size 3 gives"):
+        F.check_eval_batching(F.FAMILIES["gemma3"], family_dirs("gemma3"))
+
+
+def test_lora_check_catches_an_adapter_saved_before_training(family_dirs, monkeypatch, tmp_path):
+    from scale_vlm.sft_trainer import ScaleSFTTrainer
+
+    original_train = ScaleSFTTrainer.train
+
+    def train_but_save_untrained_weights(self, *args, **kwargs):
+        state = {n: p.detach().clone() for n, p in self.model.named_parameters() if "lora_" in n}
+        result = original_train(self, *args, **kwargs)
+        original_save = self.save_model
+
+        def save_model(output_dir=None, _internal_call=False):
+            trained = {n: p.detach().clone() for n, p in self.model.named_parameters() if n in state}
+            with torch.no_grad():
+                for n, p in self.model.named_parameters():
+                    if n in state:
+                        p.copy_(state[n])
+            original_save(output_dir, _internal_call)
+            with torch.no_grad():
+                for n, p in self.model.named_parameters():
+                    if n in trained:
+                        p.copy_(trained[n])
+
+        self.save_model = save_model
+        return result
+
+    monkeypatch.setattr(ScaleSFTTrainer, "train", train_but_save_untrained_weights)
+    with pytest.raises(AssertionError, match="reloaded LoRA model differs"):
+        F.check_lora(F.FAMILIES["gemma3"], family_dirs("gemma3"), tmp_path)
