@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -14,7 +15,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 
 def tiny_model_and_data(num_examples: int, seed: int = 0):
     """The tiny Qwen2-VL (default ``build_tiny_qwen2_vl`` sizes) and the built-in benchmark in training format."""
-    from scale_vlm.bench import BenchConfig, corpus_texts, make_benchmark, to_training_format
+    from scale_vlm.bench import BenchConfig, make_benchmark, to_training_format
+    from scale_vlm.tiny.corpus import corpus_texts
     from scale_vlm.tiny.model import build_tiny_qwen2_vl
 
     model, processor = build_tiny_qwen2_vl(list(corpus_texts(seed=seed, per_setting=50)), seed=seed)
@@ -23,6 +25,7 @@ def tiny_model_and_data(num_examples: int, seed: int = 0):
 
 
 def machine(device: str) -> dict:
+    """What the figures were measured on (platform, versions, cores, load, GPU)."""
     import torch
 
     info = {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
@@ -45,24 +48,50 @@ def write_json(path: str | None, report: dict) -> None:
     print(f"wrote {path}")
 
 
-def trainer_class(loss_impl: str):
-    """``(trainer class, loss_impl for its config)``: ``fused`` (the default, ``scale_vlm.lean_loss``) or ``plain``."""
-    from scale_vlm.sft_trainer import ScaleSFTTrainer
+def loss_impls(text: str) -> list[str]:
+    """The comma-separated ``--loss-impls`` value: names of ``ScaleSFTConfig.loss_impl`` (``fused``, the default
+    chunked head of ``scale_vlm.lean_loss``, or ``plain``, full logits + cross-entropy)."""
+    from scale_vlm.sft_config import LOSS_IMPLS
 
-    if loss_impl not in ("fused", "plain"):
-        raise ValueError(f"unknown loss_impl {loss_impl!r}; choose fused or plain")
-    return ScaleSFTTrainer, loss_impl
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in LOSS_IMPLS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"unknown {', '.join(unknown) or 'empty list'}; choose among "
+                         f"{', '.join(LOSS_IMPLS)} (the values of ScaleSFTConfig.loss_impl)")
+    return names
+
+
+def trainer_parser(doc: str) -> argparse.ArgumentParser:
+    """The options the trainer benchmarks share: device, loss paths, threads, JSON output; add your own."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--loss-impls", default="fused,plain", type=loss_impls,
+                   help="comma-separated ScaleSFTConfig.loss_impl values: fused (trainer default, scale_vlm.lean_loss) "
+                        "and plain (full logits)")
+    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: 1 on CPU)")
+    p.add_argument("--out", default=None)
+    return p
+
+
+def seed_torch(args) -> None:
+    """One intra-op thread on CPU unless ``--threads`` says otherwise (stable timings on a shared machine); seed 0."""
+    import torch
+
+    if args.threads or args.device == "cpu":
+        torch.set_num_threads(args.threads or 1)
+    torch.manual_seed(0)
 
 
 def make_trainer(loss_impl: str, args, data, **config):
-    """A ``ScaleSFTTrainer`` on the benchmark data with the shared CPU-friendly settings plus ``config``."""
+    """The shared trainer (``scale_vlm.drivers.build_sft_trainer``) on the benchmark data with the benchmarks'
+    CPU-friendly settings plus ``config``."""
     import tempfile
 
+    from scale_vlm.drivers import build_sft_trainer
     from scale_vlm.sft_config import ScaleSFTConfig
 
     model, processor, _, train = data
-    cls, impl = trainer_class(loss_impl)
     with tempfile.TemporaryDirectory() as tmp:
         cfg = ScaleSFTConfig(output_dir=tmp, save_strategy="no", use_cpu=args.device == "cpu", seed=0, max_length=1024,
-                             dataloader_num_workers=0, loss_impl=impl, learning_rate=1e-4, **config)
-        return cls(model=model, args=cfg, train_dataset=train, processing_class=processor)
+                             dataloader_num_workers=0, loss_impl=loss_impl, learning_rate=1e-4, **config)
+        return build_sft_trainer(model, processor, cfg, train)

@@ -1,18 +1,20 @@
-"""Peak memory and time of the loss alone (forward + backward): plain [T, V] cross-entropy vs the lean path.
+"""Peak memory and time of the loss alone (forward + backward): plain [T, V] cross-entropy vs the fused path.
 
-Every (implementation, T) case runs in a fresh subprocess, interleaved over repeats (plain, lean, plain, lean, ...);
+Every (implementation, T) case runs in a fresh subprocess, interleaved over repeats (plain, fused, plain, fused, ...);
 times are medians over repeats. The loss is a SCALe-like weighted sum of the per-token NLL, with gradients for the
-hidden states and the LM-head weight.
+hidden states and the LM-head weight. ``plain`` and ``fused`` are the two values of ``ScaleSFTConfig.loss_impl``;
+the other two are reference kernels that no config selects.
 
-  plain: per_token_nll's computation: logits = hidden @ W.T in fp32, F.cross_entropy(reduction="none")
-  lean:  scale_vlm.lean_loss.weighted_token_nll (chunked, gradient computed in the forward)
-  lean_recompute: scale_vlm.lean_loss.chunked_token_nll (chunked, backward recomputes each tile)
+  plain: the loss_impl="plain" computation: logits = hidden @ W.T in fp32, F.cross_entropy(reduction="none")
+  fused: the loss_impl="fused" computation, scale_vlm.lean_loss.weighted_token_nll (chunked, gradient computed in
+         the forward)
+  chunked_recompute: scale_vlm.lean_loss.chunked_token_nll (chunked, backward recomputes each tile)
   trl:   TRL's ChunkedLogProbFunction as its fused LM head calls it (log_probs, entropy, is_top1)
 
 Memory: CPU peak resident set (VmHWM, reset before the loss) minus the resident set before the loss; CUDA
 torch.cuda.max_memory_allocated minus the allocated memory before the loss.
 
-    python benchmarks/bench_loss_memory.py --out benchmarks/results/loss_memory_cpu.json
+    python benchmarks/bench_loss_memory.py --repeats 2 --out benchmarks/results/loss_memory_cpu.json
     python benchmarks/bench_loss_memory.py --device cuda --out benchmarks/results/loss_memory_cuda.json
 """
 
@@ -21,13 +23,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import time
 
-IMPLS = ("plain", "lean", "lean_recompute", "trl")
+import _common
+
+IMPLS = ("plain", "fused", "chunked_recompute", "trl")
 
 
 def _rss_kib(field: str) -> int:
@@ -66,11 +69,11 @@ def run_case(impl: str, tokens: int, vocab: int, hidden: int, device: str, dtype
         nll = F.cross_entropy((h @ w.t()).float(), labels, ignore_index=-100, reduction="none")
         (coef * nll).sum().backward()
 
-    def lean():
+    def fused():
         loss, _, _ = weighted_token_nll(h, w, labels, coef, chunk_size=chunk_size)
         loss.backward()
 
-    def lean_recompute():
+    def chunked_recompute():
         (coef * chunked_token_nll(h, w, labels, chunk_size=chunk_size)).sum().backward()
 
     def trl():
@@ -82,7 +85,7 @@ def run_case(impl: str, tokens: int, vocab: int, hidden: int, device: str, dtype
         )
         (-(lp * (labels != -100)) * coef).sum().backward()
 
-    fn = {"plain": plain, "lean": lean, "lean_recompute": lean_recompute, "trl": trl}[impl]
+    fn = {"plain": plain, "fused": fused, "chunked_recompute": chunked_recompute, "trl": trl}[impl]
     cuda = device.startswith("cuda")
     if cuda:
         fn()  # warm-up (kernels, cuBLAS handles); on CPU one call is long enough to time alone
@@ -116,8 +119,8 @@ def main(argv=None) -> dict:
     p.add_argument("--vocab", type=int, default=151936, help="Qwen2.5-VL's tokenizer size")
     p.add_argument("--hidden", type=int, default=None, help="default: 256 on CPU (compute-bound here), 2048 on CUDA")
     p.add_argument("--dtype", choices=["fp32", "bf16"], default=None, help="default: fp32 on CPU, bf16 on CUDA")
-    p.add_argument("--impls", default="plain,lean", help=f"comma-separated among {','.join(IMPLS)}")
-    p.add_argument("--chunk-size", type=int, default=1024, help="tokens per tile of the lean paths")
+    p.add_argument("--impls", default="plain,fused", help=f"comma-separated among {','.join(IMPLS)}")
+    p.add_argument("--chunk-size", type=int, default=1024, help="tokens per tile of the chunked paths")
     p.add_argument("--repeats", type=int, default=1)
     p.add_argument("--out", default=None, help="JSON file to write")
     p.add_argument("--_case", nargs=2, metavar=("IMPL", "T"), help=argparse.SUPPRESS)
@@ -134,7 +137,7 @@ def main(argv=None) -> dict:
     impls = [i.strip() for i in args.impls.split(",") if i.strip()]
     for i in impls:
         if i not in IMPLS:
-            p.error(f"unknown impl {i!r}")
+            p.error(f"unknown impl {i!r}; choose among {', '.join(IMPLS)}")
     runs: dict[tuple[str, int], list[dict]] = {}
     for tokens in args.tokens:
         for rep in range(args.repeats):
@@ -142,13 +145,13 @@ def main(argv=None) -> dict:
                 cmd = [sys.executable, os.path.abspath(__file__), "--_case", impl, str(tokens), "--device", args.device,
                        "--vocab", str(args.vocab), "--hidden", str(hidden), "--dtype", dtype,
                        "--chunk-size", str(args.chunk_size)]
-                out = subprocess.run(cmd, capture_output=True, text=True)
+                out = subprocess.run(cmd, capture_output=True, text=True, check=False)
                 if out.returncode != 0:
                     sys.stderr.write(out.stderr)
                     raise SystemExit(f"case {impl} T={tokens} failed")
                 res = json.loads(next(l for l in out.stdout.splitlines() if l.startswith("RESULT "))[7:])
                 runs.setdefault((impl, tokens), []).append(res)
-                print(f"  T={tokens} {impl:15s} rep {rep}: {res['seconds']:.2f} s, "
+                print(f"  T={tokens} {impl:17s} rep {rep}: {res['seconds']:.2f} s, "
                       f"peak {res['peak_bytes'] / 2**30:.2f} GiB", flush=True)
 
     rows = []
@@ -167,36 +170,18 @@ def main(argv=None) -> dict:
             })
     print(f"\nloss forward+backward, vocab {args.vocab}, hidden {hidden}, {dtype}, device {args.device}, "
           f"median of {args.repeats}")
-    print(f"{'T':>6} {'impl':15s} {'time s':>9} {'peak GiB':>9} {'time/plain':>11} {'peak/plain':>11}")
+    print(f"{'T':>6} {'impl':17s} {'time s':>9} {'peak GiB':>9} {'time/plain':>11} {'peak/plain':>11}")
     for r in rows:
         tv = f"{r['time_vs_plain']:.3f}" if r["time_vs_plain"] is not None else "-"
         pv = f"{r['peak_vs_plain']:.3f}" if r["peak_vs_plain"] is not None else "-"
-        print(f"{r['tokens']:>6} {r['impl']:15s} {r['seconds_median']:>9.2f} {r['peak_gib']:>9.3f} {tv:>11} {pv:>11}")
+        print(f"{r['tokens']:>6} {r['impl']:17s} {r['seconds_median']:>9.2f} {r['peak_gib']:>9.3f} {tv:>11} {pv:>11}")
     report = {
         "benchmark": "loss_memory", "device": args.device, "vocab": args.vocab, "hidden": hidden, "dtype": dtype,
-        "chunk_size": args.chunk_size, "repeats": args.repeats, "rows": rows, "machine": _machine(args.device),
+        "chunk_size": args.chunk_size, "repeats": args.repeats, "rows": rows, "machine": _common.machine(args.device),
         "targets": {"tokens": 8192, "peak_vs_plain_max": 0.35, "time_vs_plain_max": 1.1},
     }
-    if args.out:
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        with open(args.out, "w") as f:
-            json.dump(report, f, indent=2)
-        print(f"wrote {args.out}")
+    _common.write_json(args.out, report)
     return report
-
-
-def _machine(device: str) -> dict:
-    import torch
-
-    info = {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
-            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads()}
-    try:
-        info["loadavg_at_end"] = os.getloadavg()
-    except OSError:
-        pass
-    if device.startswith("cuda") and torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name()
-    return info
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ affected by other processes on a shared machine, so the CPU-time ratio is the he
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 
@@ -61,24 +60,17 @@ def measure(loss_impl: str, args, model_and_data) -> dict:
 
 
 def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--device", default="cpu")
+    p = _common.trainer_parser(__doc__)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--repeats", type=int, default=40)
     p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--loss-impls", default="fused,plain",
-                   help="comma-separated among fused (trainer default, scale_vlm.lean_loss) and plain (full logits)")
-    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: 1 on CPU)")
-    p.add_argument("--out", default=None)
     args = p.parse_args(argv)
     import torch
 
-    if args.threads or args.device == "cpu":
-        torch.set_num_threads(args.threads or 1)
-    torch.manual_seed(0)
+    _common.seed_torch(args)
     data = _common.tiny_model_and_data(num_examples=max(16, args.batch_size))
     n_params = sum(p.numel() for p in data[0].parameters())
-    rows = [measure(impl.strip(), args, data) for impl in args.loss_impls.split(",") if impl.strip()]
+    rows = [measure(impl, args, data) for impl in args.loss_impls]
     print(f"\nstep time (compute_loss + backward + AdamW step), tiny Qwen2-VL ({n_params / 1e6:.2f}M params), "
           f"batch {rows[0]['batch_shape']}, device {args.device}, median of {args.repeats} interleaved repeats")
     print(f"{'loss_impl':10s} {'clock':5s} {'SCALe ms':>9} {'vanilla ms':>11} {'ratio':>7} {'pairwise':>9}")

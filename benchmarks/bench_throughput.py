@@ -10,7 +10,6 @@ one example at a time (batch size 1), same model, same ``--max-new-tokens``, run
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 
@@ -51,28 +50,21 @@ def eval_throughput(args, model, processor) -> dict:
 
 
 def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--device", default="cpu")
+    p = _common.trainer_parser(__doc__)
     p.add_argument("--train-examples", type=int, default=64)
     p.add_argument("--train-batch-size", type=int, default=8)
-    p.add_argument("--loss-impls", default="fused,plain",
-                   help="comma-separated among fused (trainer default, scale_vlm.lean_loss) and plain (full logits)")
     p.add_argument("--eval-examples", type=int, default=32)
     p.add_argument("--batch-size", type=int, default=16, help="generation batch size of the batched run")
     p.add_argument("--max-new-tokens", type=int, default=32)
     p.add_argument("--eval-repeats", type=int, default=1)
-    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: 1 on CPU)")
-    p.add_argument("--out", default=None)
     args = p.parse_args(argv)
     import torch
 
-    if args.threads or args.device == "cpu":
-        torch.set_num_threads(args.threads or 1)
-    torch.manual_seed(0)
+    _common.seed_torch(args)
     data = _common.tiny_model_and_data(num_examples=args.train_examples)
     # Generation first, on the freshly initialised model, so it does not depend on how training went.
     ev = eval_throughput(args, data[0], data[1])
-    train_rows = [train_throughput(i.strip(), args, data) for i in args.loss_impls.split(",") if i.strip()]
+    train_rows = [train_throughput(impl, args, data) for impl in args.loss_impls]
 
     print(f"\ntraining, tiny Qwen2-VL, one epoch of {args.train_examples} examples, batch {args.train_batch_size}, "
           f"device {args.device}, {torch.get_num_threads()} thread(s)")

@@ -89,21 +89,16 @@ def training_progress(global_step: int, max_steps: int) -> float:
 
 def plot_schedule(schedule: WeightSchedule, path: str, points: int = 101) -> str:
     """Write a PNG of ``w_think`` and ``w_answer`` over progress; returns the path."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from .report import pyplot, save_figure
 
     xs = [i / (points - 1) for i in range(points)]
     ws = [schedule(x) for x in xs]
-    fig, ax = plt.subplots(figsize=(5, 3))
+    fig, ax = pyplot().subplots(figsize=(5, 3))
     ax.plot(xs, [w[0] for w in ws], label="w_think")
     ax.plot(xs, [w[1] for w in ws], label="w_answer")
     ax.set_xlabel("training progress")
     ax.set_ylabel("weight")
     ax.set_title(f"{schedule.name} schedule")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path, dpi=100)
     return path

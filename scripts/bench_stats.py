@@ -16,7 +16,7 @@ from collections import Counter
 from scale_vlm.bench.dataset import BenchConfig, iter_items
 from scale_vlm.bench.tasks import SCAN_ORDERS, TRACE_STYLES
 from scale_vlm.processors import load_processor
-from scale_vlm.tiny.base_stage import SHIPPED_BASE
+from scale_vlm.tiny.shipped import SHIPPED_BASE
 
 
 def main() -> None:

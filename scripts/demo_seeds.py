@@ -7,49 +7,39 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 from dataclasses import fields
 from pathlib import Path
 
 from scale_vlm.demo import METHODS, DemoConfig, run_demo
+from scale_vlm.report import markdown_table, mean_std, over_seeds, seed_stats
 
 METRICS = ("accuracy", "malformed_rate", "mean_think_tokens", "train_seconds")
 
 
-def _stats(values: list[float]) -> dict:
+def aggregate(per_seed: dict[int, dict]) -> dict:
+    seeds = sorted(per_seed)
+    methods = {s: per_seed[s]["methods"] for s in seeds}
     return {
-        "mean": statistics.mean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-        "min": min(values), "max": max(values), "values": values,
+        "seeds": seeds, "methods": over_seeds(methods, METHODS, METRICS),
+        "majority_baseline": seed_stats(per_seed[s]["majority_baseline"]["accuracy"] for s in seeds),
+        "scale_minus_vanilla_accuracy": seed_stats(methods[s]["scale"]["accuracy"] - methods[s]["vanilla"]["accuracy"]
+                                                   for s in seeds),
     }
 
 
-def aggregate(per_seed: dict[int, dict]) -> dict:
-    out = {"seeds": sorted(per_seed), "methods": {}, "majority_baseline": {}}
-    for method in METHODS:
-        out["methods"][method] = {m: _stats([per_seed[s]["methods"][method][m] for s in sorted(per_seed)]) for m in METRICS}
-    out["majority_baseline"] = _stats([per_seed[s]["majority_baseline"]["accuracy"] for s in sorted(per_seed)])
-    diffs = [per_seed[s]["methods"]["scale"]["accuracy"] - per_seed[s]["methods"]["vanilla"]["accuracy"] for s in sorted(per_seed)]
-    out["scale_minus_vanilla_accuracy"] = _stats(diffs)
-    return out
-
-
 def table(agg: dict) -> str:
-    def ms(st, scale=1.0, digits=3):
-        return f"{st['mean'] * scale:.{digits}f} ± {st['std'] * scale:.{digits}f}"
-
+    rows = [[method, mean_std(m["accuracy"]), mean_std(m["malformed_rate"]), mean_std(m["mean_think_tokens"], 1),
+             mean_std(m["train_seconds"], 0)] for method, m in agg["methods"].items()]
+    rows.append(["majority answer", mean_std(agg["majority_baseline"]), "-", "-", "-"])
     lines = [
-        f"Seeds: {', '.join(map(str, agg['seeds']))} (mean ± sample std; per-seed values in seeds.json)", "",
-        "| method | accuracy | malformed rate | mean think tokens | train wall (s) |", "|---|---|---|---|---|",
+        f"Seeds: {', '.join(map(str, agg['seeds']))} (mean ± sample std; per-seed values in seeds.json)",
+        "",
+        markdown_table(("method", "accuracy", "malformed rate", "mean think tokens", "train wall (s)"), rows),
     ]
-    for method in METHODS:
-        m = agg["methods"][method]
-        lines.append(f"| {method} | {ms(m['accuracy'])} | {ms(m['malformed_rate'])} | "
-                     f"{ms(m['mean_think_tokens'], digits=1)} | {ms(m['train_seconds'], digits=0)} |")
-    lines.append(f"| majority answer | {ms(agg['majority_baseline'])} | - | - | - |")
     d = agg["scale_minus_vanilla_accuracy"]
-    lines += ["", f"SCALe minus vanilla accuracy per seed: {', '.join(f'{v:+.3f}' for v in d['values'])} "
-                  f"(mean {d['mean']:+.3f})"]
+    per_seed = ", ".join(f"{v:+.3f}" for v in d["values"])
+    lines += ["", f"SCALe minus vanilla accuracy per seed: {per_seed} (mean {d['mean']:+.3f})"]
     return "\n".join(lines)
 
 

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 from pathlib import Path
 
-KEYS = {"reward": "reward", "accuracy": "rewards/accuracy_reward/mean", "format": "rewards/format_reward/mean",
-        "length": "completions/mean_length"}
+from scale_vlm.report import (
+    GRPO_LOG_KEYS,
+    plot_reward_curve,
+    reward_curve,
+    window_means,
+)
 
 
 def main() -> None:
@@ -22,29 +25,14 @@ def main() -> None:
     p.add_argument("--window", type=int, default=20)
     p.add_argument("--png", default=None)
     args = p.parse_args()
-    steps = [h for h in json.loads((Path(args.run_dir) / "log_history.json").read_text()) if "reward" in h]
-    print(f"{'steps':>9}  " + "  ".join(f"{k:>8}" for k in KEYS))
-    for start in range(0, len(steps), args.window):
-        chunk = steps[start : start + args.window]
-        means = [statistics.fmean(h[v] for h in chunk) for v in KEYS.values()]
-        print(f"{chunk[0]['step']:>4}-{chunk[-1]['step']:<4}  " + "  ".join(f"{m:8.3f}" for m in means))
+    curve = reward_curve(json.loads((Path(args.run_dir) / "log_history.json").read_text()))
+    columns = {key: window_means(curve, args.window, key) for key in GRPO_LOG_KEYS}
+    print(f"{'steps':>9}  " + "  ".join(f"{k:>17}" for k in GRPO_LOG_KEYS))
+    for i, window in enumerate(columns["reward"]):
+        print(f"{window['first_step']:>4}-{window['last_step']:<4}  "
+              + "  ".join(f"{columns[k][i]['mean']:17.3f}" for k in GRPO_LOG_KEYS))
     if args.png:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(figsize=(6, 3.2))
-        xs = [h["step"] for h in steps]
-        for name in ("reward", "accuracy", "format"):
-            ys = [h[KEYS[name]] for h in steps]
-            smooth = [statistics.fmean(ys[max(0, i - 9) : i + 1]) for i in range(len(ys))]
-            ax.plot(xs, smooth, label=f"{name} (10-step mean)")
-        ax.set_xlabel("GRPO step")
-        ax.set_ylabel("reward")
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(args.png, dpi=100)
+        plot_reward_curve(curve, args.png)
         print(f"wrote {args.png}")
 
 

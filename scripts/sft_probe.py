@@ -4,8 +4,9 @@ the step budget, from any base model.
     python scripts/sft_probe.py --method vanilla --max_steps 480 --eval_steps 240 480 --output_dir runs/probe \
         [--base_model DIR] [any demo option as JSON: --demo '{"trace_verbosity": 0}']
 
-Uses the demo's data, trainer settings and evaluation (``scale_vlm.demo``); prints one JSON line per evaluation
-and writes ``preds_<step>.jsonl`` (readable by ``scripts/trace_diagnostics.py``).
+Uses the demo's data and options (``scale_vlm.demo.DemoConfig``) and the shared SFT recipe and evaluation
+(``scale_vlm.drivers``); prints one JSON line per evaluation and writes ``preds_<step>.jsonl`` (readable by
+``scripts/trace_diagnostics.py``).
 """
 
 from __future__ import annotations
@@ -19,11 +20,10 @@ from transformers import TrainerCallback
 
 from scale_vlm import demo
 from scale_vlm.bench.dataset import make_benchmark, to_training_format
+from scale_vlm.drivers import evaluate, prepare_sft_rows, sft_args, train_sft
 from scale_vlm.eval.adapters import builtin_examples
-from scale_vlm.eval.evaluate import evaluate_model
 from scale_vlm.processors import load_processor
-from scale_vlm.segments import DEFAULT_TAGS
-from scale_vlm.tiny.base_stage import SHIPPED_BASE
+from scale_vlm.tiny.shipped import SHIPPED_BASE
 
 
 class EvalAtSteps(TrainerCallback):
@@ -33,9 +33,8 @@ class EvalAtSteps(TrainerCallback):
     def on_step_end(self, args, state, control, model=None, **kwargs):
         if state.global_step not in self.steps:
             return
-        model.eval()
-        metrics, preds = evaluate_model(model, self.processor, self.examples, batch_size=50, max_new_tokens=200,
-                                        tags=DEFAULT_TAGS, progress=False)
+        metrics, preds = evaluate(model, self.processor, self.examples, batch_size=50, max_new_tokens=200,
+                                  progress=False)
         model.train()
         with open(self.out / f"preds_{state.global_step}.jsonl", "w") as f:
             f.writelines(json.dumps(p) + "\n" for p in preds)
@@ -60,9 +59,12 @@ def main() -> None:
     train = make_benchmark(cfg.bench(cfg.seed, "train", cfg.num_train))
     test = make_benchmark(cfg.bench(cfg.seed, "test", cfg.num_test))
     base = Path(a.base_model)
-    data = demo.prepare_once(to_training_format(train), base)
+    data = prepare_sft_rows(to_training_format(train), base)
     callback = EvalAtSteps(a.eval_steps, builtin_examples(test), load_processor(str(base)), out)
-    demo.train_one(a.method, cfg, out, data, base, callbacks=[callback])
+    args = sft_args(out / a.method, a.method, cfg.schedule_kwargs(), steps=cfg.max_steps, batch_size=cfg.batch_size,
+                    learning_rate=cfg.learning_rate, seed=cfg.seed, progress=cfg.progress,
+                    freeze_vision_tower=cfg.freeze_vision_tower)
+    train_sft(base, args, data, callbacks=[callback])
 
 
 if __name__ == "__main__":

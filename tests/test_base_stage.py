@@ -5,12 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from scale_vlm.tiny.base_stage import (
-    SHIPPED_BASE,
-    has_shipped_base,
-    parse_caption,
-    perception_report,
-)
+from scale_vlm.bench.scenes import parse_caption
+from scale_vlm.tiny.perception import perception_report
+from scale_vlm.tiny.shipped import SHIPPED_BASE, has_shipped_base
 
 pytestmark = pytest.mark.skipif(not has_shipped_base(), reason="no shipped base weights (run scale-vlm build-base)")
 
@@ -58,7 +55,7 @@ def test_reading_examples_answer_from_the_caption():
     import random
     import re
 
-    from scale_vlm.bench.dataset import reading_example
+    from scale_vlm.tiny.base_examples import reading_example
     from scale_vlm.bench.scenes import cell_name
 
     rng = random.Random(3)
@@ -91,7 +88,7 @@ def test_reading_examples_answer_from_the_caption():
 def test_direct_questions_use_their_own_instruction():
     import random
 
-    from scale_vlm.bench.dataset import DIRECT_INSTRUCTION, direct_qa_example
+    from scale_vlm.tiny.base_examples import DIRECT_INSTRUCTION, direct_qa_example
     from scale_vlm.prompts import reasoning_instruction
 
     rng = random.Random(0)

@@ -23,7 +23,7 @@ def items(n=1200, **kw):
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    from scale_vlm.bench import corpus_texts
+    from scale_vlm.tiny.corpus import corpus_texts
     from scale_vlm.tiny.tokenizer import build_tokenizer
 
     return build_tokenizer(corpus_texts(), vocab_size=1024)
@@ -244,7 +244,7 @@ def test_object_first_scan_names_each_cell_after_its_object():
     word of the trace, the scene and the answer are those of the default order, and both scans parse back to the
     true scene."""
     from scale_vlm.bench.scenes import cell_name
-    from scale_vlm.tiny.base_stage import parse_caption
+    from scale_vlm.bench.scenes import parse_caption
 
     cell_first, object_first = items(200, teacher_error_rate=0.0), items(200, teacher_error_rate=0.0, scan_order="object_first")
     for a, b in zip(cell_first, object_first):
@@ -266,7 +266,7 @@ def test_corpus_rebuilds_the_shipped_tokenizer(tokenizer):
     # vocabulary away from the shipped base's
     from transformers import AutoTokenizer
 
-    from scale_vlm.tiny.base_stage import SHIPPED_BASE
+    from scale_vlm.tiny.shipped import SHIPPED_BASE
 
     shipped = AutoTokenizer.from_pretrained(SHIPPED_BASE)
     assert tokenizer.get_vocab() == shipped.get_vocab()

@@ -4,8 +4,10 @@ import json
 
 import pytest
 
-from scale_vlm.compare import (ARMS, CompareConfig, config_hash, format_markdown, run_stage, stage_done,
-                               summarize)
+from scale_vlm import stages
+from scale_vlm.compare import ARMS, CompareConfig
+from scale_vlm.compare.summary import format_markdown, grpo_reward_windows, summarize
+from scale_vlm.stages import config_hash, run_stage, stage_done, stage_hash
 
 
 def test_run_stage_reuses_finished_and_redoes_changed(tmp_path):
@@ -20,7 +22,7 @@ def test_run_stage_reuses_finished_and_redoes_changed(tmp_path):
     first = run_stage(tmp_path / "s", cfg, fn)
     second = run_stage(tmp_path / "s", cfg, fn)
     assert len(calls) == 1 and first["reused"] is False and second["reused"] is True
-    assert second["results"] == {"train_seconds": 1.5} and second["hash"] == config_hash(cfg)
+    assert second["results"] == {"train_seconds": 1.5} and second["hash"] == stage_hash(cfg)
     third = run_stage(tmp_path / "s", {**cfg, "lr": 2e-3}, fn)  # config changed: redone
     assert len(calls) == 2 and third["reused"] is False
 
@@ -33,9 +35,34 @@ def test_interrupted_stage_is_redone(tmp_path):
     cfg = {"stage": "grpo"}
     with pytest.raises(KeyboardInterrupt):
         run_stage(tmp_path / "g", cfg, crash)
-    assert not stage_done(tmp_path / "g", config_hash(cfg))
+    assert not stage_done(tmp_path / "g", stage_hash(cfg))
     record = run_stage(tmp_path / "g", cfg, lambda folder: {"ok": True})
     assert record["reused"] is False and not (tmp_path / "g" / "partial").exists()
+
+
+@pytest.mark.parametrize("changed", [{"version": "9.9.9"}, {"commit": "0" * 40}, {"commit": None}])
+def test_stage_is_redone_when_the_code_changes(tmp_path, monkeypatch, changed):
+    """The package version and the git commit are part of the stage hash: a finished stage is not reused by other
+    code, even with the same config."""
+    monkeypatch.setattr(stages, "code_identity", lambda: {"version": "1.0.0", "commit": "a" * 40})
+    calls = []
+    cfg = {"stage": "sft"}
+    first = run_stage(tmp_path / "s", cfg, lambda folder: calls.append(folder) or {})
+    assert first["code"] == {"version": "1.0.0", "commit": "a" * 40}
+    assert run_stage(tmp_path / "s", cfg, lambda folder: calls.append(folder) or {})["reused"] is True
+    before = stage_hash(cfg)
+    monkeypatch.setattr(stages, "code_identity", lambda: {"version": "1.0.0", "commit": "a" * 40, **changed})
+    assert stage_hash(cfg) != before
+    again = run_stage(tmp_path / "s", cfg, lambda folder: calls.append(folder) or {})
+    assert again["reused"] is False and len(calls) == 2
+
+
+def test_code_identity_names_the_version_and_the_commit(monkeypatch):
+    from scale_vlm import __version__
+
+    assert stages.code_identity()["version"] == __version__
+    monkeypatch.setattr(stages, "git_commit", lambda: "c" * 40)
+    assert stages.code_identity() == {"version": __version__, "commit": "c" * 40}
 
 
 def test_hash_is_order_independent():
@@ -72,14 +99,37 @@ def test_summary_ratio_and_markdown():
     assert "| arm | accuracy | malformed rate | think tokens | training time (s) | time relative to SFT+GRPO |" in md
     assert all(summary[a]["label"] in md for a in ARMS)
     assert "0.500 -> 0.800" in md
+    # the windowed means the README quotes: 24 GRPO steps by default, so the first vs the last 8 (here both steps)
+    assert "GRPO mean reward, first vs last 8 of 24 steps:" in md
+    assert "- pooled over all 4 GRPO runs: 0.650 -> 0.650" in md
+
+
+def _curve(rewards):
+    return [{"step": i + 1, "reward": r} for i, r in enumerate(rewards)]
+
+
+def test_grpo_reward_windows_pool_every_run():
+    """First vs last third of the steps, per GRPO arm and pooled over both arms and all seeds (hand-computed)."""
+    results = {"config": {"grpo_steps": 6}, "seeds": [0, 1], "per_seed": {
+        "0": {"sft_grpo": {"grpo_curve": _curve([0.1, 0.2, 0.3, 0.4, 0.5, 0.6])},
+              "scale_grpo": {"grpo_curve": _curve([0.0, 0.0, 0.1, 0.1, 0.9, 0.9])}},
+        "1": {"sft_grpo": {"grpo_curve": _curve([0.3, 0.3, 0.3, 0.3, 0.3, 0.7])},
+              "scale_grpo": {"grpo_curve": _curve([0.2, 0.4, 0.0, 0.0, 0.4, 0.4])}},
+    }}
+    windows = grpo_reward_windows(results)
+    assert windows["all"]["window"] == 2 and windows["all"]["steps"] == [6, 6, 6, 6]
+    assert windows["sft_grpo"]["pooled"] == pytest.approx({"first": (0.1 + 0.2 + 0.3 + 0.3) / 4,
+                                                           "last": (0.5 + 0.6 + 0.3 + 0.7) / 4})
+    assert windows["scale_grpo"]["per_run"][1] == pytest.approx({"first": 0.3, "last": 0.4})
+    assert windows["all"]["pooled"] == pytest.approx({"first": 1.5 / 8, "last": 4.7 / 8})
 
 
 @pytest.mark.slow
 def test_compare_quick_end_to_end(tmp_path):
     import torch
 
-    from scale_vlm.bench.dataset import corpus_texts
     from scale_vlm.compare import run_compare
+    from scale_vlm.tiny.corpus import corpus_texts
     from scale_vlm.tiny.model import build_tiny_qwen2_vl, save_tiny
 
     torch.set_num_threads(1)
@@ -91,6 +141,8 @@ def test_compare_quick_end_to_end(tmp_path):
     for name in ("results.json", "results.md", "accuracy_vs_time.png"):
         assert (tmp_path / "out" / name).is_file()
     assert set(results["summary"]) == set(ARMS)
+    assert results["markdown"] == (tmp_path / "out" / "results.md").read_text()
+    assert json.loads((tmp_path / "out" / "results.json").read_text())["grpo_reward_windows"]["all"]["window"] == 1
     again = run_compare(cfg)  # every stage reused
     assert all(set(arm["reused_stages"]) == ({"sft", "grpo", "eval"} if name.endswith("_grpo") else {"sft", "eval"})
                for name, arm in again["per_seed"]["0"].items())

@@ -1,21 +1,15 @@
-"""scripts/trace_diagnostics.py: each step check is exact on the teacher's own traces and catches a corrupted step."""
-
-import importlib.util
-from pathlib import Path
+"""scale_vlm.bench.diagnostics (scripts/trace_diagnostics.py): each step check is exact on the teacher's own traces
+and catches a corrupted step."""
 
 import pytest
 
+from scale_vlm.bench import diagnostics
 from scale_vlm.bench.dataset import BenchConfig, make_benchmark
-
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "trace_diagnostics.py"
 
 
 @pytest.fixture(scope="module")
 def diag():
-    spec = importlib.util.spec_from_file_location("trace_diagnostics", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return diagnostics
 
 
 @pytest.fixture(scope="module")
@@ -52,3 +46,8 @@ def test_corrupted_first_step_and_question_are_counted(diag, test_split):
     assert out["question_restated"] == round(23 / 24, 3)
     assert out["scan_scene_exact"] == 1.0  # the scan itself is untouched
     assert diag.step_after_scan("<think>no scan at all.</think>") is None
+
+
+def test_prediction_outside_the_split_is_refused(diag, test_split):
+    with pytest.raises(ValueError, match="not in the regenerated test split"):
+        diag.diagnose([{"id": "other-0", "output": "", "parsed_answer": "", "correct": False}], test_split)

@@ -3,7 +3,6 @@
 from .dataset import (
     BenchConfig,
     build_benchmark,
-    corpus_texts,
     iter_items,
     make_benchmark,
     to_training_format,
@@ -14,6 +13,6 @@ from .scenes import COLOURS, SHAPES, Obj, Scene, random_scene, render
 from .tasks import TASKS
 
 __all__ = [
-    "BenchConfig", "COLOURS", "build_benchmark", "Obj", "SHAPES", "Scene", "TASKS", "corpus_texts", "iter_items", "make_benchmark",
+    "BenchConfig", "COLOURS", "build_benchmark", "Obj", "SHAPES", "Scene", "TASKS", "iter_items", "make_benchmark",
     "random_scene", "render", "to_training_format", "write_messages_jsonl", "write_sharegpt_json",
 ]

@@ -12,22 +12,19 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
-from ..prompts import OPTION_LETTERS, format_options, reasoning_instruction
+from ..prompts import format_options, reasoning_instruction
 from ..segments import DEFAULT_TAGS, Tags
-from .scenes import COLOURS, GRID, SHAPES, Scene, cell_name, random_scene, render
+from .scenes import render
 from .tasks import (
-    RELATIONS,
     SCAN_ORDERS,
     TASK_FNS,
-    TRACE_STYLES,
     TASKS,
+    TRACE_STYLES,
     Item,
-    cell_list,
     corrupt_scene,
-    noun_phrase,
     write_trace,
 )
 
@@ -205,88 +202,6 @@ def write_sharegpt_json(ds, out_dir: str | Path, filename: str = "data.json") ->
     path = out / filename
     path.write_text(json.dumps(records, indent=1))
     return path
-
-
-# ---------------------------------------------------------------- text for the tiny tokenizer and the base stage
-
-def caption_prompt() -> str:
-    return "List the objects in the grid."
-
-
-def lookup_example(rng: random.Random) -> tuple[str, str]:
-    """A text-only option lookup (value -> letter), the skill option-letter answers need (base stage)."""
-    kind = rng.randrange(4)
-    if kind == 0:
-        start = rng.randint(0, 5)
-        choices = [str(start + i) for i in range(4)]
-    elif kind == 1:
-        keep = set(rng.sample(COLOURS, 3))
-        choices = [c for c in COLOURS if c in keep]
-    elif kind == 2:
-        choices = list(SHAPES)
-    else:
-        choices = list(RELATIONS)
-    slot = rng.randrange(len(choices))
-    prompt = f"Options: {format_options(choices)}. Which option is {choices[slot]}?"
-    return prompt, OPTION_LETTERS[slot]
-
-
-DIRECT_INSTRUCTION = "Answer directly."
-
-
-def direct_qa_example(rng: random.Random, letter_fraction: float = 0.5,
-                      instruction: str = DIRECT_INSTRUCTION) -> tuple[str, str, Scene]:
-    """A benchmark question with a non-reasoning instruction (by default: answer directly, the short-answer VQA a
-    pretrained VLM has seen): (prompt, gold answer, scene)."""
-    category = rng.choice(TASKS)
-    item = TASK_FNS[category](rng, rng.random() < letter_fraction, 6)
-    return make_prompt(item, instruction=instruction), item.answer, item.scene
-
-
-def reading_example(rng: random.Random) -> tuple[str, str, Scene]:
-    """A text-only reading question about a scene's caption (the in-context retrieval a pretrained language model
-    has and the traces rely on): find an object's cell, name what a cell holds, list the cells of one colour or
-    shape and count them, or give a cell's row and column. Returns (prompt, target, scene)."""
-    scene = random_scene(rng)
-    kind = rng.choices(range(4), weights=(3, 2.5, 3.5, 1))[0]
-    if kind == 0:
-        o = rng.choice(scene.objects)
-        same = [x for x in scene.objects if (x.colour, x.shape) == (o.colour, o.shape)]
-        question, target = f"Where is the {o.describe()}?", f"{cell_list(same)}."
-    elif kind == 1:
-        cell = rng.randrange(9)
-        o = scene.at(cell)
-        question, target = f"What is at {cell_name(cell)}?", f"{o.describe() if o else 'empty'}."
-    elif kind == 2:
-        attr = rng.choice(("colour", "shape"))
-        value = rng.choice(COLOURS if attr == "colour" else SHAPES)
-        objs = [x for x in scene.objects if getattr(x, attr) == value]
-        question, target = f"Which cells hold {noun_phrase(attr, value)}?", f"{cell_list(objs)}. That makes {len(objs)}."
-    else:
-        cell = rng.randrange(9)
-        question, target = f"Which row and column is {cell_name(cell)}?", f"row {cell // GRID + 1} column {cell % GRID + 1}."
-    return f"Grid: {scene.caption()} {question}", target, scene
-
-
-def corpus_texts(seed: int = 0, per_setting: int = 300) -> Iterator[str]:
-    """Deterministic text covering every template (all verbosities, letter and free-form answers, captions,
-    lookups): the training corpus of the tiny tokenizer, so its vocabulary fits the benchmark. The traces are
-    written in the ``lookup`` style with up to 6 objects, the settings the shipped base's tokenizer was trained on
-    (pinned so a benchmark default never changes the tokenizer); the walk-through's
-    words (``count``, ``found``) are in that vocabulary too, so both styles tokenize compactly."""
-    for verbosity in (0, 1, 2):
-        for letters in (0.0, 1.0):
-            cfg = BenchConfig(seed=seed, num_examples=per_setting, split=f"corpus-{verbosity}-{letters}",
-                              trace_verbosity=verbosity, option_letter_fraction=letters, teacher_error_rate=0.3,
-                              trace_style="lookup", max_objects=6)
-            for row in iter_items(cfg):
-                yield row["prompt"]
-                yield row["response"]
-    rng = random.Random(f"scale-vlm-corpus|{seed}")
-    for _ in range(per_setting * 2):
-        yield caption_prompt() + " " + random_scene(rng).caption()
-        p, a = lookup_example(rng)
-        yield p + " " + a
 
 
 def build_benchmark(seed: int = 0, num_train: int = 2000, num_test: int = 300, **knobs):

@@ -7,6 +7,7 @@ cell, so every cell is exactly one image token of the tiny Qwen2-VL (8-px patche
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass
 
 from PIL import Image, ImageDraw
@@ -113,3 +114,21 @@ def render(scene: Scene, rng: random.Random | None = None, jitter: int = 0, size
         else:
             raise ValueError(f"unknown shape {o.shape!r}")
     return img
+
+
+# ------------------------------------------------------------------------------------- reading captions back
+
+_ROW, _COL, _COLOUR, _SHAPE = ("(%s)" % "|".join(v) for v in (ROWS, COLS, COLOURS, SHAPES))
+_CELL_RE = re.compile(rf"{_ROW} {_COL} {_COLOUR} {_SHAPE}")
+_OBJECT_FIRST_RE = re.compile(rf"{_COLOUR} {_SHAPE} at {_ROW} {_COL}")
+
+
+def parse_caption(text: str) -> dict[int, tuple[str, str]]:
+    """``{cell: (colour, shape)}`` from a caption in either scan order (``top left red circle`` or
+    ``red circle at top left``); the first mention of a cell wins."""
+    found = [(m.start(), m.group(1), m.group(2), m.group(3), m.group(4)) for m in _CELL_RE.finditer(text)]
+    found += [(m.start(), m.group(3), m.group(4), m.group(1), m.group(2)) for m in _OBJECT_FIRST_RE.finditer(text)]
+    out = {}
+    for _, row, col, colour, shape in sorted(found):
+        out.setdefault(ROWS.index(row) * GRID + COLS.index(col), (colour, shape))
+    return out

@@ -12,7 +12,9 @@ from pathlib import Path
 
 from trl import TrlParser
 
-from ..tiny.base_stage import SHIPPED_BASE, BaseStageConfig, load_base, perception_report, save_base, train_base
+from ..tiny.base_stage import BaseStageConfig, train_base
+from ..tiny.perception import perception_report
+from ..tiny.shipped import SHIPPED_BASE, load_base, save_base
 
 
 @dataclass
@@ -24,16 +26,16 @@ class BuildBaseArgs:
 
 
 def main(argv: list[str]) -> int:
-    parser = TrlParser((BuildBaseArgs, BaseStageConfig))
-    args, cfg = parser.parse_args_and_config(args=argv)
+    from .common import parse
+
+    args, cfg = parse(TrlParser((BuildBaseArgs, BaseStageConfig), prog="scale-vlm build-base"), argv)
     out = Path(args.output_dir) if args.output_dir else SHIPPED_BASE
     if args.eval_only:
         model, processor = load_base(out)
         print(json.dumps(perception_report(model, processor, n=args.eval_images), indent=1))
         return 0
     if (out / "model.safetensors").exists() and not args.overwrite_output_dir:
-        print(f"{out} already holds a model; pass --overwrite_output_dir to rebuild it")
-        return 1
+        raise FileExistsError(f"{out} already holds a model; pass --overwrite_output_dir to rebuild it")
     model, processor, info = train_base(cfg)
     save_base(model, processor, out)
     model, processor = load_base(out)  # report on exactly what was saved (fp16 round trip)

@@ -7,19 +7,25 @@ config, so an interrupted comparison picks up where it stopped.
 
 from __future__ import annotations
 
-import sys
+from pathlib import Path
 
 
 def main(argv: list[str]) -> int:
+    from .common import run_command
+
+    return run_command("compare", _main, argv)
+
+
+def _main(argv: list[str]) -> int:
     from trl import TrlParser
 
     from ..compare import CompareConfig, run_compare
+    from ..compare.config import RESULT_FILES
+    from .common import parse, pipeline_logging
 
-    parser = TrlParser((CompareConfig,), prog="scale-vlm compare")
-    try:
-        (cfg,) = parser.parse_args_and_config(argv)
-        run_compare(cfg)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"scale-vlm compare: error: {err}", file=sys.stderr)
-        return 2
+    (cfg,) = parse(TrlParser((CompareConfig,), prog="scale-vlm compare"), argv)
+    pipeline_logging({"scale_vlm.compare": "\n== %(message)s ==", "scale_vlm.stages": "%(message)s"})
+    results = run_compare(cfg)
+    print("\n" + results["markdown"])
+    print(f"wrote {', '.join(str(Path(cfg.output_dir) / name) for name in RESULT_FILES)}")
     return 0

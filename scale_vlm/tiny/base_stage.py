@@ -16,21 +16,28 @@ from __future__ import annotations
 
 import math
 import random
-import re
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..bench.dataset import caption_prompt, corpus_texts, direct_qa_example, lookup_example, reading_example
-from ..bench.scenes import COLOURS, GRID, ROWS, COLS, SHAPES, Scene, random_scene, render
-from .model import build_tiny_qwen2_vl, load_tiny, save_tiny
+from ..bench.scenes import COLOURS, GRID, SHAPES, Scene, random_scene, render
+from .base_examples import (
+    CONTEXT_CAPTION_INSTRUCTION,
+    caption_prompt,
+    direct_qa_example,
+    lookup_example,
+    reading_example,
+)
+from .corpus import corpus_texts
+from .model import build_tiny_qwen2_vl
 
-CONTEXT_CAPTION_INSTRUCTION = "First list the objects in the grid."  # captioning after a benchmark question
-SHIPPED_BASE = Path(__file__).resolve().parent.parent / "assets" / "tiny-base"
+# Still imported from here by tests/test_first_hour.py and tests/test_recorded_loss.py; their home is
+# scale_vlm/tiny/shipped.py.
+from .shipped import SHIPPED_BASE, has_shipped_base, load_base  # noqa: F401
+
 NUM_CELL_CLASSES = 1 + len(COLOURS) * len(SHAPES)  # 0 = empty
 
 
@@ -203,103 +210,3 @@ def train_base(cfg: BaseStageConfig | None = None, progress: bool = True):
     model.model.rope_deltas = None
     info = {"config": asdict(cfg), "prep_seconds": round(prep_s, 1), "train_seconds": round(time.time() - t1, 1), "log": log}
     return model, processor, info
-
-
-# ------------------------------------------------------------------------------------------------ perception
-
-_ROW, _COL, _COLOUR, _SHAPE = ("(%s)" % "|".join(v) for v in (ROWS, COLS, COLOURS, SHAPES))
-_CELL_RE = re.compile(rf"{_ROW} {_COL} {_COLOUR} {_SHAPE}")
-_OBJECT_FIRST_RE = re.compile(rf"{_COLOUR} {_SHAPE} at {_ROW} {_COL}")
-
-
-def parse_caption(text: str) -> dict[int, tuple[str, str]]:
-    """``{cell: (colour, shape)}`` from a caption in either scan order (``top left red circle`` or
-    ``red circle at top left``); the first mention of a cell wins."""
-    found = [(m.start(), m.group(1), m.group(2), m.group(3), m.group(4)) for m in _CELL_RE.finditer(text)]
-    found += [(m.start(), m.group(3), m.group(4), m.group(1), m.group(2)) for m in _OBJECT_FIRST_RE.finditer(text)]
-    out = {}
-    for _, row, col, colour, shape in sorted(found):
-        out.setdefault(ROWS.index(row) * GRID + COLS.index(col), (colour, shape))
-    return out
-
-
-def perception_report(model, processor, n: int = 200, seed: int = 12345, jitter: int = 0, size_jitter: int = 0,
-                      batch_size: int = 50, progress: bool = False) -> dict:
-    """Greedy captions of ``n`` held-out scenes, scored per attribute.
-
-    occupancy: per cell, occupied vs empty (chance ~50%); colour / shape: per truly occupied cell, the caption
-    names that cell with the right colour / shape (a missed object counts wrong; chance 25% / 33%);
-    object: both right; lookup: option-letter lookups answered right (chance ~28%)."""
-    from ..eval.adapters import EvalExample
-    from ..eval.generate import generate_batch
-
-    rng = random.Random(f"scale-vlm-perception|{seed}")
-    scenes = [random_scene(rng) for _ in range(n)]
-    examples = [EvalExample(id=str(i), images=[render(s, rng, jitter=jitter, size_jitter=size_jitter)], prompt=caption_prompt(), gold="")
-                for i, s in enumerate(scenes)]
-    lookups = [lookup_example(rng) for _ in range(n)]
-    examples += [EvalExample(id=f"l{i}", images=[render(random_scene(rng))], prompt=p, gold=a) for i, (p, a) in enumerate(lookups)]
-    direct = [direct_qa_example(rng) for _ in range(n)]
-    examples += [EvalExample(id=f"q{i}", images=[render(sc)], prompt=p, gold=a) for i, (p, a, sc) in enumerate(direct)]
-    outs = generate_batch(model, processor, examples, max_new_tokens=48, batch_size=batch_size, progress=progress)
-    occ = col = shp = obj = total_obj = 0
-    for scene, text in zip(scenes, outs[:n]):
-        pred = parse_caption(text)
-        truth = {o.cell: (o.colour, o.shape) for o in scene.objects}
-        occ += sum((c in pred) == (c in truth) for c in range(GRID * GRID))
-        for c, (colour, shape) in truth.items():
-            p = pred.get(c)
-            total_obj += 1
-            col += p is not None and p[0] == colour
-            shp += p is not None and p[1] == shape
-            obj += p == (colour, shape)
-    lookup_ok = sum(o.strip() == a for o, (_, a) in zip(outs[n:2 * n], lookups))
-    direct_ok = sum(o.strip() == a for o, (_, a, _) in zip(outs[2 * n:], direct))
-    return {
-        "images": n,
-        "occupancy": round(occ / (n * GRID * GRID), 4),
-        "colour": round(col / total_obj, 4),
-        "shape": round(shp / total_obj, 4),
-        "object": round(obj / total_obj, 4),
-        "lookup": round(lookup_ok / n, 4),
-        "direct_qa": round(direct_ok / n, 4),
-        "chance": {"occupancy": 0.5, "colour": 0.25, "shape": round(1 / 3, 4), "lookup": 0.28, "direct_qa": 0.3},
-    }
-
-
-# ------------------------------------------------------------------------------------------------ shipping
-
-def save_base(model, processor, path: str | Path, fp16: bool = True) -> Path:
-    """Save (as fp16 safetensors by default: ~4 MB) for shipping."""
-    if fp16:
-        model = model.to(torch.float16)
-    path = save_tiny(model, processor, path)
-    if fp16:
-        model.to(torch.float32)
-    return path
-
-
-def load_base(path: str | Path | None = None):
-    """Load the base model (shipped one by default) in float32, ready for SFT on a CPU."""
-    path = Path(path) if path is not None else SHIPPED_BASE
-    model, processor = load_tiny(path)
-    model = model.to(torch.float32)
-    model.model.rope_deltas = None
-    return model, processor
-
-
-def has_shipped_base() -> bool:
-    return (SHIPPED_BASE / "model.safetensors").is_file() and (SHIPPED_BASE / "config.json").is_file()
-
-
-def get_base(cache_dir: str | Path | None = None, progress: bool = True):
-    """The shipped base model if present, else a cached build in ``cache_dir``, else build (and cache) it."""
-    if has_shipped_base():
-        return load_base()
-    if cache_dir is not None and (Path(cache_dir) / "model.safetensors").is_file():
-        return load_base(cache_dir)
-    model, processor, _ = train_base(progress=progress)
-    if cache_dir is not None:
-        save_base(model, processor, cache_dir)
-        return load_base(cache_dir)
-    return model, processor

@@ -1,0 +1,87 @@
+"""The comparison's config (one for the whole run: ``--config x.yaml`` or flags), its arms, and the parts of the
+config each stage depends on."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..knobs import BENCH_KNOBS, BenchKnobs, ScheduleKnobs
+
+ARMS = ("sft", "scale", "sft_grpo", "scale_grpo")
+ARM_LABELS = {"sft": "vanilla SFT", "scale": "SCALe-SFT", "sft_grpo": "vanilla SFT -> GRPO",
+              "scale_grpo": "SCALe-SFT -> GRPO"}
+ARM_SFT = {"sft": "vanilla", "scale": "scale", "sft_grpo": "vanilla", "scale_grpo": "scale"}
+REFERENCE_ARM = "sft_grpo"  # "time relative to SFT+GRPO"
+RESULT_FILES = ("results.json", "results.md", "accuracy_vs_time.png")
+
+
+@dataclass
+class CompareConfig(BenchKnobs, ScheduleKnobs):
+    """One config for the whole comparison (``--config x.yaml`` or flags). Defaults: the embedded default
+    (tiny base VLM, built-in benchmark); the SFT stage sees as many examples as the earlier 240-step demo
+    (120 x 32, a fifth of today's demo), so the four arms fit about 13 minutes per seed. See docs/compare.md for
+    measured times."""
+
+    output_dir: str = field(default="runs/compare", metadata={"help": "results folder (stages are kept inside)"})
+    seeds: list[int] = field(default_factory=lambda: [0], metadata={"help": "seeds: data, order, init, sampling"})
+    quick: bool = field(default=False, metadata={"help": "smoke test: tiny data and step budgets (a few minutes)"})
+    base_model: str = field(default="", metadata={"help": "base model folder (default: the shipped tiny base)"})
+    # data (built-in benchmark)
+    num_train: int = field(default=3000, metadata={"help": "SFT training questions (with reasoning traces)"})
+    num_grpo_prompts: int = field(default=256, metadata={"help": "GRPO prompts (the first N training questions)"})
+    num_test: int = field(default=100, metadata={"help": "held-out evaluation questions"})
+    # SFT (both methods share everything but the loss)
+    sft_steps: int = field(default=120, metadata={"help": "SFT optimizer steps"})
+    sft_batch_size: int = field(default=32, metadata={"help": "SFT examples per optimizer step"})
+    sft_learning_rate: float = field(default=2e-3, metadata={"help": "SFT peak learning rate (cosine, 5 percent warm-up)"})
+    # GRPO (both GRPO arms share everything but their starting checkpoint)
+    grpo_steps: int = field(default=24, metadata={"help": "GRPO optimizer steps"})
+    grpo_batch_size: int = field(default=16, metadata={"help": "completions per GRPO step"})
+    num_generations: int = field(default=4, metadata={"help": "completions per prompt (group size)"})
+    max_completion_length: int = field(default=160, metadata={"help": "GRPO generation budget (tokens)"})
+    grpo_learning_rate: float = field(default=1e-4, metadata={"help": "GRPO learning rate (constant)"})
+    beta: float = field(default=0.0, metadata={"help": "KL coefficient (0: no reference model)"})
+    loss_type: str = field(default="dapo", metadata={"help": "TRL GRPO loss: grpo, dr_grpo, dapo, bnpo, ..."})
+    temperature: float = field(default=1.0, metadata={"help": "GRPO sampling temperature"})
+    accuracy_weight: float = field(default=1.0, metadata={"help": "weight of the accuracy reward"})
+    format_weight: float = field(default=0.5, metadata={"help": "weight of the format reward"})
+    # evaluation
+    eval_batch_size: int = field(default=50, metadata={"help": "questions generated together"})
+    max_new_tokens: int = field(default=200, metadata={"help": "evaluation generation budget"})
+    threads: int = field(default=1, metadata={"help": "torch CPU threads (1 is fastest for the tiny model)"})
+    progress: bool = field(default=True, metadata={"help": "progress bars"})
+
+    def __post_init__(self):
+        if isinstance(self.seeds, (int, str)):
+            self.seeds = [int(s) for s in str(self.seeds).replace(",", " ").split()]
+        self.seeds = [int(s) for s in self.seeds]
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds must be distinct and non-empty, got {self.seeds}")
+        if self.quick:
+            self.num_train, self.num_grpo_prompts, self.num_test = 64, 16, 20
+            self.sft_steps, self.sft_batch_size = 6, 8
+            self.grpo_steps, self.grpo_batch_size, self.num_generations = 2, 8, 4
+            self.max_completion_length = min(self.max_completion_length, 48)
+            self.max_new_tokens = min(self.max_new_tokens, 64)
+        if self.grpo_batch_size % self.num_generations:
+            raise ValueError(f"grpo_batch_size ({self.grpo_batch_size}) must be a multiple of num_generations "
+                             f"({self.num_generations})")
+        if self.num_grpo_prompts > self.num_train:
+            raise ValueError("num_grpo_prompts cannot exceed num_train (GRPO prompts are training questions)")
+
+    # The parts of the config each stage depends on (its hash), so that e.g. changing GRPO knobs reuses SFT.
+    def data_fields(self) -> dict:
+        return {k: getattr(self, k) for k in ("num_train", *BENCH_KNOBS)}
+
+    def sft_fields(self) -> dict:
+        return {k: getattr(self, k) for k in ("sft_steps", "sft_batch_size", "sft_learning_rate", "schedule",
+                                              "think_weight_start", "think_weight_end", "answer_weight_start",
+                                              "answer_weight_end")}
+
+    def grpo_fields(self) -> dict:
+        return {k: getattr(self, k) for k in ("num_grpo_prompts", "grpo_steps", "grpo_batch_size", "num_generations",
+                                              "max_completion_length", "grpo_learning_rate", "beta", "loss_type",
+                                              "temperature", "accuracy_weight", "format_weight")}
+
+    def eval_fields(self) -> dict:
+        return {k: getattr(self, k) for k in ("num_test", "max_new_tokens", *BENCH_KNOBS)}

@@ -1,0 +1,182 @@
+"""The comparison's stages, seed by seed: base model, SFT per method, GRPO from each SFT model, evaluation per arm.
+
+Every stage goes through :func:`scale_vlm.stages.run_stage`, so a rerun reuses what finished. An SFT arm is
+:func:`sft_stage` then :func:`evaluate_stage`; the demo runs its two methods as exactly these two SFT arms.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from ..report import EVAL_METRICS
+from ..stages import run_stage
+from .config import ARM_LABELS, ARM_SFT, ARMS, REFERENCE_ARM, CompareConfig
+from .summary import format_markdown, grpo_reward_windows, plot_results, summarize
+
+logger = logging.getLogger(__name__)
+
+
+def sft_stage(args, base_dir: str | Path, train_ds, model_dir: Path, keep_trainer_state: bool = False) -> dict:
+    """One SFT run (``args`` from :func:`scale_vlm.drivers.sft_args`) from the model in ``base_dir``; saves the
+    trained model to ``model_dir`` and, with ``keep_trainer_state``, the trainer state to ``args.output_dir`` (else
+    that folder is removed when it is not ``model_dir``). Returns the stage results (time, tokens, log)."""
+    from ..drivers import train_sft
+
+    run = train_sft(base_dir, args, train_ds)
+    run.save(model_dir)
+    if keep_trainer_state:
+        run.trainer.save_state()
+    elif Path(args.output_dir) != Path(model_dir):
+        shutil.rmtree(args.output_dir, ignore_errors=True)
+    return {"train_seconds": round(run.seconds, 2), "input_tokens": run.trainer.input_tokens,
+            "supervised_tokens": run.trainer.supervised_tokens, "log_history": run.log_history}
+
+
+def grpo_stage(cfg: CompareConfig, seed: int, sft_model: Path, prompts_ds, out: Path) -> dict:
+    """One GRPO run from an SFT checkpoint; saves the model to ``out / "model"``."""
+    from ..drivers import train_grpo
+    from ..grpo_config import ScaleGRPOConfig
+
+    args = ScaleGRPOConfig(
+        output_dir=str(out / "trainer"), max_steps=cfg.grpo_steps, per_device_train_batch_size=cfg.grpo_batch_size,
+        num_generations=cfg.num_generations, max_completion_length=cfg.max_completion_length,
+        learning_rate=cfg.grpo_learning_rate, lr_scheduler_type="constant", beta=cfg.beta, loss_type=cfg.loss_type,
+        temperature=cfg.temperature, accuracy_weight=cfg.accuracy_weight, format_weight=cfg.format_weight,
+        seed=seed, data_seed=seed, logging_steps=1, save_strategy="no", report_to="none",
+        disable_tqdm=not cfg.progress, dataloader_num_workers=0, use_cpu=not torch.cuda.is_available(),
+    )
+    run = train_grpo(sft_model, args, prompts_ds)
+    run.save(out / "model")
+    shutil.rmtree(out / "trainer", ignore_errors=True)
+    return {"train_seconds": round(run.seconds, 2), "generated_tokens": run.trainer.generated_tokens,
+            "log_history": run.log_history}
+
+
+def evaluate_stage(model_dir: Path, examples, out: Path, *, batch_size: int, max_new_tokens: int, progress: bool,
+                   metrics: tuple[str, ...] = EVAL_METRICS) -> dict:
+    """Greedy evaluation of the model in ``model_dir``; writes predictions and metrics to ``out``; returns
+    ``metrics`` of the evaluation."""
+    from ..drivers import evaluate
+    from ..eval.evaluate import write_results
+    from ..tiny.shipped import load_base
+
+    model, processor = load_base(model_dir)
+    results, predictions = evaluate(model, processor, examples, batch_size=batch_size, max_new_tokens=max_new_tokens,
+                                    progress=progress)
+    write_results(out, results, predictions, overwrite=True)
+    return {k: results[k] for k in metrics if k in results}
+
+
+def base_model_dir(base_model: str, out: Path) -> tuple[str, str]:
+    """(folder of the base model, its identity for the stage hashes): ``base_model`` when given, else the shipped
+    tiny base, else one built once into ``out / "base"``."""
+    from ..tiny.shipped import SHIPPED_BASE, get_base, has_shipped_base
+
+    if base_model:
+        return base_model, str(Path(base_model).resolve())
+    if has_shipped_base():
+        digest = hashlib.sha256((SHIPPED_BASE / "model.safetensors").read_bytes()).hexdigest()[:16]
+        return str(SHIPPED_BASE), f"shipped:{digest}"
+    # No shipped weights: build the base once (cached in the output folder, reused by every seed and rerun).
+    cache = out / "base"
+    run_stage(cache, {"stage": "base", "default": True}, lambda folder: (get_base(cache_dir=folder), {})[1])
+    return str(cache), "built-default"
+
+
+def run_seed(cfg: CompareConfig, seed: int, out: Path, base_dir: str, base_id: str) -> dict:
+    """The four arms for one seed; returns ``{arm: record}``."""
+    from ..bench.dataset import make_benchmark, to_training_format
+    from ..drivers import sft_args
+    from ..eval.adapters import builtin_examples
+    from ..grpo_trainer import to_grpo_dataset
+    from ..report import reward_curve
+
+    root = out / f"seed{seed}"
+    data_cache: dict = {}
+
+    def data():
+        if not data_cache:
+            train = make_benchmark(cfg.bench(seed, "train", cfg.num_train))
+            test = make_benchmark(cfg.bench(seed, "test", cfg.num_test))
+            data_cache["sft"] = to_training_format(train)
+            data_cache["grpo"] = to_grpo_dataset(builtin_examples(train.select(range(cfg.num_grpo_prompts))))
+            data_cache["test"] = builtin_examples(test)
+        return data_cache
+
+    def sft(method: str, folder: Path) -> dict:
+        args = sft_args(folder / "trainer", method, cfg.schedule_kwargs(), steps=cfg.sft_steps,
+                        batch_size=cfg.sft_batch_size, learning_rate=cfg.sft_learning_rate, seed=seed,
+                        progress=cfg.progress)
+        return sft_stage(args, base_dir, data()["sft"], folder / "model")
+
+    common = {"seed": seed, "base": base_id, "data": cfg.data_fields()}
+    sft_records, arms = {}, {}
+    for method in ("vanilla", "scale"):
+        stage_cfg = {"stage": "sft", "method": method, **common, "sft": cfg.sft_fields()}
+        logger.info("seed %s: SFT (%s)", seed, method)
+        sft_records[method] = run_stage(root / f"sft_{method}", stage_cfg, lambda f, m=method: sft(m, f))
+    grpo_records = {}
+    for method in ("vanilla", "scale"):
+        stage_cfg = {"stage": "grpo", "from": sft_records[method]["hash"], "seed": seed, "grpo": cfg.grpo_fields()}
+        logger.info("seed %s: GRPO from SFT (%s)", seed, method)
+        grpo_records[method] = run_stage(
+            root / f"grpo_{method}", stage_cfg,
+            lambda f, m=method: grpo_stage(cfg, seed, root / f"sft_{m}" / "model", data()["grpo"], f))
+    for arm in ARMS:
+        sft_record = sft_records[ARM_SFT[arm]]
+        grpo = grpo_records[ARM_SFT[arm]] if arm.endswith("_grpo") else None
+        model_stage = grpo or sft_record
+        model_dir = root / (f"grpo_{ARM_SFT[arm]}" if grpo else f"sft_{ARM_SFT[arm]}") / "model"
+        eval_cfg = {"stage": "eval", "model": model_stage["hash"], "seed": seed, "eval": cfg.eval_fields()}
+        logger.info("seed %s: evaluate %s", seed, ARM_LABELS[arm])
+        ev = run_stage(root / f"eval_{arm}", eval_cfg,
+                       lambda f, d=model_dir: evaluate_stage(d, data()["test"], f, batch_size=cfg.eval_batch_size,
+                                                             max_new_tokens=cfg.max_new_tokens, progress=cfg.progress))
+        sft_s = sft_record["results"]["train_seconds"]
+        grpo_s = grpo["results"]["train_seconds"] if grpo else 0.0
+        arms[arm] = {
+            **ev["results"],
+            "sft_seconds": sft_s, "grpo_seconds": grpo_s, "train_seconds": round(sft_s + grpo_s, 2),
+            "sft_input_tokens": sft_record["results"]["input_tokens"],
+            "sft_supervised_tokens": sft_record["results"]["supervised_tokens"],
+            "grpo_generated_tokens": grpo["results"]["generated_tokens"] if grpo else 0,
+            "reused_stages": [name for name, rec in (("sft", sft_record), ("grpo", grpo), ("eval", ev))
+                              if rec is not None and rec["reused"]],
+        }
+        if grpo:
+            arms[arm]["grpo_curve"] = reward_curve(grpo["results"]["log_history"])
+    return arms
+
+
+def run_compare(cfg: CompareConfig) -> dict:
+    """All seeds; writes ``results.json``, ``results.md`` (returned as ``results["markdown"]``) and
+    ``accuracy_vs_time.png`` to ``cfg.output_dir``."""
+    torch.set_num_threads(cfg.threads)
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    base_dir, base_id = base_model_dir(cfg.base_model, out)
+    per_seed = {seed: run_seed(cfg, seed, out, base_dir, base_id) for seed in cfg.seeds}
+    summary = summarize(per_seed)
+    ref = summary[REFERENCE_ARM]["train_seconds_mean"]
+    results = {
+        "config": asdict(cfg), "base_model": base_id, "seeds": list(cfg.seeds),
+        "per_seed": {str(s): v for s, v in per_seed.items()}, "summary": summary,
+        "scale_sft_time_over_sft_grpo_time": summary["scale"]["train_seconds_mean"] / ref if ref else None,
+        "wall_seconds_this_run": round(time.perf_counter() - t0, 1),
+    }
+    results["grpo_reward_windows"] = grpo_reward_windows(results)
+    (out / "results.json").write_text(json.dumps(results, indent=1, default=str) + "\n")
+    markdown = format_markdown(results)
+    (out / "results.md").write_text(markdown)
+    plot_results(results, out / "accuracy_vs_time.png")
+    results["markdown"] = markdown
+    return results

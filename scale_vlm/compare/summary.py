@@ -1,0 +1,115 @@
+"""The comparison's statistics over seeds and its report (``results.md``, ``accuracy_vs_time.png``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..report import (
+    first_last_window,
+    markdown_table,
+    over_seeds,
+    plot_accuracy_vs_time,
+)
+from .config import ARM_LABELS, ARMS, REFERENCE_ARM
+
+GRPO_ARMS = ("sft_grpo", "scale_grpo")
+ARM_COLOURS = {"sft": "tab:blue", "scale": "tab:red", "sft_grpo": "tab:cyan", "scale_grpo": "tab:orange"}
+SUMMARY_METRICS = ("accuracy", "malformed_rate", "mean_think_tokens", "train_seconds", "sft_seconds", "grpo_seconds",
+                   "sft_supervised_tokens", "grpo_generated_tokens")
+
+
+def summarize(per_seed: dict[int, dict]) -> dict:
+    """Per arm: mean and sample standard deviation over seeds (and min/max of accuracy), time ratios."""
+    stats = over_seeds(per_seed, ARMS, SUMMARY_METRICS)
+    summary = {}
+    for arm in ARMS:
+        entry = {"label": ARM_LABELS[arm], "num_seeds": len(per_seed)}
+        for key in SUMMARY_METRICS:
+            entry[f"{key}_mean"], entry[f"{key}_std"] = stats[arm][key]["mean"], stats[arm][key]["std"]
+        entry["accuracy_min"], entry["accuracy_max"] = stats[arm]["accuracy"]["min"], stats[arm]["accuracy"]["max"]
+        summary[arm] = entry
+    reference = summary[REFERENCE_ARM]["train_seconds_mean"]
+    for arm in ARMS:
+        summary[arm]["time_vs_sft_grpo"] = summary[arm]["train_seconds_mean"] / reference if reference else None
+    return summary
+
+
+def reward_window(grpo_steps: int) -> int:
+    """Steps averaged at each end of a GRPO reward curve: a third of the run (8 of the default 24 steps)."""
+    return max(1, grpo_steps // 3)
+
+
+def grpo_reward_windows(results: dict) -> dict:
+    """Mean GRPO reward over the first and the last :func:`reward_window` steps, per GRPO arm and pooled over
+    every GRPO run (both arms, all seeds)."""
+    window = reward_window(results["config"]["grpo_steps"])
+    curves = {arm: [results["per_seed"][str(seed)][arm].get("grpo_curve", []) for seed in results["seeds"]]
+              for arm in GRPO_ARMS}
+    return {"all": first_last_window([c for arm in GRPO_ARMS for c in curves[arm]], window),
+            **{arm: first_last_window(curves[arm], window) for arm in GRPO_ARMS}}
+
+
+def _ratio(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def format_markdown(results: dict) -> str:
+    cfg, summary = results["config"], results["summary"]
+    seeds = results["seeds"]
+    main_rows = [[s["label"], f"{s['accuracy_mean']:.3f} +- {s['accuracy_std']:.3f}", f"{s['malformed_rate_mean']:.3f}",
+                  f"{s['mean_think_tokens_mean']:.1f}", f"{s['train_seconds_mean']:.0f} +- {s['train_seconds_std']:.0f}",
+                  _ratio(s["time_vs_sft_grpo"])] for s in (summary[arm] for arm in ARMS)]
+    cost_rows = [[s["label"], f"{s['sft_seconds_mean']:.0f}", f"{s['grpo_seconds_mean']:.0f}",
+                  f"{s['sft_supervised_tokens_mean']:.0f}", f"{s['grpo_generated_tokens_mean']:.0f}",
+                  f"{s['accuracy_min']:.3f}..{s['accuracy_max']:.3f}"] for s in (summary[arm] for arm in ARMS)]
+    ratio = results["scale_sft_time_over_sft_grpo_time"]
+    lines = [
+        (f"# scale-vlm compare ({len(seeds)} seed{'s' if len(seeds) > 1 else ''}: {', '.join(map(str, seeds))}"
+         f"{', quick' if cfg['quick'] else ''})"),
+        "",
+        (f"SFT: {cfg['sft_steps']} steps x {cfg['sft_batch_size']} of {cfg['num_train']} questions. "
+         f"GRPO: {cfg['grpo_steps']} steps x {cfg['grpo_batch_size']} completions ({cfg['num_generations']} per "
+         f"prompt, max {cfg['max_completion_length']} tokens, loss {cfg['loss_type']}). Evaluation: {cfg['num_test']} "
+         f"held-out questions, greedy, max {cfg['max_new_tokens']} tokens. Mean +- sample std over seeds."),
+        "",
+        markdown_table(("arm", "accuracy", "malformed rate", "think tokens", "training time (s)",
+                        "time relative to SFT+GRPO"), main_rows),
+        "",
+        f"SCALe-SFT time / SFT+GRPO time: {'-' if ratio is None else f'{ratio:.3f}'}",
+        "",
+        markdown_table(("arm", "SFT s", "GRPO s", "SFT supervised tokens", "GRPO generated tokens",
+                        "accuracy min..max"), cost_rows),
+        "",
+        "GRPO mean reward (weighted sum of accuracy and format rewards), first -> last step, per seed:",
+        "",
+    ]
+    for arm in GRPO_ARMS:
+        for seed in seeds:
+            curve = results["per_seed"][str(seed)][arm].get("grpo_curve", [])
+            if curve:
+                lines.append(f"- {ARM_LABELS[arm]}, seed {seed}: {curve[0]['reward']:.3f} -> {curve[-1]['reward']:.3f}"
+                             f" (accuracy reward {curve[0].get('accuracy', 0):.3f} -> {curve[-1].get('accuracy', 0):.3f},"
+                             f" {len(curve)} steps)")
+    windows = grpo_reward_windows(results)
+    if windows["all"]["pooled"]:
+        window, steps = windows["all"]["window"], cfg["grpo_steps"]
+        lines += ["", f"GRPO mean reward, first vs last {window} of {steps} steps:", ""]
+        for name, label in (("all", f"pooled over all {len(windows['all']['per_run'])} GRPO runs"),
+                            *((arm, f"{ARM_LABELS[arm]}, pooled over seeds") for arm in GRPO_ARMS)):
+            pooled = windows[name]["pooled"]
+            if pooled:
+                lines.append(f"- {label}: {pooled['first']:.3f} -> {pooled['last']:.3f}")
+    lines += ["", "Plot: accuracy_vs_time.png."]
+    return "\n".join(lines) + "\n"
+
+
+def plot_results(results: dict, path: Path) -> None:
+    summary = results["summary"]
+    points = {arm: {"label": summary[arm]["label"],
+                    "accuracy": {"mean": summary[arm]["accuracy_mean"], "std": summary[arm]["accuracy_std"]},
+                    "seconds": {"mean": summary[arm]["train_seconds_mean"], "std": summary[arm]["train_seconds_std"]}}
+              for arm in ARMS}
+    curves = {arm: [results["per_seed"][str(seed)][arm].get("grpo_curve", []) for seed in results["seeds"]]
+              for arm in GRPO_ARMS}
+    plot_accuracy_vs_time(points, curves, ARM_COLOURS, path,
+                          title=f"accuracy vs training time ({len(results['seeds'])} seed(s))")

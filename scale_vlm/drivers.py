@@ -1,0 +1,118 @@
+"""The one place that builds, runs, times and saves the training and evaluation runs of the demo, the comparison,
+the scripts and the benchmarks.
+
+- :func:`sft_args`: the SFT recipe the demo and the comparison share (cosine decay, 5 percent warm-up, AdamW with
+  beta2 0.98, weight decay 0.01, gradient clipping at 1, about 30 log lines per run);
+- :func:`build_sft_trainer`: a :class:`CountingSFTTrainer` for any ``ScaleSFTConfig`` (the benchmarks pass their own);
+- :func:`train_sft` / :func:`train_grpo`: one run from a model folder, ``trainer.train()`` timed alone;
+- :func:`evaluate`: greedy generation and scoring of a model on held-out questions.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .segments import DEFAULT_TAGS
+from .sft_config import ScaleSFTConfig
+from .sft_trainer import ScaleSFTTrainer
+from .tiny.shipped import load_base
+
+
+class CountingSFTTrainer(ScaleSFTTrainer):
+    """Counts input tokens (attention mask) and supervised tokens of every optimizer step: the SFT cost measure."""
+
+    input_tokens = 0
+    supervised_tokens = 0
+
+    def get_batch_samples(self, epoch_iterator, num_batches, device):
+        batch_samples, n = super().get_batch_samples(epoch_iterator, num_batches, device)
+        for batch in batch_samples:
+            self.input_tokens += int(batch["attention_mask"].sum())
+            self.supervised_tokens += int((batch["labels"][:, 1:] != -100).sum()) if "labels" in batch else 0
+        return batch_samples, n
+
+
+def sft_args(output_dir: str | Path, method: str, schedule: dict, *, steps: int, batch_size: int,
+             learning_rate: float, seed: int, progress: bool, **overrides) -> ScaleSFTConfig:
+    """The demo's and the comparison's SFT recipe; ``schedule`` is ``ScheduleKnobs.schedule_kwargs()``,
+    ``overrides`` any other ``ScaleSFTConfig`` field."""
+    return ScaleSFTConfig(
+        output_dir=str(output_dir), method=method, **schedule,
+        max_steps=steps, per_device_train_batch_size=batch_size, gradient_accumulation_steps=1,
+        learning_rate=learning_rate, lr_scheduler_type="cosine", warmup_steps=0.05, weight_decay=0.01,
+        adam_beta2=0.98, max_grad_norm=1.0, seed=seed, data_seed=seed, logging_steps=max(1, steps // 30),
+        save_strategy="no", report_to="none", disable_tqdm=not progress, dataloader_num_workers=0,
+        use_cpu=not torch.cuda.is_available(), overwrite_output_dir=True, **overrides,
+    )
+
+
+def build_sft_trainer(model, processor, args: ScaleSFTConfig, train_dataset, callbacks=None) -> CountingSFTTrainer:
+    return CountingSFTTrainer(model=model, args=args, train_dataset=train_dataset, processing_class=processor,
+                              callbacks=callbacks)
+
+
+def prepare_sft_rows(train_dataset, model_dir: str | Path):
+    """Render and segment training data once with the model's processor, so that several runs train on exactly
+    the same rows without each preparing them again."""
+    from .data.prepare import prepare_dataset
+    from .processors import load_processor
+
+    prepared, _ = prepare_dataset(train_dataset, load_processor(str(model_dir)), tags=DEFAULT_TAGS)
+    return prepared
+
+
+@dataclass
+class Run:
+    """A finished training run: its trainer, processor and the wall-clock seconds of ``trainer.train()``."""
+
+    trainer: object
+    processor: object
+    seconds: float
+
+    @property
+    def model(self):
+        return self.trainer.model
+
+    @property
+    def log_history(self) -> list[dict]:
+        return list(self.trainer.state.log_history)
+
+    def save(self, folder: str | Path) -> Path:
+        """The trained model and its processor, loadable with ``load_base`` (and by ``scale-vlm eval`` / ``grpo``)."""
+        self.trainer.model.save_pretrained(folder, safe_serialization=True)
+        self.processor.save_pretrained(folder)
+        return Path(folder)
+
+
+def _timed_train(trainer, processor) -> Run:
+    t0 = time.perf_counter()
+    trainer.train()
+    return Run(trainer, processor, time.perf_counter() - t0)
+
+
+def train_sft(model_dir: str | Path, args: ScaleSFTConfig, train_dataset, callbacks=None) -> Run:
+    """One SFT run from a fresh copy of the model in ``model_dir``."""
+    model, processor = load_base(model_dir)
+    return _timed_train(build_sft_trainer(model, processor, args, train_dataset, callbacks), processor)
+
+
+def train_grpo(model_dir: str | Path, args, prompts_dataset) -> Run:
+    """One GRPO run (``args``: a ``ScaleGRPOConfig``) from the model in ``model_dir``."""
+    from .grpo_trainer import ScaleGRPOTrainer
+
+    model, processor = load_base(model_dir)
+    trainer = ScaleGRPOTrainer(model=model, args=args, train_dataset=prompts_dataset, processing_class=processor)
+    return _timed_train(trainer, processor)
+
+
+def evaluate(model, processor, examples, *, batch_size: int, max_new_tokens: int, progress: bool):
+    """Greedy generation on ``examples``, parsed and scored: ``(metrics, prediction rows)``."""
+    from .eval.evaluate import evaluate_model
+
+    model.eval()
+    return evaluate_model(model, processor, examples, batch_size=batch_size, max_new_tokens=max_new_tokens,
+                          tags=DEFAULT_TAGS, progress=progress)

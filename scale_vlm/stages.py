@@ -1,0 +1,88 @@
+"""Finished-stage reuse: a stage (a base model, an SFT run, a GRPO run, an evaluation) is redone only when its config
+or the code that runs it changed.
+
+Every stage has its own folder holding ``stage.json`` (its config, the hash of that config, its results) and a
+``DONE`` marker with the same hash, written last. The hash covers the config and the code identity (the package
+version and, in a git checkout, the commit), so a stage is never reused after the code that produced it changed. A
+downstream stage puts the hash of the stage it starts from in its own config, so a redone stage redoes what follows.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import logging
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+DONE = "DONE"
+STAGE_FILE = "stage.json"
+
+logger = logging.getLogger(__name__)
+
+
+@functools.lru_cache(maxsize=1)
+def git_commit() -> str | None:
+    """The commit of the git checkout the package runs from, or None (an installed wheel, no git)."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent, capture_output=True,
+                             text=True, timeout=10, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if out.returncode != 0:
+        return None
+    return out.stdout.strip() or None
+
+
+def code_identity() -> dict:
+    """What identifies the code that runs a stage: the package version and the git commit where there is one."""
+    from . import __version__
+
+    return {"version": __version__, "commit": git_commit()}
+
+
+def config_hash(config: dict) -> str:
+    """A stable short hash of a JSON-able config."""
+    text = json.dumps(config, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def stage_hash(config: dict) -> str:
+    """The hash a stage is stored under: its config together with :func:`code_identity`."""
+    return config_hash({"config": config, "code": code_identity()})
+
+
+def stage_done(folder: Path, digest: str) -> bool:
+    marker = folder / DONE
+    return marker.is_file() and marker.read_text().strip() == digest and (folder / STAGE_FILE).is_file()
+
+
+def run_stage(folder: str | Path, config: dict, fn: Callable[[Path], dict]) -> dict:
+    """Run ``fn(folder) -> results`` unless ``folder`` holds a finished run of the same ``config`` and code.
+
+    Returns the stage record ``{"config", "code", "hash", "results", "reused"}``. A finished stage writes
+    ``stage.json`` then the ``DONE`` marker (holding the hash). An unfinished or stale folder is never deleted: it
+    is moved aside to ``<name>.old-<k>`` and the stage starts afresh."""
+    folder = Path(folder)
+    digest = stage_hash(config)
+    if stage_done(folder, digest):
+        record = json.loads((folder / STAGE_FILE).read_text())
+        record["reused"] = True
+        logger.warning("reusing finished stage %s", folder)
+        return record
+    if folder.exists():
+        k = 1
+        while folder.with_name(f"{folder.name}.old-{k}").exists():
+            k += 1
+        aside = folder.with_name(f"{folder.name}.old-{k}")
+        logger.warning("stage folder %s is unfinished or from another config or code; moving it to %s", folder, aside)
+        folder.rename(aside)
+    folder.mkdir(parents=True)
+    results = fn(folder)
+    record = {"config": config, "code": code_identity(), "hash": digest, "results": results}
+    (folder / STAGE_FILE).write_text(json.dumps(record, indent=1, default=str) + "\n")
+    (folder / DONE).write_text(digest + "\n")
+    record["reused"] = False
+    return record

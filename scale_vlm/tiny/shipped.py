@@ -1,0 +1,50 @@
+"""The shipped tiny base VLM: where it lives, saving it for shipping, loading it for training, and building it
+when a checkout has no weights."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from .model import load_tiny, save_tiny
+
+SHIPPED_BASE = Path(__file__).resolve().parent.parent / "assets" / "tiny-base"
+
+
+def save_base(model, processor, path: str | Path, fp16: bool = True) -> Path:
+    """Save (as fp16 safetensors by default: ~4 MB) for shipping."""
+    if fp16:
+        model = model.to(torch.float16)
+    path = save_tiny(model, processor, path)
+    if fp16:
+        model.to(torch.float32)
+    return path
+
+
+def load_base(path: str | Path | None = None):
+    """Load the base model (shipped one by default) in float32, ready for SFT on a CPU."""
+    path = Path(path) if path is not None else SHIPPED_BASE
+    model, processor = load_tiny(path)
+    model = model.to(torch.float32)
+    model.model.rope_deltas = None
+    return model, processor
+
+
+def has_shipped_base() -> bool:
+    return (SHIPPED_BASE / "model.safetensors").is_file() and (SHIPPED_BASE / "config.json").is_file()
+
+
+def get_base(cache_dir: str | Path | None = None, progress: bool = True):
+    """The shipped base model if present, else a cached build in ``cache_dir``, else build (and cache) it."""
+    if has_shipped_base():
+        return load_base()
+    if cache_dir is not None and (Path(cache_dir) / "model.safetensors").is_file():
+        return load_base(cache_dir)
+    from .base_stage import train_base
+
+    model, processor, _ = train_base(progress=progress)
+    if cache_dir is not None:
+        save_base(model, processor, cache_dir)
+        return load_base(cache_dir)
+    return model, processor
