@@ -1,8 +1,9 @@
 """``scale-vlm demo``: vanilla SFT vs SCALe-SFT on the built-in benchmark, end to end on a CPU.
 
-Both runs start from fresh copies of the same tiny base model (shipped with the package, or built once), see the
-same training data in the same order with the same seed and step budget, and are evaluated by greedy generation
-on the same held-out questions.
+The two methods are the comparison's two SFT arms (:mod:`scale_vlm.compare.pipeline`: ``sft_stage`` then
+``evaluate_stage``) at the demo's budget: both start from fresh copies of the same tiny base model (shipped with the
+package, or built once), see the same training data in the same order with the same seed and step budget, and are
+evaluated by greedy generation on the same held-out questions; optionally in two processes at once.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import json
 import logging
 import os
 import shutil
+import sys
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
@@ -19,11 +21,18 @@ from pathlib import Path
 import torch
 
 from .bench.dataset import make_benchmark, to_training_format
+from .compare.pipeline import base_model_dir, evaluate_stage, sft_stage
+from .drivers import prepare_sft_rows, sft_args
 from .knobs import BenchKnobs, ScheduleKnobs
-from .segments import DEFAULT_TAGS
+from .report import EVAL_METRICS, markdown_table, plot_training_curves
 
 METHODS = ("vanilla", "scale")
 RESULT_FILES = ("results.json", "results.md", "training_curves.png")
+# --quick: a smoke run of the whole pipeline in about a minute (overrides only options left at their defaults).
+QUICK = {"num_train": 64, "num_test": 20, "max_steps": 6, "batch_size": 8, "max_new_tokens": 160}
+QUICK_NOTE = ("note: --quick is a smoke run of the pipeline, not a measurement: after a few steps the models have not "
+              "learnt the output format yet, so an accuracy near 0 and a malformed rate near 1 are expected. Run "
+              "without --quick for real numbers.")
 
 
 @dataclass
@@ -48,9 +57,22 @@ class DemoConfig(BenchKnobs, ScheduleKnobs):
     progress: bool = field(default=True, metadata={"help": "progress bars"})
 
     def __post_init__(self):
+        # --quick sets only what the user left at its default, and says so; an explicit value is kept.
+        self.quick_settings: dict[str, int] = {}
         if self.quick:
-            self.num_train, self.num_test, self.max_steps, self.batch_size = 64, 20, 6, 8
-            self.max_new_tokens = min(self.max_new_tokens, 160)
+            for name, value in QUICK.items():
+                default = DemoConfig.__dataclass_fields__[name].default
+                if getattr(self, name) == default and value != default:
+                    setattr(self, name, value)
+                    self.quick_settings[name] = value
+        for name in ("num_train", "num_test", "max_steps", "batch_size", "eval_batch_size", "max_new_tokens"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"--{name} must be positive, got {getattr(self, name)}")
+        # A bad schedule fails here, in this process, not inside the training workers.
+        from .schedules import WeightSchedule
+
+        WeightSchedule(self.schedule, self.think_weight_start, self.think_weight_end, self.answer_weight_start,
+                       self.answer_weight_end)
 
 
 
@@ -81,124 +103,94 @@ def majority_baseline(train_answers, test_answers) -> dict:
     return {"answer": answer, "accuracy": round(acc, 4)}
 
 
-def _load_base(cfg: DemoConfig, out: Path):
-    from .tiny.base_stage import get_base, load_base
-
-    if cfg.base_model:
-        return load_base(cfg.base_model)
-    return get_base(cache_dir=out / "base", progress=cfg.progress)
+# The demo's names for two shared steps (tests/test_demo.py and tests/test_first_hour.py use them): the training data
+# is rendered and segmented once, so both methods train on exactly the same rows; the curves of both runs.
+prepare_once = prepare_sft_rows
+plot_curves = plot_training_curves
 
 
-def prepare_once(train_sft, base_dir: Path):
-    """Render and segment the training data once; both methods then train on exactly the same rows."""
-    from .data.prepare import prepare_dataset
-    from .processors import load_processor
-
-    prepared, _ = prepare_dataset(train_sft, load_processor(str(base_dir)), tags=DEFAULT_TAGS)
-    return prepared
-
-
-def train_one(method: str, cfg: DemoConfig, out: Path, train_ds, base_dir: Path, callbacks=None):
-    """One SFT run with ``ScaleSFTTrainer`` (``callbacks``: extra ``TrainerCallback``s, e.g. evaluation during
-    training); returns (model, processor, wall seconds, log_history)."""
-    from .sft_config import ScaleSFTConfig
-    from .sft_trainer import ScaleSFTTrainer
-    from .tiny.base_stage import load_base
-
-    model, processor = load_base(base_dir)  # a fresh copy for every method
-    args = ScaleSFTConfig(
-        output_dir=str(out / method), method=method, **cfg.schedule_kwargs(),
-        max_steps=cfg.max_steps, per_device_train_batch_size=cfg.batch_size, gradient_accumulation_steps=1,
-        learning_rate=cfg.learning_rate, lr_scheduler_type="cosine", warmup_steps=0.05, weight_decay=0.01,
-        adam_beta2=0.98, max_grad_norm=1.0, seed=cfg.seed, data_seed=cfg.seed, logging_steps=max(1, cfg.max_steps // 30),
-        save_strategy="no", report_to="none", disable_tqdm=not cfg.progress, dataloader_num_workers=0,
-        use_cpu=not torch.cuda.is_available(), overwrite_output_dir=True, freeze_vision_tower=cfg.freeze_vision_tower,
-    )
-    trainer = ScaleSFTTrainer(model=model, args=args, train_dataset=train_ds, processing_class=processor,
-                              callbacks=callbacks)
-    t0 = time.time()
-    trainer.train()
-    wall = time.time() - t0
-    trainer.save_state()
-    model = trainer.model
-    model.eval()
-    return model, processor, wall, list(trainer.state.log_history)
+def train_one(method: str, cfg: DemoConfig, out: Path, train_ds, base_dir: Path) -> dict:
+    """The SFT stage of one method's arm: a fresh copy of the base trained with the shared recipe; the model, its
+    processor and the trainer state are kept in ``out / method`` (to evaluate again or start GRPO from)."""
+    args = sft_args(out / method, method, cfg.schedule_kwargs(), steps=cfg.max_steps, batch_size=cfg.batch_size,
+                    learning_rate=cfg.learning_rate, seed=cfg.seed, progress=cfg.progress,
+                    freeze_vision_tower=cfg.freeze_vision_tower)
+    return sft_stage(args, base_dir, train_ds, out / method, keep_trainer_state=True)
 
 
-def _train_and_evaluate(method: str, cfg: DemoConfig, out: Path, train_ds, base_dir: Path, examples):
-    """Train one method, evaluate it greedily, write its predictions; returns (result record, log history)."""
+class _Labelled:
+    """A text stream that starts every line with ``label``."""
+
+    def __init__(self, stream, label: str):
+        self.stream, self.label, self.at_line_start = stream, label, True
+
+    def write(self, text: str) -> int:
+        for piece in text.splitlines(keepends=True):
+            if self.at_line_start and piece.strip("\r\n"):
+                self.stream.write(self.label)
+            self.stream.write(piece)
+            self.at_line_start = piece.endswith("\n")
+        return len(text)
+
+    def flush(self):
+        self.stream.flush()
+
+    def __getattr__(self, name):
+        return getattr(self.stream, name)
+
+
+def _inherit_log_level(level: int) -> None:
+    """A worker process starts with default logging: give the package logger the level the caller set."""
+    logging.getLogger("scale_vlm").setLevel(level)
+
+
+def _train_and_evaluate(method: str, cfg: DemoConfig, out: Path, train_ds, base_dir: Path, examples,
+                        label_lines: bool = False):
+    """One method's arm: train, then evaluate the saved model greedily (predictions in ``out / method``); returns
+    (result record, log history)."""
     torch.set_num_threads(cfg.threads)
-    logging.getLogger("scale_vlm").setLevel(logging.ERROR)
-    from .eval.evaluate import evaluate_model
-
+    if label_lines:
+        # The two methods train at once: label every line each of them prints.
+        sys.stdout = _Labelled(sys.stdout, f"[{method}] ")
     print(f"\n== {method}: {cfg.max_steps} steps x {cfg.batch_size} examples ==", flush=True)
-    model, processor, wall, hist = train_one(method, cfg, out, train_ds, base_dir)
+    sft = train_one(method, cfg, out, train_ds, base_dir)
     t0 = time.time()
-    metrics, preds = evaluate_model(model, processor, examples, batch_size=cfg.eval_batch_size,
-                                    max_new_tokens=cfg.max_new_tokens, tags=DEFAULT_TAGS, progress=cfg.progress)
-    with open(out / method / "predictions.jsonl", "w") as f:
-        f.writelines(json.dumps(p) + "\n" for p in preds)
+    metrics = evaluate_stage(out / method, examples, out / method, batch_size=cfg.eval_batch_size,
+                             max_new_tokens=cfg.max_new_tokens, progress=cfg.progress,
+                             metrics=(*EVAL_METRICS, "by_category"))
+    hist = sft["log_history"]
     final = [h for h in hist if "loss_think" in h][-1:] or [{}]
     record = {
-        **{k: metrics[k] for k in ("accuracy", "malformed_rate", "mean_think_tokens", "median_think_tokens",
-                                    "mean_answer_tokens", "num_examples")},
-        "by_category": metrics.get("by_category", {}),
-        "train_seconds": round(wall, 1), "eval_seconds": round(time.time() - t0, 1),
+        **metrics, "by_category": metrics.get("by_category", {}),
+        "train_seconds": round(sft["train_seconds"], 1), "eval_seconds": round(time.time() - t0, 1),
         "final_loss_think": final[0].get("loss_think"), "final_loss_answer": final[0].get("loss_answer"),
     }
     return record, hist
 
 
-def plot_curves(histories: dict[str, list[dict]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
-    styles = {"vanilla": "tab:blue", "scale": "tab:red"}
-    for method, hist in histories.items():
-        rows = [h for h in hist if "loss_think" in h]
-        steps = [h["step"] for h in rows]
-        axes[0].plot(steps, [h["loss_think"] for h in rows], color=styles[method], label=method)
-        axes[1].plot(steps, [h["loss_answer"] for h in rows], color=styles[method], label=method)
-        if method == "scale":
-            axes[2].plot(steps, [h["w_think"] for h in rows], color="tab:purple", label="w_think")
-            axes[2].plot(steps, [h["w_answer"] for h in rows], color="tab:orange", label="w_answer")
-    for ax, title in zip(axes, ("think loss (token mean)", "answer loss (token mean)", "SCALe schedule weights")):
-        ax.set_title(title)
-        ax.set_xlabel("step")
-        ax.legend()
-    axes[0].set_yscale("log")
-    axes[1].set_yscale("log")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
 def format_table(results: dict) -> str:
-    lines = ["| method | accuracy | malformed | mean think tokens | train wall (s) |", "|---|---|---|---|---|"]
-    for method in METHODS:
-        r = results["methods"].get(method)
-        if r:
-            lines.append(f"| {method} | {r['accuracy']:.3f} | {r['malformed_rate']:.3f} | {r['mean_think_tokens']:.1f} | "
-                         f"{r['train_seconds']:.0f} |")
+    rows = [[method, f"{r['accuracy']:.3f}", f"{r['malformed_rate']:.3f}", f"{r['mean_think_tokens']:.1f}",
+             f"{r['train_seconds']:.0f}"] for method, r in ((m, results["methods"].get(m)) for m in METHODS) if r]
     b = results["majority_baseline"]
-    lines.append(f"| majority answer ({b['answer']!r}) | {b['accuracy']:.3f} | - | - | - |")
-    return "\n".join(lines)
+    rows.append([f"majority answer ({b['answer']!r})", f"{b['accuracy']:.3f}", "-", "-", "-"])
+    return markdown_table(("method", "accuracy", "malformed", "mean think tokens", "train wall (s)"), rows)
 
 
 def run_demo(cfg: DemoConfig) -> dict:
     from .eval.adapters import builtin_examples
-    from .tiny.base_stage import SHIPPED_BASE, has_shipped_base
+    from .tiny.shipped import SHIPPED_BASE
 
     torch.set_num_threads(cfg.threads)
-    logging.getLogger("scale_vlm").setLevel(logging.ERROR)
+    if cfg.base_model:
+        from .run_guard import check_local_path
+
+        check_local_path(cfg.base_model, "base model")
     out = _check_output_dir(cfg)
+    if cfg.quick_settings:
+        print("--quick set " + ", ".join(f"--{k} {v}" for k, v in cfg.quick_settings.items())
+              + " (options you give yourself are kept)", flush=True)
     t_start = time.time()
-    model, processor = _load_base(cfg, out)
-    base_dir = Path(cfg.base_model) if cfg.base_model else (SHIPPED_BASE if has_shipped_base() else out / "base")
-    del model, processor
+    base_dir = Path(base_model_dir(cfg.base_model, out)[0])
     train = make_benchmark(cfg.bench(cfg.seed, "train", cfg.num_train))
     test = make_benchmark(cfg.bench(cfg.seed, "test", cfg.num_test))
     train_sft = prepare_once(to_training_format(train), base_dir)
@@ -221,8 +213,10 @@ def run_demo(cfg: DemoConfig) -> dict:
         if cfg.progress:
             print(f"training {' and '.join(METHODS)} in parallel (progress bars: {METHODS[0]})", flush=True)
         # spawn: a clean interpreter per method (no forked torch threads); the inputs and results are this run's own.
-        with ProcessPoolExecutor(len(jobs), mp_context=multiprocessing.get_context("spawn")) as pool:
-            done = list(pool.map(_train_and_evaluate, *zip(*jobs)))
+        with ProcessPoolExecutor(len(jobs), mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=_inherit_log_level,
+                                 initargs=(logging.getLogger("scale_vlm").getEffectiveLevel(),)) as pool:
+            done = list(pool.map(_train_and_evaluate, *zip(*jobs), [True] * len(jobs)))
     else:
         done = [_train_and_evaluate(*job) for job in jobs]
     for method, (record, hist) in zip(METHODS, done):
@@ -235,9 +229,14 @@ def run_demo(cfg: DemoConfig) -> dict:
     md = [f"# scale-vlm demo (seed {cfg.seed}{', quick' if cfg.quick else ''})", "",
           f"{cfg.num_train} training questions, {cfg.max_steps} steps x {cfg.batch_size} per method, "
           f"{results['methods']['vanilla']['num_examples']} held-out questions, greedy decoding.", "", table, "",
-          f"Total wall time {results['total_seconds']:.0f} s. Curves: training_curves.png."]
+          f"Total wall time {results['total_seconds']:.0f} s. Curves: training_curves.png. Trained models: "
+          f"{', '.join(f'{m}/' for m in METHODS)} (usable with scale-vlm eval and grpo)."]
+    if cfg.quick:
+        md += ["", QUICK_NOTE]
     (out / "results.md").write_text("\n".join(md) + "\n")
     print("\n" + table)
-    print(f"\nwrote {out / 'results.json'}, {out / 'results.md'}, {out / 'training_curves.png'} "
-          f"({results['total_seconds']:.0f} s)")
+    if cfg.quick:
+        print("\n" + QUICK_NOTE)
+    print(f"\nwrote {out / 'results.json'}, {out / 'results.md'}, {out / 'training_curves.png'} and the trained "
+          f"models {', '.join(str(out / m) for m in METHODS)} ({results['total_seconds']:.0f} s)")
     return results

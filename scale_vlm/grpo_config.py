@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
 from trl import GRPOConfig
 
 from .segments import Tags
+from .sft_config import check_training_length
 
 
 @dataclass
@@ -40,10 +42,21 @@ class ScaleGRPOConfig(GRPOConfig):
     def __post_init__(self):
         if self.bf16 is None:
             self.bf16 = bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+        if not torch.cuda.is_available():
+            # Pinned memory only helps copies to a GPU; without one torch warns about it every epoch.
+            self.dataloader_pin_memory = False
+        for name in ("accuracy_weight", "format_weight"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):  # a negative weight would train the policy away from it
+                raise ValueError(f"{name} must be finite and >= 0, got {value}")
         if self.reward_weights is None:
+            if self.accuracy_weight == 0 and self.format_weight == 0:
+                raise ValueError("accuracy_weight and format_weight are both 0, so every reward is 0 and nothing is "
+                                 "learnt; give at least one a positive weight")
             self.reward_weights = [self.accuracy_weight, self.format_weight]
         super().__post_init__()
         self.tags  # validates the tags
+        check_training_length(self)
 
     @property
     def tags(self) -> Tags:

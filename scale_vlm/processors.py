@@ -46,7 +46,7 @@ def load_processor(name_or_path: str, trust_remote_code: bool = False, **kwargs)
         processor_cls = _declared_processor_class(name_or_path)
         if processor_cls is None or "video_processor" not in processor_cls.get_attributes():
             raise
-        logger.info("video processor unavailable (%s); loading %s for images only", err, processor_cls.__name__)
+        logger.debug("video processor unavailable (%s); loading %s for images only", err, processor_cls.__name__)
     tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code, **kwargs)
     image_processor = AutoImageProcessor.from_pretrained(name_or_path, trust_remote_code=trust_remote_code, **kwargs)
     chat_template = getattr(tokenizer, "chat_template", None)

@@ -65,6 +65,9 @@ class ScaleSFTConfig(SFTConfig):
     def __post_init__(self):
         if self.bf16 is None:
             self.bf16 = bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+        if not torch.cuda.is_available():
+            # Pinned memory only helps copies to a GPU; without one torch warns about it every epoch.
+            self.dataloader_pin_memory = False
         super().__post_init__()
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
@@ -77,6 +80,17 @@ class ScaleSFTConfig(SFTConfig):
         self.dataset_kwargs = {**(self.dataset_kwargs or {}), "skip_prepare_dataset": True}
         self.weight_schedule  # validates the schedule fields
         self.tags  # validates the tags
+        check_training_length(self)
+        if self.method == "scale":
+            schedule = self.weight_schedule
+            points = (0.0, 0.25, 0.5, 0.75, 1.0, self.schedule_step_at)
+            if all(sum(schedule(p)) == 0 for p in points):
+                # Loss and gradient would be 0 at every step: a "trained" model that is the initial one.
+                raise ValueError(
+                    "every schedule weight is 0 (think_weight_start/end, answer_weight_start/end), so the loss and its "
+                    "gradient are 0 at every step and nothing is learnt; give the think or answer segment a positive "
+                    "weight, e.g. --answer_weight_start 0.2 --answer_weight_end 0.8"
+                )
 
     @property
     def weight_schedule(self) -> WeightSchedule:
@@ -92,3 +106,13 @@ class ScaleSFTConfig(SFTConfig):
     @property
     def tags(self) -> Tags:
         return Tags(self.think_open, self.think_close, self.answer_open, self.answer_close)
+
+
+def check_training_length(args) -> None:
+    """Refuse a run that would train no step (shared by the SFT and GRPO configs)."""
+    if args.max_steps == 0:
+        raise ValueError("max_steps is 0, so no step would be trained; give a positive --max_steps, or leave it at -1 "
+                         "to train for --num_train_epochs")
+    if args.max_steps < 0 and not args.num_train_epochs > 0:
+        raise ValueError(f"num_train_epochs is {args.num_train_epochs} and max_steps is unset, so no step would be "
+                         "trained; give a positive --num_train_epochs or --max_steps")

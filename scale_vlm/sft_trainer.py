@@ -19,9 +19,10 @@ from accelerate.utils import is_peft_model
 
 from .data.collator import ScaleCollator
 from .data.prepare import PreparationReport, prepare_dataset
-from .lean_loss import add_lean_lm_head, lean_segment_loss
+from .lean_loss import add_lean_lm_head, check_data_parallel_only, lean_segment_loss
 from .loss import SegmentCounts, count_vector, per_token_nll, scale_loss, vanilla_loss
 from .processors import load_processor
+from .run_guard import attach_run_fingerprint, check_output_writable, check_resume
 from .schedules import training_progress
 from .sft_config import ScaleSFTConfig
 
@@ -64,6 +65,8 @@ class ScaleSFTTrainer(SFTTrainer):
             raise TypeError(f"args must be a ScaleSFTConfig, got {type(args).__name__}")
         if train_dataset is None:
             raise ValueError("`train_dataset` is required")
+        # Found now, not at the final save after all the training (see run_guard).
+        check_output_writable(args.output_dir)
         if processing_class is None:
             # Our loader works without torchvision for processors that also list a video processor.
             name = model if isinstance(model, str) else get_config_model_id(model.config)
@@ -79,6 +82,7 @@ class ScaleSFTTrainer(SFTTrainer):
             data_collator = ScaleCollator(processing_class, pad_to_multiple_of=args.pad_to_multiple_of)
         super().__init__(model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
                          processing_class=processing_class, data_collator=data_collator, **kwargs)
+        check_data_parallel_only(self)  # a clear error instead of a silently wrong loss under TP/CP/SP
         # The lean head computes the weighted NLL chunk by chunk, with its gradient, never building the logits.
         add_lean_lm_head(self.model.get_base_model() if is_peft_model(self.model) else self.model)
         # Our loss is already normalised by the step's global counts: Trainer must not divide it again.
@@ -87,6 +91,11 @@ class ScaleSFTTrainer(SFTTrainer):
         # Running sums over the logging window: think NLL, answer NLL, think tokens, answer tokens.
         self._segment_window = {"train": torch.zeros(4, dtype=torch.float64), "eval": torch.zeros(4, dtype=torch.float64)}
         self._weights = args.weight_schedule(0.0)
+        # Every checkpoint records the data and settings it belongs to; train() refuses a checkpoint of another run.
+        attach_run_fingerprint(self)
+
+    def train(self, resume_from_checkpoint=None, *args, **kwargs):
+        return super().train(check_resume(self, resume_from_checkpoint), *args, **kwargs)
 
     def _prepare(self, dataset, processor, args: ScaleSFTConfig, split: str):
         if "segment_ids" in dataset.column_names:
@@ -96,7 +105,8 @@ class ScaleSFTTrainer(SFTTrainer):
             image_root=args.image_root, num_proc=args.dataset_num_proc, progress=not args.disable_tqdm,
         )
         self.preparation_reports[split] = report
-        logger.warning("%s data: %s", split, report.summary())
+        # The one place the summary is logged: a warning only when examples were skipped.
+        (logger.warning if report.num_skipped else logger.info)("%s data: %s", split, report.summary())
         return prepared
 
     def get_batch_samples(self, epoch_iterator, num_batches, device):

@@ -184,3 +184,55 @@ GARBAGE_OUTPUTS = [
     "a" * 100_000, "<answer>" + "b" * 100_000, "```<answer>x</answer>```", "<\nthink\n>x<\n/\nthink\n>",
     "\u202e<answer>A</answer>\u202c", "<think>x</think><answer>A</answer>" * 50,
 ]
+
+
+# ------------------------------------------------------------------------------------------- file-level cases
+
+
+@dataclass
+class FileCase:
+    name: str
+    path: Path
+    split: str
+    rows: int | None  # rows loaded, or None when loading must fail
+    message: str = ""  # a fragment of the error (rows is None) or of the warning logged while loading
+
+
+def build_file_cases(root: Path) -> list[FileCase]:
+    """Whole data files of awkward shapes (written under ``root``, images under ``root/images``)."""
+    import json
+
+    write_images(root)
+    root = Path(root)
+    row = _row(good_response(1))
+    cases = []
+
+    def write(name: str, text: str | bytes) -> Path:
+        path = root / name
+        path.write_bytes(text if isinstance(text, bytes) else text.encode("utf-8"))
+        return path
+
+    one = write("single_object.json", json.dumps(row))
+    cases.append(FileCase("one example written as a single object", one, "train", 1))
+    splits = write("splits.json", json.dumps({"train": [row, row], "test": [row]}))
+    cases.append(FileCase("split mapping, train", splits, "train", 2))
+    cases.append(FileCase("split mapping, test", splits, "test", 1))
+    cases.append(FileCase("split mapping without the split", splits, "validation", None,
+                          "holds the splits ['train', 'test'] but not 'validation'"))
+    cases.append(FileCase("one non-split list", write("data_key.json", json.dumps({"data": [row] * 3})), "train", 3))
+    latin1 = json.dumps(row).replace("How many", "Caf\u00e9 how many").encode("latin-1") + b"\n"
+    cases.append(FileCase("latin-1 bytes", write("latin1.jsonl", latin1), "train", 1, "1 invalid UTF-8 byte(s)"))
+    cases.append(FileCase("misspelt local path", root / "trian.jsonl", "train", None, "not found"))
+    cases.append(FileCase("misspelt relative path", Path("data/trian.jsonl"), "train", None, "not found"))
+    return cases
+
+
+# Evaluation rows whose integer answer could be an index or a value ("answer": 3, choices ["1".."4"]): the gold
+# under each --answer_format ("error" = refused as ambiguous).
+AMBIGUOUS_EVAL_CASES = [
+    ({"question": "How many?", "answer": 3, "choices": ["1", "2", "3", "4"]}, {"auto": "error", "index": "D", "text": "C"}),
+    ({"question": "How many?", "answer": 1, "choices": ["0", "1", "2"]}, {"auto": "B", "index": "B", "text": "B"}),
+    ({"question": "How many?", "answer": 4, "choices": ["1", "2", "3", "4"]}, {"auto": "D", "index": "error", "text": "D"}),
+    ({"question": "Colour?", "answer": 1, "choices": ["red", "blue"]}, {"auto": "B", "index": "B", "text": "error"}),
+    ({"question": "How many?", "answer": "3", "choices": ["1", "2", "3", "4"]}, {"auto": "C", "index": "D", "text": "C"}),
+]

@@ -49,7 +49,7 @@ def test_demo_quick_end_to_end(tmp_path):
         state = json.loads((out / method / "trainer_state.json").read_text())
         assert any("loss_answer" in h for h in state["log_history"])
     assert (out / "results.md").is_file() and (out / "training_curves.png").stat().st_size > 1000
-    assert main(["--quick", "--output_dir", str(out)]) == 1  # refuses to overwrite
+    assert main(["--quick", "--output_dir", str(out)]) == 2  # refuses to overwrite (a user error: exit 2)
 
 
 def test_parallel_methods_match_sequential(tmp_path, monkeypatch, capsys):

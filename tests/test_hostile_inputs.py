@@ -236,3 +236,46 @@ def test_eval_jsonl_with_non_utf8_bytes_loads(tmp_path):
     path.write_bytes(json.dumps(row, ensure_ascii=False).encode("utf-8").replace("\u00e9".encode(), b"\xe9") + b"\n")
     examples = load_eval_dataset(str(path))
     assert examples[0].prompt.endswith("caf\ufffd")
+
+
+# ------------------------------------------------------------------------------------------ whole files
+
+
+def test_file_shapes_load_as_written_or_fail_clearly(tmp_path, caplog, monkeypatch):
+    import logging
+
+    from hostile_corpus import build_file_cases
+
+    from scale_vlm.data import prepare
+
+    # a misspelt local path must never become a hub lookup
+    monkeypatch.setattr(prepare, "load_dataset", lambda *a, **k: pytest.fail("hub lookup for a local path"))
+    caplog.set_level(logging.WARNING, logger="scale_vlm")
+    for case in build_file_cases(tmp_path):
+        caplog.clear()
+        if case.rows is None:
+            with pytest.raises((ValueError, FileNotFoundError), match=None) as info:
+                load_training_dataset(str(case.path), case.split)
+            assert case.message in str(info.value), (case.name, info.value)
+            continue
+        ds, _ = load_training_dataset(str(case.path), case.split)
+        assert len(ds) == case.rows, case.name
+        if case.message:
+            assert case.message in caplog.text, (case.name, caplog.text)
+
+
+def test_ambiguous_eval_answers_are_refused_unless_the_format_is_given(tmp_path):
+    from hostile_corpus import AMBIGUOUS_EVAL_CASES
+
+    from scale_vlm.eval.adapters import ColumnMapping, load_eval_dataset
+
+    for i, (row, expected) in enumerate(AMBIGUOUS_EVAL_CASES):
+        path = write_jsonl(tmp_path / f"amb{i}.jsonl", [{**row, "image": None}])
+        mapping = ColumnMapping(choices_column="choices")
+        for answer_format, gold in expected.items():
+            if gold == "error":
+                with pytest.raises(ValueError, match=r"^example 0: answer "):
+                    load_eval_dataset(str(path), columns=mapping, answer_format=answer_format)
+            else:
+                assert load_eval_dataset(str(path), columns=mapping, answer_format=answer_format)[0].gold == gold, (
+                    row, answer_format)

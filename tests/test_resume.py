@@ -8,7 +8,8 @@ are CPU float non-determinism (thread scheduling of reductions), which in practi
 relative differences.
 
 ``test_resume_after_sigkill`` runs the real CLI (``python -m scale_vlm.cli sft``) in a subprocess, SIGKILLs it as
-soon as a checkpoint appears, and resumes it; it is marked slow (three Python start-ups). The in-process variant
+soon as a checkpoint appears, and resumes it, then checks that a resume with other data is refused; it is marked
+slow (five Python start-ups). The in-process variant
 runs in the default suite.
 """
 
@@ -150,3 +151,12 @@ def test_resume_after_sigkill(tmp_path):
     worst = _compare(got, want, range(last + 1, KILL_STEPS + 1))
     print(f"resumed from checkpoint-{last}: max relative loss deviation {worst:.3g}")
     assert (out / "model.safetensors").is_file() and not list(out.glob("pytorch_model*.bin"))  # weights: safetensors only
+
+    # The same folder with other data: resuming from this run's checkpoint is refused (exit 2, one readable line),
+    # and the checkpoint is left as it was.
+    other = write_good_jsonl(tmp_path / "other", 6)
+    stale = subprocess.run(_sft_cmd(model, other, out, "--resume_from_checkpoint", "true"), env=subprocess_env(),
+                           capture_output=True, text=True, timeout=300, cwd=REPO_ROOT)
+    assert stale.returncode == 2, stale.stderr[-3000:]
+    assert f"refusing to resume from {out / f'checkpoint-{KILL_STEPS}'}" in stale.stderr
+    assert "the training data differ" in stale.stderr and "Traceback" not in stale.stderr

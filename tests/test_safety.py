@@ -96,14 +96,16 @@ def test_sft_cli_refuses_a_folder_holding_another_run(tmp_path, capsys):
     assert (out / "checkpoint-2" / "trainer_state.json").read_text() == kept
 
 
-def test_sft_cli_main_refuses_before_loading_anything(tmp_path):
+def test_sft_cli_main_refuses_before_loading_anything(tmp_path, capsys):
     from scale_vlm.cli import main
 
     out = tmp_path / "run"
     (out / "checkpoint-4").mkdir(parents=True)
-    with pytest.raises(SystemExit, match="already holds a run"):
-        main(["sft", "--model_name_or_path", str(tmp_path / "no-such-model"), "--dataset_name",
-              str(tmp_path / "no-such.jsonl"), "--output_dir", str(out), "--use_cpu", "true"])
+    # the missing model and data are not reached: the occupied output folder is reported first
+    assert main(["sft", "--model_name_or_path", str(tmp_path / "no-such-model"), "--dataset_name",
+                 str(tmp_path / "no-such.jsonl"), "--output_dir", str(out), "--use_cpu", "true"]) == 2
+    err = capsys.readouterr().err
+    assert "already holds a run" in err and "not found" not in err
     assert (out / "checkpoint-4").is_dir()
 
 

@@ -24,8 +24,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
 def _usage() -> str:
     width = max(len(name) for name in COMMANDS)
     lines = ["usage: scale-vlm <command> [options]   (scale-vlm <command> --help)", "", "commands:"]
+    tail = ["", "errors print as 'scale-vlm <command>: error: ...' with exit status 2; add --traceback for the trace"]
     lines += [f"  {name:<{width}}  {help_}" for name, (_, help_) in COMMANDS.items()]
-    return "\n".join(lines)
+    return "\n".join(lines + tail)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,8 +43,10 @@ def main(argv: list[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"scale-vlm: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
+    from .common import run_command
+
     module = importlib.import_module(COMMANDS[name][0])
-    return int(module.main(rest) or 0)
+    return run_command(name, module.main, rest)
 
 
 if __name__ == "__main__":

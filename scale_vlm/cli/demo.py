@@ -8,10 +8,15 @@ from ..demo import DemoConfig, run_demo
 
 
 def main(argv: list[str]) -> int:
-    (cfg,) = TrlParser((DemoConfig,)).parse_args_and_config(args=argv)
-    try:
-        run_demo(cfg)
-    except FileExistsError as err:
-        print(f"scale-vlm demo: {err}")
-        return 1
+    from .common import run_command
+
+    return run_command("demo", _main, argv)
+
+
+def _main(argv: list[str]) -> int:
+    from .common import parse, pipeline_logging
+
+    (cfg,) = parse(TrlParser((DemoConfig,), prog="scale-vlm demo"), argv)
+    pipeline_logging()  # the training workers take this level over
+    run_demo(cfg)
     return 0

@@ -6,19 +6,19 @@ lengths, per-category breakdown). Options can also come from ``--config file.yam
 
 from __future__ import annotations
 
-import sys
-
 
 def main(argv: list[str]) -> int:
+    from .common import run_command
+
+    return run_command("eval", _main, argv)
+
+
+def _main(argv: list[str]) -> int:
     from trl import TrlParser
 
     from ..eval.evaluate import EvalConfig, run_eval
+    from .common import parse
 
-    parser = TrlParser((EvalConfig,), prog="scale-vlm eval")
-    try:
-        (cfg,) = parser.parse_args_and_config(argv)
-        run_eval(cfg)
-    except (ValueError, FileExistsError, FileNotFoundError) as err:
-        print(f"scale-vlm eval: error: {err}", file=sys.stderr)
-        return 2
+    (cfg,) = parse(TrlParser((EvalConfig,), prog="scale-vlm eval"), argv)
+    run_eval(cfg)
     return 0

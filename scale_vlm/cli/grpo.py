@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,14 +17,33 @@ from pathlib import Path
 @dataclass
 class GRPOScriptArguments:
     model_name_or_path: str = field(default=None, metadata={"help": "SFT checkpoint folder (or hub name)"})
-    dataset: str = field(default="builtin", metadata={"help": "builtin, scienceqa, iconqa or a local dataset path"})
+    dataset: str = field(default="builtin", metadata={
+        "help": "builtin, scienceqa, iconqa, or a local dataset path (the SFT data file works as it is)"})
     dataset_split: str = field(default="train", metadata={"help": "split to draw GRPO prompts from"})
-    adapter: str = field(default="auto", metadata={"help": "dataset schema (as in scale-vlm eval)"})
+    adapter: str = field(default="auto", metadata={
+        "help": "dataset schema (as in scale-vlm eval): auto, scienceqa, iconqa, builtin, columns, sft"})
     limit: int | None = field(default=None, metadata={"help": "use only the first N prompts"})
     builtin_size: int = field(default=512, metadata={"help": "--dataset builtin: prompts to generate"})
     builtin_seed: int = field(default=0, metadata={"help": "--dataset builtin: generation seed"})
     image_only: bool = field(default=False, metadata={"help": "keep only prompts with an image"})
     threads: int | None = field(default=None, metadata={"help": "torch CPU threads (default: torch's choice)"})
+    # The generic adapter's column mapping, as in scale-vlm eval (an SFT data file needs none: adapter 'sft').
+    image_column: str | None = field(default="image", metadata={"help": "generic adapter: image column ('' = none)"})
+    question_column: str = field(default="question", metadata={"help": "generic adapter: question column"})
+    answer_column: str = field(default="answer", metadata={"help": "generic adapter: answer column"})
+    choices_column: str | None = field(default=None, metadata={"help": "generic adapter: choices column"})
+    id_column: str | None = field(default=None, metadata={"help": "generic adapter: id column"})
+    answer_format: str = field(default="auto", metadata={
+        "help": "with choices: 'index' (0-based option indices), 'text' (letter or choice text) or 'auto'"})
+
+    def columns(self):
+        from ..eval.adapters import ColumnMapping
+
+        mapping = ColumnMapping(image_column=self.image_column or None, question_column=self.question_column,
+                                answer_column=self.answer_column, choices_column=self.choices_column or None,
+                                id_column=self.id_column or None)
+        # Only an explicit mapping forces the generic adapter under "auto" (as in scale-vlm eval).
+        return None if mapping == ColumnMapping() and self.adapter != "columns" else mapping
 
 
 def run(script: GRPOScriptArguments, args) -> dict:
@@ -33,6 +51,7 @@ def run(script: GRPOScriptArguments, args) -> dict:
 
     from ..grpo_trainer import ScaleGRPOTrainer, load_grpo_dataset
     from ..processors import load_processor
+    from ..run_guard import check_local_path, check_output_writable
 
     if not script.model_name_or_path:
         raise ValueError("--model_name_or_path is required")
@@ -41,11 +60,13 @@ def run(script: GRPOScriptArguments, args) -> dict:
     out = Path(args.output_dir)
     if out.is_dir() and any(out.iterdir()) and not args.overwrite_output_dir:
         raise ValueError(f"{out} is not empty; pass --overwrite_output_dir to write into it")
+    check_local_path(script.model_name_or_path, "model")
+    check_output_writable(out)  # before training, not at the final save
     if script.threads:
         torch.set_num_threads(script.threads)
     dataset = load_grpo_dataset(script.dataset, script.dataset_split, limit=script.limit, seed=script.builtin_seed,
                                 builtin_size=script.builtin_size, image_only=script.image_only, tags=args.tags,
-                                adapter=script.adapter)
+                                adapter=script.adapter, columns=script.columns(), answer_format=script.answer_format)
     from transformers import AutoModelForImageTextToText
 
     model = AutoModelForImageTextToText.from_pretrained(script.model_name_or_path,
@@ -67,15 +88,17 @@ def run(script: GRPOScriptArguments, args) -> dict:
 
 
 def main(argv: list[str]) -> int:
+    from .common import run_command
+
+    return run_command("grpo", _main, argv)
+
+
+def _main(argv: list[str]) -> int:
     from trl import TrlParser
 
     from ..grpo_config import ScaleGRPOConfig
+    from .common import parse
 
-    parser = TrlParser((GRPOScriptArguments, ScaleGRPOConfig), prog="scale-vlm grpo")
-    try:
-        script, args = parser.parse_args_and_config(argv)
-        run(script, args)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"scale-vlm grpo: error: {err}", file=sys.stderr)
-        return 2
+    script, args = parse(TrlParser((GRPOScriptArguments, ScaleGRPOConfig), prog="scale-vlm grpo"), argv)
+    run(script, args)
     return 0

@@ -26,10 +26,10 @@ class InspectArguments:
     json: bool = field(default=False, metadata={"help": "Print JSON instead of the human-readable view."})
     max_length: int | None = field(default=None, metadata={"help": "Check truncation against this length."})
     image_root: str | None = field(default=None, metadata={"help": "Folder for relative image paths."})
-    think_open: str = "<think>"
-    think_close: str = "</think>"
-    answer_open: str = "<answer>"
-    answer_close: str = "</answer>"
+    think_open: str = field(default="<think>", metadata={"help": "Opening think tag."})
+    think_close: str = field(default="</think>", metadata={"help": "Closing think tag."})
+    answer_open: str = field(default="<answer>", metadata={"help": "Opening answer tag."})
+    answer_close: str = field(default="</answer>", metadata={"help": "Closing answer tag."})
     bad_example_policy: str = field(default="error", metadata={"help": "'error' or 'skip' bad examples."})
     trust_remote_code: bool = field(default=False, metadata={"help": "Allow custom code from the model repo."})
 
@@ -66,7 +66,14 @@ def imbalance_summary(think_counts: list[int], answer_counts: list[int]) -> dict
 
 
 def main(argv: list[str] | None = None) -> int:
-    (args,) = TrlParser((InspectArguments,), prog="scale-vlm inspect-data").parse_args_and_config(argv)
+    from ..run_guard import check_local_path
+    from .common import parse
+
+    (args,) = parse(TrlParser((InspectArguments,), prog="scale-vlm inspect-data"), argv)
+    if not args.model_name_or_path or not args.dataset_name:
+        raise ValueError("--model_name_or_path and --dataset_name are required")
+    check_local_path(args.model_name_or_path, "model")
+    check_local_path(args.dataset_name, "dataset")
     from ..data.prepare import load_training_dataset
     from ..processors import load_processor
 

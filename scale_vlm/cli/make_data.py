@@ -14,6 +14,21 @@ from trl import TrlParser
 from ..bench.dataset import BenchConfig, make_benchmark, write_messages_jsonl, write_sharegpt_json
 
 FORMATS = ("messages", "sharegpt", "hf")
+# Help of the benchmark options (BenchConfig documents them in comments, which argparse cannot show).
+BENCH_HELP = {
+    "seed": "seed of the generated scenes, questions and traces",
+    "num_examples": "training examples to write (the 'train' split)",
+    "split": "random stream of the first split ('train' and 'test' never share one)",
+    "task_mix": "task families and weights, family:weight comma separated (count, attribute, spatial, compare)",
+    "trace_verbosity": "reasoning length: 0 terse, 1 + restated goal and a re-check, 2 + cell-by-cell pass",
+    "trace_style": "task steps: 'lookup' (cells named at once) or 'walkthrough' (object by object)",
+    "scan_order": "scanned objects as 'top left red circle' (cell_first) or 'red circle at top left' (object_first)",
+    "teacher_error_rate": "fraction of traces with one wrong, answer-irrelevant detail",
+    "option_letter_fraction": "fraction of questions answered by an option letter",
+    "max_objects": "most objects per scene (2-9, on a 3x3 grid)",
+    "jitter": "pixels of random shift per shape (0: patch-aligned)",
+    "size_jitter": "pixels of random size change per shape",
+}
 
 
 @dataclass
@@ -25,14 +40,18 @@ class MakeDataArgs:
 
 
 def main(argv: list[str]) -> int:
-    args, bench = TrlParser((MakeDataArgs, BenchConfig)).parse_args_and_config(args=argv)
+    from .common import parse
+
+    parser = TrlParser((MakeDataArgs, BenchConfig), prog="scale-vlm make-data")
+    for action in parser._actions:
+        if not action.help and action.dest in BENCH_HELP:
+            action.help = BENCH_HELP[action.dest]  # the parser appends the default
+    args, bench = parse(parser, argv)
     if args.format not in FORMATS:
-        print(f"scale-vlm make-data: --format must be one of {FORMATS}")
-        return 2
+        raise ValueError(f"--format must be one of {FORMATS}, got {args.format!r}")
     out = Path(args.output_dir)
     if out.exists() and any(out.iterdir()) and not args.overwrite_output_dir:
-        print(f"scale-vlm make-data: {out} is not empty; pass --overwrite_output_dir")
-        return 1
+        raise FileExistsError(f"{out} is not empty; pass --overwrite_output_dir to write into it")
     splits = {"train": make_benchmark(bench)}
     if args.num_test > 0:
         test_cfg = BenchConfig(**{**vars(bench), "split": "test", "num_examples": args.num_test})

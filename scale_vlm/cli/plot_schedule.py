@@ -12,16 +12,18 @@ from ..schedules import WeightSchedule, plot_schedule
 @dataclass
 class ScheduleArguments:
     schedule: str = field(default="cosine", metadata={"help": "cosine | linear | constant | step"})
-    think_weight_start: float = 0.8
-    think_weight_end: float = 0.2
-    answer_weight_start: float = 0.2
-    answer_weight_end: float = 0.8
-    schedule_step_at: float = 0.5
+    think_weight_start: float = field(default=0.8, metadata={"help": "Think weight at the start of training."})
+    think_weight_end: float = field(default=0.2, metadata={"help": "Think weight at the end of training."})
+    answer_weight_start: float = field(default=0.2, metadata={"help": "Answer weight at the start of training."})
+    answer_weight_end: float = field(default=0.8, metadata={"help": "Answer weight at the end of training."})
+    schedule_step_at: float = field(default=0.5, metadata={"help": "Progress at which the 'step' schedule switches."})
     out: str | None = field(default=None, metadata={"help": "Write a PNG plot here."})
 
 
 def main(argv: list[str] | None = None) -> int:
-    (args,) = TrlParser((ScheduleArguments,), prog="scale-vlm plot-schedule").parse_args_and_config(argv)
+    from .common import parse
+
+    (args,) = parse(TrlParser((ScheduleArguments,), prog="scale-vlm plot-schedule"), argv)
     schedule = WeightSchedule(args.schedule, args.think_weight_start, args.think_weight_end,
                               args.answer_weight_start, args.answer_weight_end, args.schedule_step_at)
     print(f"{'progress':>8}  {'w_think':>7}  {'w_answer':>8}")

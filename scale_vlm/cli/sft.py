@@ -5,12 +5,16 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
+import sys
+import time
 from dataclasses import asdict, dataclass, field
 
 import yaml
 from trl import ModelConfig, ScriptArguments, TrlParser
 
 from ..sft_config import ScaleSFTConfig
+from .common import parse
 
 logger = logging.getLogger(__name__)
 RUN_MARKERS = ("trainer_state.json", "model.safetensors", "scale_config.yaml")
@@ -23,18 +27,41 @@ class SFTScriptArguments(ScriptArguments):
     dataset_name: str | None = field(default=None, metadata={"help": "Data file, datasets folder or dataset name."})
 
 
+def _previous_run_files(out: str) -> list[str]:
+    return sorted(e for e in os.listdir(out) if e.startswith("checkpoint-") or e in RUN_MARKERS + ("data_report.json",))
+
+
 def check_output_dir(args: ScaleSFTConfig) -> None:
     """Refuse to start in a folder that holds another run, unless resuming or explicitly overwriting."""
     out = args.output_dir
     if not out or not os.path.isdir(out) or args.overwrite_output_dir or args.resume_from_checkpoint:
         return
-    entries = os.listdir(out)
-    found = [e for e in entries if e.startswith("checkpoint-") or e in RUN_MARKERS]
+    found = _previous_run_files(out)
     if found:
+        # SystemExit, as before for API callers; the command line prints it in the one error style (exit 2).
         raise SystemExit(
-            f"scale-vlm sft: output_dir {out!r} already holds a run ({', '.join(sorted(found)[:3])}). "
+            f"scale-vlm sft: output_dir {out!r} already holds a run ({', '.join(found[:3])}). "
             "Resume it with --resume_from_checkpoint, choose another --output_dir, or pass --overwrite_output_dir."
         )
+
+
+def move_previous_run_aside(args: ScaleSFTConfig) -> str | None:
+    """With ``--overwrite_output_dir`` (and no resume), move the previous run's checkpoints and result files into
+    ``previous-run-<time>/``, so that a later ``--resume_from_checkpoint true`` can never take them for this run's.
+    Moved, not deleted: the user may still want them. Returns the folder they went to."""
+    out = args.output_dir
+    if not (args.overwrite_output_dir and not args.resume_from_checkpoint and out and os.path.isdir(out)):
+        return None
+    found = _previous_run_files(out)
+    if not found or int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) != 0:
+        return None  # the main process moves the files; the other ranks never read them
+    aside = os.path.join(out, time.strftime("previous-run-%Y%m%d-%H%M%S"))
+    os.makedirs(aside, exist_ok=True)
+    for name in found:
+        shutil.move(os.path.join(out, name), os.path.join(aside, name))
+    print(f"scale-vlm sft: --overwrite_output_dir: moved the previous run's {', '.join(found[:4])}"
+          f"{' ...' if len(found) > 4 else ''} to {aside} (delete it when no longer needed)", file=sys.stderr)
+    return aside
 
 
 def is_complete_checkpoint(path: str) -> bool:
@@ -62,9 +89,11 @@ def resolve_resume_checkpoint(output_dir: str, resume) -> str | None:
             if is_complete_checkpoint(path):
                 return path
             logger.warning("skipping incomplete checkpoint %s (the run died while writing it)", path)
-        raise SystemExit(f"scale-vlm sft: no complete checkpoint to resume from in {output_dir!r}")
+        raise ValueError(f"no complete checkpoint to resume from in {output_dir!r}; start without "
+                         "--resume_from_checkpoint")
     if not is_complete_checkpoint(str(resume)):
-        raise SystemExit(f"scale-vlm sft: {resume!r} is not a complete checkpoint (no trainer_state.json or weights)")
+        raise ValueError(f"{resume!r} is not a complete checkpoint (no trainer_state.json or weights); pass "
+                         "--resume_from_checkpoint true to take the newest complete one")
     return str(resume)
 
 
@@ -75,13 +104,18 @@ def run_sft(script_args: SFTScriptArguments, training_args: ScaleSFTConfig, mode
 
     from ..data.prepare import load_training_dataset
     from ..processors import load_processor
+    from ..run_guard import check_local_path, check_output_writable
     from ..sft_trainer import ScaleSFTTrainer
 
     if not model_args.model_name_or_path:
-        raise SystemExit("scale-vlm sft: --model_name_or_path is required")
+        raise ValueError("--model_name_or_path is required")
     if not script_args.dataset_name:
-        raise SystemExit("scale-vlm sft: --dataset_name is required")
+        raise ValueError("--dataset_name is required")
     check_output_dir(training_args)
+    check_local_path(model_args.model_name_or_path, "model")
+    check_local_path(script_args.dataset_name, "dataset")
+    check_output_writable(training_args.output_dir)  # before training, not at the final save
+    move_previous_run_aside(training_args)
     resume = resolve_resume_checkpoint(training_args.output_dir, training_args.resume_from_checkpoint)
 
     model_kwargs = dict(
@@ -110,8 +144,23 @@ def run_sft(script_args: SFTScriptArguments, training_args: ScaleSFTConfig, mode
         if report is not None:
             with open(os.path.join(training_args.output_dir, "data_report.json"), "w") as f:
                 json.dump(report.to_dict(), f, indent=2)
-            print(report.summary())
+        fix_model_card(training_args.output_dir, model_args.model_name_or_path)
+        print(f"saved the model, processor, scale_config.yaml and data_report.json to {training_args.output_dir}")
     return trainer
+
+
+def fix_model_card(output_dir: str, base: str) -> None:
+    """TRL's model card names the base model only when it is a hub id; for a local base it writes
+    "fine-tuned version of [None](https://huggingface.co/None)". Name the local base instead."""
+    path = os.path.join(output_dir, "README.md")
+    if not os.path.isfile(path):
+        return
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    text = text.replace("[None](https://huggingface.co/None)", f"the local model `{base}`")
+    text = text.replace('model="None"', f'model="{output_dir}"')
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
 
 
 def save_resolved_config(output_dir: str, script_args, training_args: ScaleSFTConfig, model_args) -> str:
@@ -137,9 +186,37 @@ def _plain(value):
     return str(value)
 
 
+SCALE_OPTIONS = ("method", "schedule", "think_weight_start", "think_weight_end", "answer_weight_start",
+                 "answer_weight_end", "schedule_step_at", "normalization", "loss_impl", "think_open", "think_close",
+                 "answer_open", "answer_close", "bad_example_policy", "image_root", "freeze_vision_tower")
+ESSENTIAL_OPTIONS = ("config", "model_name_or_path", "dataset_name", "dataset_train_split", "output_dir",
+                     "overwrite_output_dir", "resume_from_checkpoint", "max_steps", "num_train_epochs",
+                     "per_device_train_batch_size", "gradient_accumulation_steps", "learning_rate", "max_length",
+                     "save_steps", "use_cpu", "use_peft", "lora_r")
+
+
+def group_options_first(parser) -> None:
+    """Show the SCALe and the essential options at the top of ``--help`` (TRL's hundreds of options follow), and
+    keep the usage line short."""
+    parser.usage = "scale-vlm sft [--config FILE.yaml] --model_name_or_path M --dataset_name D --output_dir O [options]"
+    groups = []
+    for title, names in (("SCALe options", SCALE_OPTIONS), ("essential options", ESSENTIAL_OPTIONS)):
+        group = parser.add_argument_group(title)
+        for name in names:
+            for old in parser._action_groups:
+                for action in list(old._group_actions):
+                    if action.dest == name and old is not group:
+                        old._group_actions.remove(action)
+                        group._group_actions.append(action)
+        parser._action_groups.remove(group)
+        groups.append(group)
+    parser._action_groups[1:1] = groups
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = TrlParser((SFTScriptArguments, ScaleSFTConfig, ModelConfig), prog="scale-vlm sft")
-    script_args, training_args, model_args = parser.parse_args_and_config(argv)
+    group_options_first(parser)
+    script_args, training_args, model_args = parse(parser, argv)
     logging.basicConfig(level=logging.INFO if training_args.should_log else logging.WARNING)
     run_sft(script_args, training_args, model_args)
     return 0

@@ -96,7 +96,8 @@ def load_image(image: Any, index: int | None = None, image_root: str | None = No
             if image_root and not os.path.isabs(path):
                 path = os.path.join(image_root, path)
             if not os.path.isfile(path):
-                raise ExampleError(index, f"image file not found: {path}", "image_missing")
+                raise ExampleError(index, f"image file not found: {path}{_where_relative(image, image_root)}",
+                                   "image_missing")
             img = Image.open(path)
         else:
             raise ExampleError(index, f"unsupported image value of type {type(image).__name__}", "image_type")
@@ -115,6 +116,17 @@ def load_image(image: Any, index: int | None = None, image_root: str | None = No
         raise ExampleError(index, f"image is too large to decode ({err})", "image_huge") from err
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise ExampleError(index, f"image could not be loaded ({type(err).__name__}: {err})", "image_unreadable") from err
+
+
+def _where_relative(image: Any, image_root: str | None) -> str:
+    """For a relative path, say what it was resolved against and how to change that."""
+    given = os.fspath(image if not isinstance(image, dict) else image["path"])
+    if os.path.isabs(given):
+        return ""
+    if image_root:
+        return f" (relative path {given!r} resolved against image_root {image_root!r})"
+    return (f" (relative path {given!r} resolved against the working directory {os.getcwd()!r}; set image_root "
+            "(--image_root) to the folder the paths are relative to)")
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:

@@ -34,6 +34,7 @@ class PreparationReport:
     kept: int = 0
     skipped: Counter = field(default_factory=Counter)
     examples: list[str] = field(default_factory=list)  # first few skip messages, for the log
+    skipped_indices: dict[str, list[int]] = field(default_factory=dict)  # reason -> indices of the skipped examples
     think_tokens: int = 0
     answer_tokens: int = 0
 
@@ -57,6 +58,7 @@ class PreparationReport:
             "total": self.total,
             "kept": self.kept,
             "skipped": dict(self.skipped),
+            "skipped_examples": {k: list(v) for k, v in sorted(self.skipped_indices.items())},
             "think_tokens": self.think_tokens,
             "answer_tokens": self.answer_tokens,
         }
@@ -111,10 +113,11 @@ def prepare_dataset(
     )
     report = PreparationReport(total=len(dataset))
     reasons = rendered[_SKIP]
-    for reason in reasons:
+    for index, reason in enumerate(reasons):
         if reason:
             key, message = reason.split("\t", 1)
             report.skipped[key] += 1
+            report.skipped_indices.setdefault(key, []).append(index)
             if len(report.examples) < 5:
                 report.examples.append(message)
     if report.num_skipped:
@@ -130,7 +133,8 @@ def prepare_dataset(
     for seg in rendered["segment_ids"]:
         report.think_tokens += sum(1 for s in seg if s == SEGMENT_THINK)
         report.answer_tokens += sum(1 for s in seg if s == SEGMENT_ANSWER)
-    logger.warning(report.summary()) if report.num_skipped else logger.info(report.summary())
+    # The caller reports the summary (ScaleSFTTrainer logs it once; scale-vlm sft writes data_report.json).
+    logger.debug(report.summary())
     return rendered, report
 
 
@@ -156,18 +160,27 @@ def load_training_dataset(name_or_path: str, split: str = "train", image_root: s
 
     Returns the dataset and the folder that relative image paths resolve against.
     """
+    from ..run_guard import check_local_path
+
     if os.path.isdir(name_or_path) and os.path.exists(os.path.join(name_or_path, "dataset_info.json")):
         ds = load_from_disk(name_or_path)
         return (ds[split] if hasattr(ds, "keys") else ds), image_root or name_or_path
+    if os.path.isdir(name_or_path) and os.path.exists(os.path.join(name_or_path, "dataset_dict.json")):
+        splits = load_from_disk(name_or_path)
+        if split not in splits:
+            raise ValueError(f"{name_or_path} has no split {split!r}; available: {sorted(splits)} "
+                             "(choose one with --dataset_train_split)")
+        return splits[split], image_root or name_or_path
     if os.path.isfile(name_or_path):
         root = image_root or os.path.dirname(os.path.abspath(name_or_path))
         if name_or_path.endswith((".json", ".jsonl")):
-            return _rows_to_dataset(read_json_rows(name_or_path), name_or_path), root
+            return _rows_to_dataset(read_json_rows(name_or_path, split), name_or_path), root
         if name_or_path.endswith(".parquet"):
             return Dataset.from_parquet(name_or_path), root
         raise ValueError(f"unsupported data file {name_or_path!r}: use .json, .jsonl or .parquet")
     if os.path.exists(name_or_path):
         raise ValueError(f"{name_or_path!r} is neither a data file nor a datasets folder")
+    check_local_path(name_or_path, "dataset")  # a misspelt local path is "not found" now, not a hub lookup
     return load_dataset(name_or_path, split=split), image_root
 
 
@@ -180,15 +193,25 @@ def _rows_to_dataset(rows: list, path: str) -> Dataset:
     return Dataset.from_dict({RAW_JSON_COLUMN: [json.dumps(r, ensure_ascii=False) for r in rows]})
 
 
-def read_json_rows(path) -> list[dict]:
-    """Rows of a JSON list (or ``{"data": [...]}``-style mapping holding one) or of a JSONL file.
+SPLIT_NAMES = ("train", "test", "validation", "valid", "val", "dev", "eval")
+EXAMPLE_KEYS = {"messages", "conversations", "prompt", "completion", "images", "image", "question", "answer", "choices"}
+
+
+def read_json_rows(path, split: str | None = None) -> list[dict]:
+    """Rows of a JSON list, of a JSONL file, of a ``{split: [...]}`` / ``{"data": [...]}`` mapping, or the one
+    example of a file that holds a single object.
+
+    A mapping whose values are all lists is a set of splits: ``split`` picks one, and a file without that split is
+    an error naming the ones it has (never silently the first list). Any other object is one example.
 
     Read as text with replacement: a stray non-UTF-8 byte becomes U+FFFD instead of killing the run ("utf-8-sig"
-    also drops a byte-order mark, which would otherwise make the first line invalid JSON). Shared by training data
-    loading and the evaluation adapters."""
+    also drops a byte-order mark, which would otherwise make the first line invalid JSON); the replaced bytes are
+    counted and logged with their lines. Shared by training data loading and the evaluation adapters."""
     path = os.fspath(path)
-    with open(path, encoding="utf-8-sig", errors="replace") as f:
-        text = f.read()
+    with open(path, "rb") as f:
+        raw = f.read()
+    text = raw.decode("utf-8-sig", errors="replace")
+    _report_replaced_bytes(path, raw, text)
     if path.endswith(".jsonl"):
         rows = []
         for lineno, line in enumerate(text.splitlines(), start=1):
@@ -202,8 +225,31 @@ def read_json_rows(path) -> list[dict]:
         data = json.loads(text)
     except json.JSONDecodeError as err:
         raise ValueError(f"{path}: not valid JSON ({err})") from err
-    if isinstance(data, dict):  # {"data": [...]} or {split: [...]}
-        data = next((v for v in data.values() if isinstance(v, list)), data)
+    if isinstance(data, dict):
+        lists = [k for k, v in data.items() if isinstance(v, list)]
+        # {split: [...]} or {"data": [...]}; an example's own list columns (messages, images...) are not splits
+        if data and len(lists) == len(data) and not set(data) & EXAMPLE_KEYS:
+            if split is not None and split in data:
+                return data[split]
+            if len(lists) == 1 and lists[0] not in SPLIT_NAMES:
+                return data[lists[0]]
+            raise ValueError(
+                f"{path} holds the splits {lists} but not {split!r}; choose one with "
+                f"--dataset_train_split (training) or --split / --dataset_split (eval, GRPO)"
+            )
+        return [data]  # one example written as a single object
     if not isinstance(data, list):
-        raise ValueError(f"{path}: expected a JSON list of examples, got {type(data).__name__}")
+        raise ValueError(f"{path}: expected a JSON list of examples (or one example object), got {type(data).__name__}")
     return data
+
+
+def _report_replaced_bytes(path: str, raw: bytes, text: str) -> int:
+    """Count the bytes that were not UTF-8 (each became U+FFFD) and log how many and on which lines."""
+    replaced = text.count("\ufffd") - raw.count("\ufffd".encode())
+    if replaced > 0:
+        lines = [i for i, line in enumerate(text.splitlines(), start=1) if "\ufffd" in line]
+        logger.warning(
+            "%s: %d invalid UTF-8 byte(s) (e.g. Latin-1 text) replaced by U+FFFD, on line(s) %s; re-encode the file "
+            "as UTF-8 to keep those characters", path, replaced, ", ".join(map(str, lines[:10])) + (" ..." if len(lines) > 10 else ""),
+        )
+    return replaced

@@ -7,8 +7,9 @@ or a hub dataset name through ``datasets.load_dataset``.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,10 @@ KNOWN_DATASETS: dict[str, tuple[str, str | None]] = {
     ICONQA_HUB.lower(): ("iconqa", ICONQA_HUB),
     "builtin": ("builtin", None),
 }
-ADAPTERS = ("auto", "scienceqa", "iconqa", "builtin", "columns")
+ADAPTERS = ("auto", "scienceqa", "iconqa", "builtin", "columns", "sft")
+# How an answer relates to its choices: a 0-based option index, a letter / the choice's text, or decided per row
+# (an integer that could be both is refused; see _letter_gold).
+ANSWER_FORMATS = ("auto", "index", "text")
 
 
 @dataclass
@@ -57,6 +61,8 @@ class ColumnMapping:
     choices_column: str | None = None
     category_column: str | None = None
     id_column: str | None = None
+    answer_format: str = "auto"
+    """With a choices column: 'index' (0-based option index), 'text' (letter or choice text) or 'auto'."""
 
 
 # ----------------------------------------------------------------------------------------------- images
@@ -112,18 +118,41 @@ def build_prompt(question: str, choices: Sequence[str] = (), context: str | None
     return "\n".join(lines)
 
 
-def _letter_gold(answer: Any, choices: Sequence[str], where: str) -> str:
-    """Gold as an option letter: from an index, a letter, or the text of one of the choices."""
+def _letter_gold(answer: Any, choices: Sequence[str], where: str, answer_format: str = "auto") -> str:
+    """Gold as an option letter, from an answer that is an option index, a letter, or the text of a choice.
+
+    ``answer_format``: ``index`` (a 0-based option index), ``text`` (a letter or a choice's text) or ``auto``. Under
+    ``auto`` an integer is an index, unless it is also the text of a *different* choice ("answer": 3 with choices
+    ["1", "2", "3", "4"]): then the row is ambiguous and refused, since either reading scores against a wrong gold
+    for a whole data set."""
+    if answer_format not in ANSWER_FORMATS:
+        raise ValueError(f"answer_format must be one of {ANSWER_FORMATS}, got {answer_format!r}")
     if isinstance(answer, bool):
         raise ValueError(f"{where}: answer {answer!r} is not an option index or text")
-    if isinstance(answer, int):
-        if not 0 <= answer < len(choices):
-            raise ValueError(f"{where}: answer index {answer} is outside the {len(choices)} choices {list(choices)}")
-        return OPTION_LETTERS[answer]
-    index = resolve_option(str(answer), choices)
-    if index is None:
+    is_int = isinstance(answer, numbers.Integral)
+    if answer_format == "index":
+        if isinstance(answer, str) and answer.strip().isdigit():
+            answer, is_int = int(answer.strip()), True
+        if not is_int:
+            raise ValueError(f"{where}: answer {answer!r} is not an option index (answer_format is 'index')")
+    by_text = None if answer_format == "index" else resolve_option(str(answer), choices)
+    if is_int and answer_format != "text":
+        index = int(answer)
+        in_range = 0 <= index < len(choices)
+        if answer_format == "auto" and by_text is not None and (not in_range or by_text != index):
+            if not in_range:
+                return OPTION_LETTERS[by_text]  # only the value reading exists
+            raise ValueError(
+                f"{where}: answer {answer!r} is ambiguous with choices {list(choices)}: as a 0-based index it is "
+                f"({OPTION_LETTERS[index]}) {choices[index]!r}, as a value it is ({OPTION_LETTERS[by_text]}) "
+                f"{choices[by_text]!r}. Say which: --answer_format index or --answer_format text"
+            )
+        if not in_range:
+            raise ValueError(f"{where}: answer index {index} is outside the {len(choices)} choices {list(choices)}")
+        return OPTION_LETTERS[index]
+    if by_text is None:
         raise ValueError(f"{where}: answer {answer!r} matches none of the choices {list(choices)}")
-    return OPTION_LETTERS[index]
+    return OPTION_LETTERS[by_text]
 
 
 def _require(row: Mapping, keys: Iterable[str], where: str, schema: str) -> None:
@@ -138,10 +167,12 @@ def _require(row: Mapping, keys: Iterable[str], where: str, schema: str) -> None
 def scienceqa_examples(
     rows: Iterable[Mapping], *, image_only: bool = False, tags: Tags = DEFAULT_TAGS,
     base_dir: Path | None = None, category_column: str = "category", limit: int | None = None,
+    answer_format: str = "index",
 ) -> list[EvalExample]:
     """ScienceQA rows (``image``, ``question``, ``choices``, ``answer`` index, ``hint``, ``subject``,
     ``category``) with the conventional context/question/options prompt; the gold is the option letter.
-    ``image_only`` keeps only questions with an image (the usual "IMG" subset)."""
+    ``image_only`` keeps only questions with an image (the usual "IMG" subset). The schema's answer is an option
+    index (``answer_format="index"``)."""
     examples = []
     for index, row in enumerate(rows):
         where = f"ScienceQA example {index}"
@@ -154,7 +185,7 @@ def scienceqa_examples(
             id=str(row.get("id", f"scienceqa-{index}")),
             images=_images(row.get("image"), base_dir, where),
             prompt=build_prompt(row["question"], choices, context=hint or "N/A", tags=tags),
-            gold=_letter_gold(row["answer"], choices, where),
+            gold=_letter_gold(row["answer"], choices, where, answer_format),
             choices=choices,
             category=row.get(category_column) or None,
         ))
@@ -165,7 +196,7 @@ def scienceqa_examples(
 
 def iconqa_examples(
     rows: Iterable[Mapping], *, tags: Tags = DEFAULT_TAGS, base_dir: Path | None = None, limit: int | None = None,
-    image_only: bool = False,
+    image_only: bool = False, answer_format: str = "text",
 ) -> list[EvalExample]:
     """IconQA rows in the lmms-lab schema (``query_image``, ``question``, ``choices`` comma-separated, ``answer``
     text, ``ques_type``). Multiple choice golds become the matching option letter; fill-in-the-blank golds stay
@@ -187,7 +218,7 @@ def iconqa_examples(
             id=str(row.get("question_id", row.get("id", f"iconqa-{index}"))),
             images=images,
             prompt=build_prompt(question, choices, tags=tags),
-            gold=_letter_gold(row["answer"], choices, where) if choices else str(row["answer"]).strip(),
+            gold=_letter_gold(row["answer"], choices, where, answer_format) if choices else str(row["answer"]).strip(),
             choices=choices,
             category=row.get("ques_type") or None,
         ))
@@ -228,8 +259,9 @@ def column_examples(
     rows: Iterable[Mapping], columns: ColumnMapping = ColumnMapping(), *, tags: Tags = DEFAULT_TAGS,
     base_dir: Path | None = None, limit: int | None = None, image_only: bool = False,
 ) -> list[EvalExample]:
-    """Any dataset through :class:`ColumnMapping`. With a choices column, an integer answer is an option index
-    and a text answer must name one of the choices; the gold becomes its letter."""
+    """Any dataset through :class:`ColumnMapping`. With a choices column the answer is an option index or names
+    one of the choices (``columns.answer_format``; an integer that could be either is refused under ``auto``);
+    the gold becomes its letter."""
     examples = []
     for index, row in enumerate(rows):
         where = f"example {index}"
@@ -242,7 +274,7 @@ def column_examples(
         choices = split_choices(row[columns.choices_column]) if columns.choices_column else []
         answer = row[columns.answer_column]
         if choices:
-            gold = _letter_gold(answer, choices, where)
+            gold = _letter_gold(answer, choices, where, columns.answer_format)
         else:
             gold = str(answer).strip()
             if not gold:
@@ -260,6 +292,46 @@ def column_examples(
     return examples
 
 
+def sft_examples(
+    rows: Iterable[Mapping], *, tags: Tags = DEFAULT_TAGS, base_dir: Path | None = None, limit: int | None = None,
+    image_only: bool = False,
+) -> list[EvalExample]:
+    """SFT training rows (TRL ``messages``, ShareGPT ``conversations``, ``prompt``/``completion``) as evaluation or
+    GRPO examples: the user turns' text as written, the images, and the gold answer taken from the answer block of
+    the response. So the SFT data file serves GRPO and evaluation as it is."""
+    from ..data.formats import ExampleError, normalize_example
+    from ..parsing import parse_output
+
+    examples = []
+    for index, row in enumerate(rows):
+        where = f"example {index}"
+        try:
+            example = normalize_example(row, index, str(base_dir) if base_dir is not None else None)
+        except ExampleError as err:
+            raise ValueError(str(err)) from err
+        if image_only and not example.images:
+            continue
+        answer = parse_output(example.response, tags).answer
+        if answer is None or not answer.strip():
+            raise ValueError(f"{where}: the response has no {tags.answer_open}...{tags.answer_close} block to take "
+                             "the gold answer from")
+        prompt = "\n".join(
+            part["text"] for m in example.prompt_messages if m["role"] == "user"
+            for part in m["content"] if part.get("type") == "text" and part.get("text")
+        ).strip()
+        examples.append(EvalExample(
+            id=str(row.get("id", index)),
+            images=example.images,
+            prompt=prompt,
+            gold=answer.strip(),
+            choices=split_choices(row.get("choices")),
+            category=row.get("category") or None,
+        ))
+        if limit is not None and len(examples) >= limit:
+            break
+    return examples
+
+
 # ------------------------------------------------------------------------------------------------ loading
 
 
@@ -270,6 +342,8 @@ def detect_adapter(column_names: Iterable[str]) -> str:
         return "iconqa"
     if {"image", "question", "choices", "answer", "hint"} <= names:
         return "scienceqa"
+    if "messages" in names or "conversations" in names or {"prompt", "completion"} <= names:
+        return "sft"
     if {"image", "prompt", "answer"} <= names:
         return "builtin"
     return "columns"
@@ -290,7 +364,7 @@ def load_rows(name_or_path: str, split: str = "test") -> tuple[Sequence[Mapping]
     path = Path(name_or_path)
     if path.is_file():
         if path.suffix in (".json", ".jsonl"):
-            return read_json_rows(path), path.parent
+            return read_json_rows(path, split), path.parent
         if path.suffix == ".parquet":
             from datasets import Dataset
 
@@ -311,6 +385,9 @@ def load_rows(name_or_path: str, split: str = "test") -> tuple[Sequence[Mapping]
         )
     from datasets import load_dataset
 
+    from ..run_guard import check_local_path
+
+    check_local_path(name_or_path, "dataset")  # a misspelt local path is "not found" now, not a hub lookup
     return load_dataset(name_or_path, split=split), None
 
 
@@ -332,15 +409,19 @@ def load_eval_dataset(
     tags: Tags = DEFAULT_TAGS,
     builtin_size: int = 500,
     seed: int = 0,
+    answer_format: str = "auto",
 ) -> list[EvalExample]:
     """Load ``name_or_path`` (local path, known name or hub dataset) and adapt it to :class:`EvalExample` s.
 
     ``adapter``: ``auto`` (known name, else guessed from the columns), ``scienceqa``, ``iconqa``, ``builtin`` or
     ``columns`` (uses ``columns``). ``limit`` keeps the first N examples (after the ``image_only`` filter).
     ``builtin`` generates ``builtin_size`` examples (or ``limit`` when smaller) of the built-in benchmark's
-    ``split`` stream with ``seed``."""
+    ``split`` stream with ``seed``. ``answer_format`` (``auto``, ``index``, ``text``): how answers relate to the
+    choices; ``auto`` keeps each schema's own rule (ScienceQA: index, IconQA: text, others: refused when ambiguous)."""
     if adapter not in ADAPTERS:
         raise ValueError(f"unknown adapter {adapter!r}; expected one of {ADAPTERS}")
+    if answer_format not in ANSWER_FORMATS:
+        raise ValueError(f"--answer_format must be one of {ANSWER_FORMATS}, got {answer_format!r}")
     if limit is not None and limit <= 0:
         raise ValueError(f"limit must be positive, got {limit}")
     known = KNOWN_DATASETS.get(name_or_path.lower()) if not Path(name_or_path).exists() else None
@@ -359,11 +440,14 @@ def load_eval_dataset(
             names = rows.column_names if hasattr(rows, "column_names") else (rows[0].keys() if len(rows) else ())
             chosen = "columns" if columns is not None else detect_adapter(names)
     common = dict(tags=tags, base_dir=base_dir, limit=limit, image_only=image_only)
+    explicit = {} if answer_format == "auto" else {"answer_format": answer_format}
     if chosen == "scienceqa":
-        return scienceqa_examples(rows, **common)
+        return scienceqa_examples(rows, **common, **explicit)
     if chosen == "iconqa":
-        return iconqa_examples(rows, **common)
+        return iconqa_examples(rows, **common, **explicit)
     if chosen == "builtin":
         return builtin_examples(rows, **common)
-    return column_examples(rows, columns or ColumnMapping(), **common)
+    if chosen == "sft":
+        return sft_examples(rows, **common)
+    return column_examples(rows, replace(columns or ColumnMapping(), **explicit), **common)
 

@@ -42,6 +42,9 @@ class EvalConfig:
     choices_column: str | None = field(default=None, metadata={"help": "generic adapter: choices column"})
     category_column: str | None = field(default=None, metadata={"help": "generic adapter: category column"})
     id_column: str | None = field(default=None, metadata={"help": "generic adapter: id column"})
+    answer_format: str = field(default="auto", metadata={
+        "help": "with choices: 'index' (answers are 0-based option indices), 'text' (a letter or the choice's text) "
+                "or 'auto' (an integer that could be either is refused)"})
     builtin_size: int = field(default=500, metadata={"help": "--dataset builtin: examples to generate"})
     seed: int = field(default=0, metadata={"help": "random seed; also the built-in benchmark's generation seed"})
     dtype: str = field(default="auto", metadata={"help": "model dtype: auto, float32, bfloat16, float16"})
@@ -192,17 +195,20 @@ def run_eval(cfg: EvalConfig) -> dict:
     from transformers import AutoModelForImageTextToText
 
     from ..processors import load_processor
+    from ..run_guard import check_local_path, check_output_writable
 
     output_dir = Path(cfg.output_dir)
     if not cfg.overwrite_output_dir:
         existing = [name for name in (PREDICTIONS_FILE, METRICS_FILE) if (output_dir / name).exists()]
         if existing:  # checked before the (slow) model load
             raise FileExistsError(f"{output_dir} already holds {existing}; pass --overwrite_output_dir to replace them")
+    check_local_path(cfg.model, "model")
+    check_output_writable(output_dir)  # before the model load and generation, not when the results are written
     torch.manual_seed(cfg.seed)
     tags = cfg.tags
     examples = load_eval_dataset(
         cfg.dataset, cfg.split, adapter=cfg.adapter, image_only=cfg.image_only, limit=cfg.limit,
-        columns=cfg.columns, tags=tags, builtin_size=cfg.builtin_size, seed=cfg.seed,
+        columns=cfg.columns, tags=tags, builtin_size=cfg.builtin_size, seed=cfg.seed, answer_format=cfg.answer_format,
     )
     if not examples:
         raise ValueError(f"{cfg.dataset}: no examples to evaluate (split {cfg.split!r}, image_only={cfg.image_only})")

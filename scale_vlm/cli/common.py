@@ -1,0 +1,128 @@
+"""What every command shares: parsing with readable errors, and one error style (``scale-vlm CMD: error: ...``).
+
+A user mistake (bad data, a bad option value, a typo'd flag, a missing file) is printed as the message (which names
+the example), the fix, and exit status 2; the traceback only with ``--traceback`` (or ``SCALE_VLM_TRACEBACK=1``).
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import os
+import re
+import sys
+
+TRACEBACK_FLAG = "--traceback"
+# Errors a user can cause with their data, options or files; anything else is a bug and keeps its traceback.
+USER_ERRORS = (ValueError, OSError)
+
+
+def parse(parser, argv):
+    """``parser.parse_args_and_config(argv)``, with unknown flags reported by name and the closest known ones.
+
+    Unknown flags are looked for first: a typo'd flag would otherwise surface as whatever a config's validation
+    says about the option it failed to set (e.g. "--dataset is required" for ``--datset``)."""
+    argv = list(argv or [])
+    plain = list(argv)
+    if "--config" in plain:  # TrlParser reads --config FILE itself; argparse does not know it
+        i = plain.index("--config")
+        del plain[i:i + 2]
+    # Options required on the command line may come from the --config file instead: not required for this look.
+    required = [a for a in parser._actions if a.required]
+    for action in required:
+        action.required = False
+    try:
+        _, remaining = parser.parse_known_args(plain)
+    finally:
+        for action in required:
+            action.required = True
+    unknown = [a for a in remaining if a.startswith("-")]
+    if unknown:
+        raise _unknown_options(parser, unknown)
+    try:
+        return parser.parse_args_and_config(argv)
+    except ValueError as err:
+        match = re.match(r"Some specified arguments are not used by the HfArgumentParser: (\[.*\])", str(err))
+        if not match:
+            raise
+        raise _unknown_options(parser, re.findall(r"'([^']*)'", match.group(1)) or [match.group(1)]) from None
+
+
+def _unknown_options(parser, unknown: list[str]) -> ValueError:
+    # argparse also registers a dashed alias of every underscored flag: suggest the spelling the docs use.
+    known = [s for s in parser._option_string_actions if s.startswith("--") and "-" not in s[2:]]
+    hints = []
+    for flag in unknown:
+        close = difflib.get_close_matches(flag.split("=")[0], known, n=2, cutoff=0.75)
+        if close:
+            hints.append(f"{flag} -> {' or '.join(close)}?")
+    message = f"unknown option(s) {', '.join(unknown)}"
+    if hints:
+        message += f" (did you mean: {'; '.join(hints)})"
+    return ValueError(f"{message}; see {parser.prog} --help")
+
+
+def fix_hint(command: str, err: BaseException) -> str | None:
+    from ..data.formats import ExampleError
+
+    if isinstance(err, ExampleError) and command in ("sft", "inspect-data"):
+        return ("fix or remove that example, or pass --bad_example_policy skip to drop bad examples "
+                "(they are counted by reason in the report)")
+    return None
+
+
+def report_error(command: str, err: BaseException) -> int:
+    """Print ``scale-vlm COMMAND: error: MESSAGE`` (+ the fix) to stderr; returns the exit status 2."""
+    text = str(err) if str(err) else type(err).__name__
+    prefix = f"scale-vlm {command}: "
+    text = text.removeprefix(prefix)  # messages already addressed to the user by the command
+    lines = [f"{prefix}error: {text}"]
+    hint = fix_hint(command, err)
+    if hint:
+        lines.append(f"  fix: {hint}")
+    lines.append(f"  (add {TRACEBACK_FLAG} to see where it was raised)")
+    print("\n".join(lines), file=sys.stderr, flush=True)
+    return 2
+
+
+_debug = False  # set while a command runs under --traceback (commands may nest run_command)
+
+
+def run_command(command: str, main, argv: list[str]) -> int:
+    """Run a command's ``main(argv)`` under the one error style."""
+    global _debug
+    outer = _debug
+    debug = _debug or TRACEBACK_FLAG in argv or os.environ.get("SCALE_VLM_TRACEBACK", "") not in ("", "0")
+    argv = [a for a in argv if a != TRACEBACK_FLAG]
+    _debug = debug
+    try:
+        return int(main(argv) or 0)
+    except SystemExit as exit_:
+        if isinstance(exit_.code, str) and not debug:  # raise SystemExit("message"): same style as the rest
+            return report_error(command, exit_)
+        raise
+    except USER_ERRORS as err:
+        if debug:
+            raise
+        return report_error(command, err)
+    except KeyboardInterrupt:
+        print(f"scale-vlm {command}: interrupted", file=sys.stderr)
+        return 130
+    finally:
+        _debug = outer
+
+
+def pipeline_logging(progress: dict[str, str] | None = None) -> None:
+    """Logging of the commands that run whole pipelines (demo, compare): the package's modules report errors only,
+    except the loggers in ``progress`` (name -> line format), whose INFO and WARNING lines (stage started, stage
+    reused) go to stdout as the run goes. Called again in one process, it adds no second handler."""
+    logging.getLogger("scale_vlm").setLevel(logging.ERROR)
+    for name, line in (progress or {}).items():
+        logger = logging.getLogger(name)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+        if not any(getattr(h, "pipeline_progress", False) for h in logger.handlers):
+            handler = logging.StreamHandler(sys.stdout)
+            handler.setFormatter(logging.Formatter(line))
+            handler.pipeline_progress = True
+            logger.addHandler(handler)

@@ -1,0 +1,183 @@
+"""Guards that keep a run from losing work or silently continuing someone else's run.
+
+- ``check_output_writable``: an output folder that cannot be written is found before training, not at the final save.
+- The run fingerprint (a digest of the prepared training data and the training-relevant settings) is written into
+  every checkpoint as ``scale_run.json``; resuming from a checkpoint whose fingerprint differs is refused, so a stale
+  checkpoint of another run (other data, a finished schedule) is never taken for this run's.
+- ``looks_local`` / ``check_local_path``: a path that is clearly meant to be local and does not exist is "not found"
+  at once, instead of becoming a slow hub lookup that fails with an unrelated error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+
+logger = logging.getLogger(__name__)
+
+FINGERPRINT_FILE = "scale_run.json"
+# Settings that change what a resumed step computes. A checkpoint written under other values cannot continue this run.
+FINGERPRINT_FIELDS = (
+    "method", "schedule", "think_weight_start", "think_weight_end", "answer_weight_start", "answer_weight_end",
+    "schedule_step_at", "normalization", "think_open", "think_close", "answer_open", "answer_close", "max_length",
+    "learning_rate", "lr_scheduler_type", "warmup_steps", "weight_decay", "max_steps", "num_train_epochs",
+    "per_device_train_batch_size", "gradient_accumulation_steps", "seed", "data_seed", "optim", "adam_beta1",
+    "adam_beta2", "adam_epsilon", "max_grad_norm", "freeze_vision_tower",
+)
+DATA_EXTENSIONS = (".json", ".jsonl", ".parquet", ".csv", ".arrow", ".txt")
+
+
+# ------------------------------------------------------------------------------------------- output folder
+
+
+def check_output_writable(output_dir: str | os.PathLike, what: str = "output_dir") -> None:
+    """Create ``output_dir`` if needed and write (then delete) a probe file; raise a readable error if that fails."""
+    out = os.fspath(output_dir)
+    try:
+        os.makedirs(out, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".write-check-", delete=True) as f:
+            f.write(b"ok")
+            f.flush()
+    except OSError as err:
+        raise PermissionError(
+            f"cannot write to {what} {out!r} ({err.strerror or err}); choose a folder you can write to, "
+            "checked now so that no training is lost at save time"
+        ) from err
+
+
+# ------------------------------------------------------------------------------------------- fingerprint
+
+
+def dataset_digest(dataset) -> str:
+    """SHA-256 of the prepared rows the trainer feeds the model (token ids, labels, segments, images)."""
+    import pyarrow.compute as pc
+
+    columns = [c for c in ("input_ids", "labels", "segment_ids", "images") if c in dataset.column_names]
+    h = hashlib.sha256(repr((len(dataset), columns)).encode())
+    for batch in dataset.select_columns(columns).with_format("arrow").iter(batch_size=1000):
+        for name in columns:
+            col = batch.column(name)
+            # list_flatten and list_value_length respect slices, so only this batch's values are hashed.
+            h.update(pc.list_value_length(col).to_numpy(zero_copy_only=False).tobytes())
+            values = pc.list_flatten(col)
+            if name == "images":
+                for image in values.to_pylist():
+                    image = image or {}
+                    h.update(repr((image.get("path"), len(image.get("bytes") or b""))).encode())
+                    h.update(image.get("bytes") or b"")
+            else:
+                h.update(values.to_numpy(zero_copy_only=False).astype("int64").tobytes())
+    return h.hexdigest()
+
+
+def _plain(value):
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(getattr(value, "value", value))
+
+
+def run_fingerprint(train_dataset, args) -> dict:
+    return {
+        "data_sha256": dataset_digest(train_dataset),
+        "num_examples": len(train_dataset),
+        "config": {name: _plain(getattr(args, name, None)) for name in FINGERPRINT_FIELDS},
+    }
+
+
+def attach_run_fingerprint(trainer) -> None:
+    """Compute the trainer's run fingerprint and write it into every checkpoint it saves."""
+    from transformers import TrainerCallback
+
+    fingerprint = run_fingerprint(trainer.train_dataset, trainer.args)
+    trainer.run_fingerprint = fingerprint
+
+    class WriteRunFingerprint(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            folder = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
+            if state.is_world_process_zero and os.path.isdir(folder):
+                with open(os.path.join(folder, FINGERPRINT_FILE), "w") as f:
+                    json.dump(fingerprint, f, indent=1)
+
+    trainer.add_callback(WriteRunFingerprint())
+
+
+class StaleCheckpointError(ValueError):
+    """Resuming from a checkpoint written by a run with other data or settings."""
+
+
+def fingerprint_mismatch(saved: dict, current: dict) -> list[str]:
+    """Human-readable differences between a checkpoint's fingerprint and this run's (empty when they match)."""
+    problems = []
+    if saved.get("data_sha256") != current["data_sha256"]:
+        problems.append(
+            f"the training data differ ({saved.get('num_examples')} prepared examples with digest "
+            f"{str(saved.get('data_sha256'))[:12]} in the checkpoint, {current['num_examples']} with digest "
+            f"{current['data_sha256'][:12]} now)"
+        )
+    old = saved.get("config", {})
+    for name, value in current["config"].items():
+        if name in old and old[name] != value:
+            problems.append(f"{name} is {old[name]!r} in the checkpoint but {value!r} now")
+    return problems
+
+
+def check_resume(trainer, resume_from_checkpoint):
+    """Resolve ``resume_from_checkpoint`` as Trainer does (``True`` -> the newest ``checkpoint-N``) and refuse a
+    checkpoint written by another run. Returns the value to pass on to ``Trainer.train``."""
+    if resume_from_checkpoint in (None, False):
+        return resume_from_checkpoint
+    path = resume_from_checkpoint
+    if path is True:
+        from transformers.trainer_utils import get_last_checkpoint
+
+        path = get_last_checkpoint(trainer.args.output_dir) if os.path.isdir(trainer.args.output_dir) else None
+        if path is None:
+            raise ValueError(f"no checkpoint to resume from in {trainer.args.output_dir!r}")
+    current = getattr(trainer, "run_fingerprint", None)
+    stored = os.path.join(path, FINGERPRINT_FILE)
+    if current is None:
+        return path
+    if not os.path.isfile(stored):
+        logger.warning("%s has no %s (written by another tool or an older version): cannot check that it belongs "
+                       "to this run", path, FINGERPRINT_FILE)
+        return path
+    with open(stored) as f:
+        saved = json.load(f)
+    problems = fingerprint_mismatch(saved, current)
+    if problems:
+        raise StaleCheckpointError(
+            f"refusing to resume from {path}: it was written by a different run: " + "; ".join(problems)
+            + ". Resume with the data and settings of that run, or start this run afresh with "
+            "--overwrite_output_dir (the old checkpoints are moved aside) or another --output_dir"
+        )
+    return path
+
+
+# ------------------------------------------------------------------------------------------- local paths
+
+
+def looks_local(name: str) -> bool:
+    """True when ``name`` is clearly a local path rather than a hub id ``owner/name``: absolute, ``./``/``../``/``~``,
+    Windows-style, a data-file extension, more than one ``/``, or a first component that is a local folder."""
+    if not name:
+        return False
+    if os.path.isabs(name) or name.startswith((".", "~")) or "\\" in name:
+        return True
+    if name.lower().endswith(DATA_EXTENSIONS):
+        return True
+    parts = name.split("/")
+    if len(parts) > 2:
+        return True
+    return len(parts) == 2 and os.path.isdir(parts[0])
+
+
+def check_local_path(name: str | None, what: str) -> None:
+    """Raise ``FileNotFoundError`` at once for a missing path that is clearly meant to be local."""
+    if name and looks_local(name) and not os.path.exists(os.path.expanduser(name)):
+        raise FileNotFoundError(
+            f"{what} {name!r} not found (looked for {os.path.abspath(os.path.expanduser(name))}); check the path. "
+            "Names on the Hugging Face Hub look like 'owner/name'"
+        )

@@ -1,0 +1,645 @@
+"""A new user's first hour (issue "no lost work, no silent wrong result, errors a person can read").
+
+Each test replays what the user did (the ``scale-vlm`` entry point, in process, or the Python API) and checks the
+behaviour asked for: stale checkpoints are never resumed, an unwritable output folder is found before training,
+ambiguous evaluation golds are refused, every command reports mistakes as ``scale-vlm CMD: error: ...`` with exit
+status 2 and no traceback, missing local paths fail at once, JSON shapes are read as written, GRPO reads the user's
+data, no-op settings are refused, and the demo and logs say what they do.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import pytest
+
+from reliability_support import good_row, write_good_jsonl, write_jsonl
+from scale_vlm.cli import main
+
+# Short CLI runs on the tiny model: about 1-2 s each on one core.
+TRAIN = ["--max_steps", "2", "--per_device_train_batch_size", "2", "--save_steps", "2", "--use_cpu", "true",
+         "--disable_tqdm", "true", "--report_to", "none", "--seed", "0"]
+
+
+def _sft(model, data, out, *extra):
+    return main(["sft", "--model_name_or_path", str(model), "--dataset_name", str(data), "--output_dir", str(out),
+                 *TRAIN, *extra])
+
+
+def _data(folder, n=8, think="I look at the grid"):
+    """A good JSONL file; ``think`` changes the text, so two calls give two different data sets."""
+    path = write_good_jsonl(folder, n)
+    path.write_text(path.read_text().replace("I look at the grid", think))
+    return path
+
+
+def _assert_user_error(capsys, rc, *fragments, command="sft"):
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert f"scale-vlm {command}: error: " in err, err
+    assert "Traceback" not in err, err
+    for fragment in fragments:
+        assert fragment in err, (fragment, err)
+    return err
+
+
+# ------------------------------------------------------------------------ 1. a stale run is never resumed
+
+
+def test_overwrite_moves_old_checkpoints_aside_so_resume_cannot_take_them(tiny_qwen_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert _sft(tiny_qwen_dir, _data(tmp_path / "a"), out) == 0
+    assert (out / "checkpoint-2").is_dir()
+    capsys.readouterr()
+    # the user starts over on other data, without checkpoints this time ...
+    assert _sft(tiny_qwen_dir, _data(tmp_path / "b", think="Other data"), out, "--overwrite_output_dir", "true",
+                "--save_strategy", "no") == 0
+    err = capsys.readouterr().err
+    assert "moved the previous run's checkpoint-2" in err and "previous-run-" in err
+    assert not list(out.glob("checkpoint-*"))
+    (aside,) = out.glob("previous-run-*")
+    assert (aside / "checkpoint-2" / "trainer_state.json").is_file()  # moved, not deleted
+    # ... and --resume_from_checkpoint true finds nothing of the old run to continue
+    rc = _sft(tiny_qwen_dir, _data(tmp_path / "b", think="Other data"), out, "--resume_from_checkpoint", "true")
+    _assert_user_error(capsys, rc, "no complete checkpoint to resume from")
+
+
+def test_resume_refuses_a_checkpoint_of_other_data_or_settings(tiny_qwen_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    data_a = _data(tmp_path / "a")
+    assert _sft(tiny_qwen_dir, data_a, out) == 0
+    assert json.loads((out / "checkpoint-2" / "scale_run.json").read_text())["num_examples"] == 8
+    capsys.readouterr()
+    data_b = _data(tmp_path / "b", think="Other data")
+    rc = _sft(tiny_qwen_dir, data_b, out, "--resume_from_checkpoint", "true")
+    _assert_user_error(capsys, rc, "refusing to resume from", "checkpoint-2", "the training data differ")
+    rc = _sft(tiny_qwen_dir, data_a, out, "--resume_from_checkpoint", "true", "--learning_rate", "0.5")
+    _assert_user_error(capsys, rc, "learning_rate is 2e-05 in the checkpoint but 0.5 now")
+    rc = _sft(tiny_qwen_dir, data_a, out, "--resume_from_checkpoint", "true", "--method", "vanilla")
+    _assert_user_error(capsys, rc, "method is 'scale' in the checkpoint but 'vanilla' now")
+    # the same data and settings resume (the fingerprint is not a false alarm)
+    assert _sft(tiny_qwen_dir, data_a, out, "--resume_from_checkpoint", "true") == 0
+
+
+def test_api_resume_true_refuses_a_stale_checkpoint(tiny_qwen_dir, tmp_path):
+    """``trainer.train(resume_from_checkpoint=True)`` (Trainer's own newest-checkpoint lookup) is checked too."""
+    from scale_vlm.data.prepare import load_training_dataset
+    from scale_vlm.run_guard import StaleCheckpointError
+    from scale_vlm.sft_config import ScaleSFTConfig
+    from scale_vlm.sft_trainer import ScaleSFTTrainer
+    from scale_vlm.tiny.model import load_tiny
+
+    def trainer(data, **kw):
+        ds, root = load_training_dataset(str(data))
+        args = ScaleSFTConfig(output_dir=str(tmp_path / "run"), max_steps=2, per_device_train_batch_size=2,
+                              save_steps=2, use_cpu=True, disable_tqdm=True, report_to="none", image_root=root, **kw)
+        model, processor = load_tiny(tiny_qwen_dir)
+        return ScaleSFTTrainer(model=model, args=args, train_dataset=ds, processing_class=processor)
+
+    trainer(_data(tmp_path / "a")).train()
+    with pytest.raises(StaleCheckpointError, match=r"checkpoint-2: it was written by a different run: the training"):
+        trainer(_data(tmp_path / "b", think="Other data")).train(resume_from_checkpoint=True)
+
+
+# ------------------------------------------------------------------------ 2. no work lost at save time
+
+
+def test_unwritable_output_dir_is_refused_before_training(tiny_qwen_dir, tmp_path, capsys, monkeypatch):
+    import transformers
+
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+
+    def no_model_load(*a, **kw):
+        raise AssertionError("the model was loaded: the output folder was not checked before training")
+
+    monkeypatch.setattr(transformers.AutoModelForImageTextToText, "from_pretrained", no_model_load)
+    rc = _sft(tiny_qwen_dir, _data(tmp_path / "a"), blocker / "run")
+    _assert_user_error(capsys, rc, "cannot write to output_dir", str(blocker / "run"))
+
+
+def test_eval_and_grpo_check_their_output_dir_before_loading_the_model(tiny_qwen_dir, tmp_path, capsys, monkeypatch):
+    import transformers
+
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    monkeypatch.setattr(transformers.AutoModelForImageTextToText, "from_pretrained",
+                        lambda *a, **k: pytest.fail("the model was loaded before the output folder was checked"))
+    rc = main(["eval", "--model", tiny_qwen_dir, "--dataset", "builtin", "--limit", "2", "--output_dir",
+               str(blocker / "eval")])
+    _assert_user_error(capsys, rc, "cannot write to output_dir", command="eval")
+    rc = main(["grpo", "--model_name_or_path", tiny_qwen_dir, "--output_dir", str(blocker / "grpo"), "--max_steps",
+               "1", "--builtin_size", "2", "--use_cpu", "true"])
+    _assert_user_error(capsys, rc, "cannot write to output_dir", command="grpo")
+
+
+def test_api_trainer_checks_output_dir_before_preparing_data(tmp_path, messages_dataset, fresh_qwen):
+    from scale_vlm.sft_config import ScaleSFTConfig
+    from scale_vlm.sft_trainer import ScaleSFTTrainer
+
+    (tmp_path / "a_file").write_text("x")
+    model, processor = fresh_qwen
+    args = ScaleSFTConfig(output_dir=str(tmp_path / "a_file" / "run"), max_steps=1, use_cpu=True, report_to="none")
+    with pytest.raises(PermissionError, match="cannot write to output_dir"):
+        ScaleSFTTrainer(model=model, args=args, train_dataset=messages_dataset, processing_class=processor)
+
+
+@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root can write into read-only folders")
+def test_read_only_output_dir_is_refused(tmp_path):
+    from scale_vlm.run_guard import check_output_writable
+
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        with pytest.raises(PermissionError, match="cannot write to output_dir"):
+            check_output_writable(ro / "run")
+    finally:
+        ro.chmod(0o700)
+
+
+# ------------------------------------------------------------------------ 3. eval never scores against a guessed gold
+
+
+def _ambiguous_eval_file(folder):
+    """The user's file: integer answers with numeric choices ("answer": 3 could mean choices[3] == "4" or "3")."""
+    from reliability_support import colour_image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    colour_image(0).save(folder / "q.png")
+    rows = [{"image": "q.png", "question": "How many shapes?", "answer": 3, "choices": ["1", "2", "3", "4"]}]
+    return write_jsonl(folder / "test.jsonl", rows)
+
+
+def test_eval_refuses_an_answer_that_could_be_an_index_or_a_value(tiny_qwen_dir, tmp_path, capsys, monkeypatch):
+    import transformers
+
+    monkeypatch.setattr(transformers.AutoModelForImageTextToText, "from_pretrained",
+                        lambda *a, **k: pytest.fail("the model was loaded before the data was checked"))
+    data = _ambiguous_eval_file(tmp_path / "d")
+    rc = main(["eval", "--model", tiny_qwen_dir, "--dataset", str(data), "--choices_column", "choices",
+               "--output_dir", str(tmp_path / "o")])
+    _assert_user_error(capsys, rc, "example 0: answer 3 is ambiguous", "(D) '4'", "(C) '3'",
+                       "--answer_format index or --answer_format text", command="eval")
+
+
+def test_eval_answer_format_chooses_the_gold(tiny_qwen_dir, tmp_path):
+    from scale_vlm.eval.adapters import ColumnMapping, load_eval_dataset
+
+    data = _ambiguous_eval_file(tmp_path / "d")
+    out = tmp_path / "o"
+    assert main(["eval", "--model", tiny_qwen_dir, "--dataset", str(data), "--choices_column", "choices",
+                 "--answer_format", "text", "--output_dir", str(out), "--max_new_tokens", "4", "--progress",
+                 "false"]) == 0
+    (prediction,) = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    assert prediction["gold"] == "C"  # the value 3, not choices[3]
+    mapping = ColumnMapping(choices_column="choices")
+    assert load_eval_dataset(str(data), columns=mapping, answer_format="index")[0].gold == "D"
+    # an integer that can only be an index (no choice has its text) stays an index under auto
+    rows = [{"image": None, "question": "q", "answer": 1, "choices": ["red", "blue"]}]
+    path = write_jsonl(tmp_path / "colours.jsonl", rows)
+    assert load_eval_dataset(str(path), columns=mapping)[0].gold == "B"
+
+
+# ------------------------------------------------------------------------ 4. one error style for every command
+
+
+def _bad_example_file(folder):
+    path = write_good_jsonl(folder, 3)
+    lines = path.read_text().splitlines()
+    lines[1] = lines[1].replace("<think>", "")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _invalid_json_file(folder):
+    path = write_good_jsonl(folder, 2)
+    with open(path, "a") as f:
+        f.write('{"messages": [oops\n')
+    return path
+
+
+ERROR_CASES = {
+    "sft-bad-example": ("sft", lambda m, d: ["--model_name_or_path", m, "--dataset_name", str(_bad_example_file(d))],
+                        ["example 1: missing tag '<think>'", "fix: ", "--bad_example_policy skip"]),
+    "sft-bad-value": ("sft", lambda m, d: ["--model_name_or_path", m, "--dataset_name", "x.jsonl", "--method", "sacle"],
+                      ["method must be one of ('scale', 'vanilla'), got 'sacle'"]),
+    "sft-typo-flag": ("sft", lambda m, d: ["--model_name_or_path", m, "--lerning_rate", "1e-3"],
+                      ["unknown option(s) --lerning_rate", "--learning_rate?", "scale-vlm sft --help"]),
+    "sft-invalid-json": ("sft", lambda m, d: ["--model_name_or_path", m, "--dataset_name", str(_invalid_json_file(d))],
+                         ["train.jsonl: line 3 is not valid JSON"]),
+    "inspect-bad-example": ("inspect-data", lambda m, d: ["--model_name_or_path", m, "--dataset_name",
+                                                          str(_bad_example_file(d))],
+                            ["example 1: missing tag '<think>'", "--bad_example_policy skip"]),
+    "inspect-typo-flag": ("inspect-data", lambda m, d: ["--model_name_or_path", m, "--dataset_name", "x.jsonl",
+                                                        "--num_exampels", "2"], ["--num_exampels -> --num_examples"]),
+    "plot-bad-schedule": ("plot-schedule", lambda m, d: ["--schedule", "cosin"], ["unknown schedule 'cosin'"]),
+    "plot-bad-weight": ("plot-schedule", lambda m, d: ["--think_weight_start", "-1"], ["must be finite and >= 0"]),
+    "demo-bad-schedule": ("demo", lambda m, d: ["--quick", "--schedule", "cosin", "--output_dir", str(d / "demo")],
+                          ["unknown schedule 'cosin'"]),
+    "make-data-bad-format": ("make-data", lambda m, d: ["--format", "csv", "--output_dir", str(d / "md")],
+                             ["--format must be one of"]),
+    "eval-typo-flag": ("eval", lambda m, d: ["--model", m, "--datset", "builtin"], ["--dataset?"]),
+    # small runs, so that a regression fails fast instead of training a full model
+    "grpo-bad-value": ("grpo", lambda m, d: ["--model_name_or_path", m, "--accuracy_weight", "-1", "--output_dir",
+                                             str(d / "g"), "--max_steps", "1", "--builtin_size", "2",
+                                             "--num_generations", "2", "--per_device_train_batch_size", "2",
+                                             "--max_completion_length", "4", "--use_cpu", "true"],
+                       ["accuracy_weight must be finite and >= 0"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(ERROR_CASES))
+def test_every_command_reports_mistakes_in_one_style(case, tiny_qwen_dir, tmp_path, capsys):
+    command, make_args, fragments = ERROR_CASES[case]
+    args = make_args(tiny_qwen_dir, tmp_path)
+    if command == "sft":
+        args += ["--output_dir", str(tmp_path / "out"), *TRAIN]
+    rc = main([command, *args])
+    _assert_user_error(capsys, rc, *fragments, command=command)
+    assert not (tmp_path / "demo").exists()  # demo: refused in this process, before any worker or output
+
+
+def test_traceback_flag_shows_the_trace(capsys):
+    with pytest.raises(ValueError, match="unknown schedule 'cosin'"):
+        main(["plot-schedule", "--schedule", "cosin", "--traceback"])
+    with pytest.raises(ValueError, match="accuracy_weight must be"):
+        main(["grpo", "--accuracy_weight", "-1", "--output_dir", "unused", "--traceback"])
+
+
+# ------------------------------------------------------------------------ 5. a misspelt local path is "not found" at once
+
+
+@pytest.fixture()
+def no_hub(monkeypatch):
+    """Any hub lookup fails the test (the user's misspelt path used to become ~36 s of retries)."""
+    import datasets
+
+    from scale_vlm.data import prepare
+
+    def hub(*a, **k):
+        raise AssertionError("a local-looking path went to the hub")
+
+    monkeypatch.setattr(prepare, "load_dataset", hub)
+    monkeypatch.setattr(datasets, "load_dataset", hub)
+
+
+@pytest.mark.usefixtures("no_hub")
+def test_misspelt_local_paths_are_not_found_at_once(tiny_qwen_dir, tmp_path, capsys):
+    good = _data(tmp_path / "data")
+    typo = tmp_path / "data" / "trian.jsonl"
+    start = time.monotonic()
+    rc = _sft(tiny_qwen_dir, typo, tmp_path / "out")
+    _assert_user_error(capsys, rc, f"dataset '{typo}' not found", "check the path")
+    rc = _sft(tmp_path / "modles" / "tiny", good, tmp_path / "out")
+    _assert_user_error(capsys, rc, "model '", "modles/tiny' not found")
+    rc = main(["inspect-data", "--model_name_or_path", tiny_qwen_dir, "--dataset_name", "data/trian.jsonl"])
+    _assert_user_error(capsys, rc, "dataset 'data/trian.jsonl' not found", command="inspect-data")
+    rc = main(["eval", "--model", tiny_qwen_dir, "--dataset", "./evl/test.jsonl", "--output_dir", str(tmp_path / "e")])
+    _assert_user_error(capsys, rc, "dataset './evl/test.jsonl' not found", command="eval")
+    rc = main(["eval", "--model", str(tmp_path / "runs" / "scale"), "--dataset", str(good), "--output_dir",
+               str(tmp_path / "e")])
+    _assert_user_error(capsys, rc, "runs/scale' not found", command="eval")
+    rc = main(["grpo", "--model_name_or_path", tiny_qwen_dir, "--dataset", "./data/trian.jsonl", "--output_dir",
+               str(tmp_path / "g"), "--max_steps", "1"])
+    _assert_user_error(capsys, rc, "dataset './data/trian.jsonl' not found", command="grpo")
+    assert time.monotonic() - start < 30  # each is refused before any model or data is loaded
+
+
+def test_which_names_look_local(tmp_path, monkeypatch):
+    from scale_vlm.run_guard import looks_local
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    for name in ("data/train.jsonl", "./x", "../x", "/abs/x", "~/x", "a/b/c", "runs/scale", "train.parquet", "x\\y"):
+        assert looks_local(name), name
+    for name in ("Qwen/Qwen2.5-VL-3B-Instruct", "derek-thomas/ScienceQA", "builtin", "scienceqa", ""):
+        assert not looks_local(name), name
+
+
+# ------------------------------------------------------------------------ 6. JSON files are read as written
+
+
+def _inspect_count(capsys, model, data, *extra):
+    assert main(["inspect-data", "--model_name_or_path", model, "--dataset_name", str(data), "--json",
+                 "--num_examples", "0", *extra]) == 0
+    return json.loads(capsys.readouterr().out)["summary"]["num_examples"]
+
+
+def test_a_json_file_holding_one_object_is_one_example(tiny_qwen_dir, tmp_path, capsys):
+    write_good_jsonl(tmp_path, 1)  # writes the image
+    one = tmp_path / "one.json"
+    one.write_text(json.dumps(good_row(0, "images/good_0.png")))
+    assert _inspect_count(capsys, tiny_qwen_dir, one) == 1
+
+
+def test_json_splits_follow_the_split_option(tiny_qwen_dir, tmp_path, capsys):
+    write_good_jsonl(tmp_path, 3)
+    rows = [good_row(i, f"images/good_{i}.png") for i in range(3)]
+    path = tmp_path / "splits.json"
+    path.write_text(json.dumps({"train": rows[:2], "test": rows[2:]}))
+    assert _inspect_count(capsys, tiny_qwen_dir, path) == 2
+    assert _inspect_count(capsys, tiny_qwen_dir, path, "--dataset_train_split", "test") == 1
+    rc = main(["inspect-data", "--model_name_or_path", tiny_qwen_dir, "--dataset_name", str(path),
+               "--dataset_train_split", "validation"])
+    _assert_user_error(capsys, rc, "holds the splits ['train', 'test'] but not 'validation'", "--dataset_train_split",
+                       command="inspect-data")
+    # evaluation and GRPO read the same file by their --split
+    from scale_vlm.eval.adapters import load_eval_dataset
+
+    assert len(load_eval_dataset(str(path), split="test")) == 1
+
+
+# ------------------------------------------------------------------------ 7. GRPO takes the user's data as it is
+
+
+def test_grpo_trains_on_the_sft_data_file(tiny_qwen_dir, tmp_path):
+    from scale_vlm.grpo_trainer import load_grpo_dataset
+
+    data = write_good_jsonl(tmp_path / "d", 4)
+    ds = load_grpo_dataset(str(data), "train")
+    assert ds["answer"] == ["1", "2", "3", "4"]  # the gold is the answer block of each response
+    assert ds[0]["prompt"][0]["content"][-1]["text"] == "How many shapes? (0)" and len(ds[0]["images"]) == 1
+    sharegpt = write_jsonl(tmp_path / "d" / "sharegpt.jsonl", [{
+        "conversations": [{"from": "human", "value": "<image>\nHow many shapes?"},
+                          {"from": "gpt", "value": "<think>Two circles.</think><answer>2</answer>"}],
+        "image": "images/good_0.png"}])
+    row = load_grpo_dataset(str(sharegpt), "train")[0]
+    assert (row["answer"], row["prompt"][0]["content"][-1]["text"], len(row["images"])) == ("2", "How many shapes?", 1)
+    out = tmp_path / "grpo"
+    assert main(["grpo", "--model_name_or_path", tiny_qwen_dir, "--dataset", str(data), "--output_dir", str(out),
+                 "--max_steps", "1", "--num_generations", "2", "--per_device_train_batch_size", "2",
+                 "--max_completion_length", "4", "--use_cpu", "true", "--report_to", "none",
+                 "--disable_tqdm", "true"]) == 0
+    assert (out / "model.safetensors").is_file()
+    assert any("reward" in h for h in json.loads((out / "log_history.json").read_text()))
+
+
+def test_grpo_column_mapping_flags(tmp_path):
+    from reliability_support import colour_image
+    from trl import TrlParser
+
+    from scale_vlm.cli.grpo import GRPOScriptArguments
+    from scale_vlm.grpo_config import ScaleGRPOConfig
+    from scale_vlm.grpo_trainer import load_grpo_dataset
+
+    colour_image(0).save(tmp_path / "a.png")
+    rows = [{"pic": "a.png", "q": "Which colour?", "gold": 1, "opts": ["red", "blue"]}]
+    data = write_jsonl(tmp_path / "train.jsonl", rows)
+    script, _ = TrlParser((GRPOScriptArguments, ScaleGRPOConfig)).parse_args_and_config(
+        ["--dataset", str(data), "--image_column", "pic", "--question_column", "q", "--answer_column", "gold",
+         "--choices_column", "opts", "--answer_format", "index", "--output_dir", "unused", "--use_cpu", "true"])
+    ds = load_grpo_dataset(script.dataset, script.dataset_split, columns=script.columns(),
+                           answer_format=script.answer_format)
+    assert ds["answer"] == ["B"] and ds["choices"] == [["red", "blue"]] and len(ds[0]["images"]) == 1
+
+
+# ------------------------------------------------------------------------ 8. settings that do nothing are refused
+
+
+@pytest.mark.parametrize("extra, fragment", [
+    (["--think_weight_start", "0", "--think_weight_end", "0", "--answer_weight_start", "0", "--answer_weight_end", "0"],
+     "every schedule weight is 0"),
+    (["--max_steps", "0"], "max_steps is 0, so no step would be trained"),
+])
+def test_sft_refuses_settings_that_train_nothing(extra, fragment, tiny_qwen_dir, tmp_path, capsys):
+    rc = _sft(tiny_qwen_dir, _data(tmp_path / "d"), tmp_path / "out", *extra)
+    _assert_user_error(capsys, rc, fragment)
+    assert not (tmp_path / "out" / "model.safetensors").exists()
+
+
+def test_grpo_refuses_negative_or_zero_reward_weights(capsys):
+    for extra, fragment in ((["--format_weight", "-0.5"], "format_weight must be finite and >= 0"),
+                            (["--accuracy_weight", "0", "--format_weight", "0"], "both 0"),
+                            (["--max_steps", "0"], "max_steps is 0")):
+        rc = main(["grpo", "--model_name_or_path", "m", "--output_dir", "unused", *extra])
+        _assert_user_error(capsys, rc, fragment, command="grpo")
+
+
+def test_demo_quick_keeps_explicit_options_and_says_what_it_set():
+    from scale_vlm.demo import QUICK, DemoConfig
+
+    cfg = DemoConfig(quick=True, max_steps=10, num_train=32, batch_size=4)
+    assert (cfg.max_steps, cfg.num_train, cfg.batch_size) == (10, 32, 4)
+    assert cfg.num_test == QUICK["num_test"] and cfg.quick_settings == {"num_test": 20, "max_new_tokens": 160}
+    with pytest.raises(ValueError, match="--max_steps must be positive"):
+        DemoConfig(max_steps=0)
+
+
+# ------------------------------------------------------------------------ 9. the demo says what it did
+
+
+def test_demo_asks_parallel_workers_to_label_their_lines(tmp_path, monkeypatch):
+    """The parallel path of run_demo, with the process pool replaced by an in-process one (a spawned worker would
+    not see the stub)."""
+    import concurrent.futures
+    import logging
+
+    from scale_vlm import demo
+
+    calls = []
+
+    def fake(method, cfg, out, train_ds, base_dir, examples, label_lines=False):
+        calls.append((method, label_lines))
+        hist = [{"step": 1, "loss_think": 3.0, "loss_answer": 2.0, "w_think": 0.8, "w_answer": 0.2}]
+        return {"accuracy": 0.0, "malformed_rate": 1.0, "mean_think_tokens": 0.0, "num_examples": 20,
+                "train_seconds": 1.0}, hist
+
+    class InProcessPool:
+        def __init__(self, *a, **k):
+            pass
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def map(self, fn, *iterables):
+            return map(fn, *iterables)
+
+    monkeypatch.setattr(demo, "_train_and_evaluate", fake)
+    monkeypatch.setattr(demo, "available_cpus", lambda: 2)
+    monkeypatch.setattr(concurrent.futures, "ProcessPoolExecutor", InProcessPool)
+    level = logging.getLogger("scale_vlm").level
+    try:
+        demo.run_demo(demo.DemoConfig(quick=True, output_dir=str(tmp_path / "demo"), progress=False))
+    finally:
+        logging.getLogger("scale_vlm").setLevel(level)
+    assert calls == [("vanilla", True), ("scale", True)]
+
+
+def test_demo_labels_the_parallel_methods_lines():
+    import io
+
+    from scale_vlm.demo import _Labelled
+
+    sink = io.StringIO()
+    stream = _Labelled(sink, "[scale] ")
+    stream.write("== scale: 6 steps ==\n{'loss': 1.0}\npart")
+    stream.write("ial line\n\n")
+    assert sink.getvalue() == "[scale] == scale: 6 steps ==\n[scale] {'loss': 1.0}\n[scale] partial line\n\n"
+
+
+def test_demo_quick_run_explains_its_numbers_and_keeps_models(tmp_path, monkeypatch, capsys):
+    """run_demo end to end, with the (slow) training and evaluation of each method replaced by a stub."""
+    from scale_vlm import demo
+
+    calls = []
+
+    def fake(method, cfg, out, train_ds, base_dir, examples, label_lines=False):
+        calls.append((method, label_lines))
+        hist = [{"step": 1, "loss_think": 3.0, "loss_answer": 2.0, "w_think": 0.8, "w_answer": 0.2}]
+        record = {"accuracy": 0.0, "malformed_rate": 1.0, "mean_think_tokens": 0.0, "num_examples": 20,
+                  "train_seconds": 1.0}
+        return record, hist
+
+    import logging
+
+    monkeypatch.setattr(demo, "_train_and_evaluate", fake)
+    monkeypatch.setattr(demo, "available_cpus", lambda: 1)
+    level = logging.getLogger("scale_vlm").level
+    try:
+        demo.run_demo(demo.DemoConfig(quick=True, output_dir=str(tmp_path / "demo"), progress=False))
+    finally:
+        logging.getLogger("scale_vlm").setLevel(level)  # run_demo quietens the package logger for its workers
+    said = capsys.readouterr().out
+    assert "--quick set --num_train 64" in said and demo.QUICK_NOTE in said
+    assert demo.QUICK_NOTE in (tmp_path / "demo" / "results.md").read_text()
+    assert "trained models" in said and "usable with scale-vlm eval and grpo" in (tmp_path / "demo" / "results.md").read_text()
+
+
+def test_demo_saves_each_trained_model(tmp_path):
+    from scale_vlm import demo
+    from scale_vlm.tiny.base_stage import SHIPPED_BASE, has_shipped_base
+
+    if not has_shipped_base():
+        pytest.skip("no shipped tiny base")
+    cfg = demo.DemoConfig(quick=True, max_steps=1, batch_size=2, num_train=4, progress=False)
+    train = demo.prepare_once(demo.to_training_format(demo.make_benchmark(cfg.bench(0, "train", 4))), SHIPPED_BASE)
+    demo.train_one("vanilla", cfg, tmp_path, train, SHIPPED_BASE)
+    from scale_vlm.tiny.model import load_tiny
+
+    load_tiny(str(tmp_path / "vanilla"))  # a reusable model folder: weights + processor
+
+
+def test_plot_axes_are_labelled(tmp_path, monkeypatch):
+    import matplotlib.figure
+
+    from scale_vlm.demo import plot_curves
+    from scale_vlm.schedules import WeightSchedule, plot_schedule
+
+    labels = []
+    save = matplotlib.figure.Figure.savefig
+
+    def record(fig, *a, **k):
+        labels.extend((ax.get_xlabel(), ax.get_ylabel()) for ax in fig.axes)
+        return save(fig, *a, **k)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", record)
+    hist = [{"step": s, "loss_think": 1.0 / s, "loss_answer": 0.5 / s, "w_think": 0.5, "w_answer": 0.5} for s in (1, 2)]
+    plot_curves({"vanilla": hist, "scale": hist}, tmp_path / "c.png")
+    plot_schedule(WeightSchedule(), str(tmp_path / "s.png"))
+    assert len(labels) == 4 and all(x and y for x, y in labels), labels
+
+
+# ------------------------------------------------------------------------ 10. one quiet, correct log per run
+
+
+def test_sft_run_logs_the_data_summary_once_and_writes_a_clean_model_card(tiny_qwen_dir, tmp_path, capsys, caplog):
+    import logging
+
+    caplog.set_level(logging.INFO, logger="scale_vlm")
+    out = tmp_path / "run"
+    assert _sft(tiny_qwen_dir, _data(tmp_path / "d"), out) == 0
+    printed = capsys.readouterr()
+    summaries = [r for r in caplog.records if "prepared 8/8 examples" in r.getMessage()]
+    assert len(summaries) == 1 and summaries[0].levelno == logging.INFO
+    assert "prepared 8/8" not in printed.out + printed.err
+    assert not [r for r in caplog.records if "video processor" in r.getMessage() and r.levelno >= logging.INFO]
+    assert not [r for r in caplog.records if "pin_memory" in r.getMessage()]
+    card = (out / "README.md").read_text()
+    assert "[None]" not in card and 'model="None"' not in card and "the local model" in card
+
+
+def test_no_pin_memory_without_a_gpu():
+    import torch
+
+    from scale_vlm.grpo_config import ScaleGRPOConfig
+    from scale_vlm.sft_config import ScaleSFTConfig
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    assert ScaleSFTConfig(output_dir="unused").dataloader_pin_memory is False
+    assert ScaleGRPOConfig(output_dir="unused").dataloader_pin_memory is False
+
+
+# ------------------------------------------------------------------------ smaller items
+
+
+def test_sft_help_starts_with_the_scale_options(capsys):
+    with pytest.raises(SystemExit):
+        main(["sft", "--help"])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("usage: scale-vlm sft [--config FILE.yaml]")
+    assert lines[2] == "SCALe options:" and any(line.strip().startswith("--method") for line in lines[:6])
+
+
+@pytest.mark.parametrize("command", ["plot-schedule", "inspect-data", "make-data", "demo", "build-base"])
+def test_every_option_has_help_and_the_usage_names_the_command(command, capsys):
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    text = capsys.readouterr().out
+    assert text.startswith(f"usage: scale-vlm {command} ")
+    if command in ("plot-schedule", "inspect-data", "make-data"):
+        import re
+
+        # every option line is followed by its help (argparse prints "(default: ...)" only after a help text)
+        options = re.findall(r"^  (--\w+)", text, flags=re.MULTILINE)
+        assert options and text.count("(default:") >= len(options) - 1, text  # -1: --help itself
+
+
+def test_data_report_lists_the_skipped_examples(tiny_qwen_dir, tmp_path):
+    out = tmp_path / "run"
+    assert _sft(tiny_qwen_dir, _bad_example_file(tmp_path / "d"), out, "--bad_example_policy", "skip",
+                "--save_strategy", "no") == 0
+    report = json.loads((out / "data_report.json").read_text())
+    assert report["skipped"] == {"missing_tag": 1} and report["skipped_examples"] == {"missing_tag": [1]}
+
+
+def test_relative_image_path_error_names_image_root(tmp_path, monkeypatch):
+    from scale_vlm.data.formats import ExampleError, normalize_example
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ExampleError, match=r"example 5: image file not found: images/a.png \(relative path "
+                                           r"'images/a.png' resolved against the working directory .* set image_root"):
+        normalize_example(good_row(5, "images/a.png"), 5)
+
+
+def test_latin1_bytes_are_counted_and_reported(tmp_path, caplog):
+    import logging
+
+    from scale_vlm.data.prepare import read_json_rows
+
+    path = write_good_jsonl(tmp_path, 2)
+    lines = path.read_bytes().splitlines()
+    lines[1] = lines[1].replace(b"How many", "Caf\u00e9 \u00e0 how many".encode("latin-1"))
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    caplog.set_level(logging.WARNING, logger="scale_vlm")
+    rows = read_json_rows(path)
+    assert "Caf\ufffd \ufffd how many" in json.dumps(rows[1], ensure_ascii=False)
+    (record,) = [r for r in caplog.records if "invalid UTF-8" in r.getMessage()]
+    assert "2 invalid UTF-8 byte(s)" in record.getMessage() and "line(s) 2" in record.getMessage()
+
+
+def test_required_options_may_still_come_from_the_config_file(tiny_qwen_dir, tmp_path, capsys):
+    """The unknown-flag check runs before TrlParser reads --config: options the file supplies are not missing."""
+    import yaml
+
+    config = tmp_path / "inspect.yaml"
+    config.write_text(yaml.safe_dump({"model_name_or_path": tiny_qwen_dir,
+                                      "dataset_name": str(write_good_jsonl(tmp_path, 2))}))
+    assert main(["inspect-data", "--config", str(config), "--json", "--num_examples", "0"]) == 0
+    assert json.loads(capsys.readouterr().out)["summary"]["num_examples"] == 2
