@@ -149,7 +149,7 @@ def main(argv=None) -> dict:
                 if out.returncode != 0:
                     sys.stderr.write(out.stderr)
                     raise SystemExit(f"case {impl} T={tokens} failed")
-                res = json.loads(next(l for l in out.stdout.splitlines() if l.startswith("RESULT "))[7:])
+                res = json.loads(next(line for line in out.stdout.splitlines() if line.startswith("RESULT "))[7:])
                 runs.setdefault((impl, tokens), []).append(res)
                 print(f"  T={tokens} {impl:17s} rep {rep}: {res['seconds']:.2f} s, "
                       f"peak {res['peak_bytes'] / 2**30:.2f} GiB", flush=True)

@@ -55,7 +55,7 @@ class ScaleGRPOConfig(GRPOConfig):
                                  "learnt; give at least one a positive weight")
             self.reward_weights = [self.accuracy_weight, self.format_weight]
         super().__post_init__()
-        self.tags  # validates the tags
+        _ = self.tags  # validates the tags
         check_training_length(self)
 
     @property

@@ -78,8 +78,8 @@ class ScaleSFTConfig(SFTConfig):
         if self.bad_example_policy not in ("error", "skip"):
             raise ValueError(f"bad_example_policy must be 'error' or 'skip', got {self.bad_example_policy!r}")
         self.dataset_kwargs = {**(self.dataset_kwargs or {}), "skip_prepare_dataset": True}
-        self.weight_schedule  # validates the schedule fields
-        self.tags  # validates the tags
+        _ = self.weight_schedule  # validates the schedule fields
+        _ = self.tags  # validates the tags
         check_training_length(self)
         if self.method == "scale":
             schedule = self.weight_schedule

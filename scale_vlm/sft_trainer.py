@@ -2,8 +2,8 @@
 
 A thin subclass: it renders the dataset with segments (once, before training), counts the segment normalisers of
 every optimizer step (so gradient accumulation and data parallelism are exact), overrides ``compute_loss`` and adds
-``loss_think``, ``loss_answer``, ``w_think`` and ``w_answer`` to every log (vanilla runs log them too: measured, not
-used for the gradient).
+``loss_think`` and ``loss_answer`` to every log (vanilla runs too: measured, not used for the gradient), and the
+schedule weights ``w_think`` and ``w_answer`` to every step log of a SCALe run.
 """
 
 from __future__ import annotations
@@ -12,10 +12,9 @@ import logging
 import os
 
 import torch
+from accelerate.utils import is_peft_model
 from trl import SFTTrainer
 from trl.trainer.utils import get_config_model_id
-
-from accelerate.utils import is_peft_model
 
 from .data.collator import ScaleCollator
 from .data.prepare import PreparationReport, prepare_dataset
@@ -184,7 +183,8 @@ class ScaleSFTTrainer(SFTTrainer):
         if think_n or answer_n:
             logs[f"{prefix}loss_think"] = think_sum / max(think_n, 1.0)
             logs[f"{prefix}loss_answer"] = answer_sum / max(answer_n, 1.0)
-        if mode == "train":
+        if mode == "train" and self.args.method == "scale" and "loss" in logs:
+            # the weights of the step logs (not the end-of-training summary); vanilla uses none
             logs["w_think"], logs["w_answer"] = self._weights
         self._segment_window[mode] = torch.zeros(4, dtype=torch.float64)
         super().log(logs, start_time)

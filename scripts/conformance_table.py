@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-import families as F
+import families as F  # noqa: E402 - tests/ is put on the path above
 
 INTRO = """# Model families
 

@@ -92,7 +92,10 @@ def prepare(variant):
         # FSDP's own activation checkpointing, as accelerate applies it (fsdp_activation_checkpointing): each
         # block in a non-reentrant checkpoint_wrapper before sharding
         from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import (
-            CheckpointImpl, apply_activation_checkpointing, checkpoint_wrapper)
+            CheckpointImpl,
+            apply_activation_checkpointing,
+            checkpoint_wrapper,
+        )
 
         blocks = tuple({type(m) for m in model.modules() if type(m).__name__ in model._no_split_modules})
         apply_activation_checkpointing(

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image
-
 from reliability_support import colour_image, good_response
 
 THINK = "I count the shapes: two red circles and one square."

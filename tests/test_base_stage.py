@@ -55,8 +55,8 @@ def test_reading_examples_answer_from_the_caption():
     import random
     import re
 
-    from scale_vlm.tiny.base_examples import reading_example
     from scale_vlm.bench.scenes import cell_name
+    from scale_vlm.tiny.base_examples import reading_example
 
     rng = random.Random(3)
     kinds = set()
@@ -88,8 +88,8 @@ def test_reading_examples_answer_from_the_caption():
 def test_direct_questions_use_their_own_instruction():
     import random
 
-    from scale_vlm.tiny.base_examples import DIRECT_INSTRUCTION, direct_qa_example
     from scale_vlm.prompts import reasoning_instruction
+    from scale_vlm.tiny.base_examples import DIRECT_INSTRUCTION, direct_qa_example
 
     rng = random.Random(0)
     for _ in range(50):

@@ -9,8 +9,15 @@ from collections import Counter
 
 import pytest
 
-from scale_vlm.bench import BenchConfig, build_benchmark, iter_items, make_benchmark, to_training_format
-from scale_vlm.bench import write_messages_jsonl, write_sharegpt_json
+from scale_vlm.bench import (
+    BenchConfig,
+    build_benchmark,
+    iter_items,
+    make_benchmark,
+    to_training_format,
+    write_messages_jsonl,
+    write_sharegpt_json,
+)
 from scale_vlm.prompts import OPTION_LETTERS
 from scale_vlm.segments import DEFAULT_TAGS
 
@@ -243,8 +250,7 @@ def test_object_first_scan_names_each_cell_after_its_object():
     """``scan_order="object_first"`` rewrites only the scan and the re-check (``red circle at top left``); every other
     word of the trace, the scene and the answer are those of the default order, and both scans parse back to the
     true scene."""
-    from scale_vlm.bench.scenes import cell_name
-    from scale_vlm.bench.scenes import parse_caption
+    from scale_vlm.bench.scenes import cell_name, parse_caption
 
     cell_first, object_first = items(200, teacher_error_rate=0.0), items(200, teacher_error_rate=0.0, scan_order="object_first")
     for a, b in zip(cell_first, object_first):

@@ -63,7 +63,7 @@ def test_parallel_methods_match_sequential(tmp_path, monkeypatch, capsys):
         cfg = DemoConfig(quick=True, output_dir=str(tmp_path / f"p{int(parallel)}"), progress=False, max_new_tokens=8)
         assert cfg.parallel_methods  # the default
         with monkeypatch.context() as m:
-            m.setattr(demo, "available_cpus", lambda: 2 if parallel else 1)
+            m.setattr(demo, "available_cpus", lambda cpus=2 if parallel else 1: cpus)
             runs[parallel] = run_demo(cfg)
         said = capsys.readouterr().out
         assert ("one CPU core available" in said) == (not parallel)

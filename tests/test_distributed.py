@@ -17,7 +17,6 @@ import subprocess
 
 import numpy as np
 import pytest
-
 from reliability_support import PYTHON, REPO_ROOT, colour_image, subprocess_env, tiny_model_dir, write_jsonl
 
 ACCELERATE = shutil.which("accelerate", path=str(__import__("pathlib").Path(PYTHON).parent)) or "accelerate"

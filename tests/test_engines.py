@@ -17,7 +17,6 @@ import socket
 import subprocess
 
 import pytest
-
 from reliability_support import PYTHON, REPO_ROOT, subprocess_env
 
 SCRIPT = str(REPO_ROOT / "tests" / "engine_check.py")

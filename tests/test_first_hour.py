@@ -14,8 +14,8 @@ import os
 import time
 
 import pytest
-
 from reliability_support import good_row, write_good_jsonl, write_jsonl
+
 from scale_vlm.cli import main
 
 # Short CLI runs on the tiny model: about 1-2 s each on one core.

@@ -4,11 +4,11 @@ import math
 
 import torch
 
-from scale_vlm.tiny.corpus import corpus_texts
 from scale_vlm.eval.adapters import load_eval_dataset
 from scale_vlm.grpo_config import ScaleGRPOConfig
 from scale_vlm.grpo_trainer import ScaleGRPOTrainer, load_grpo_dataset, to_grpo_dataset
 from scale_vlm.rewards import make_reward_funcs
+from scale_vlm.tiny.corpus import corpus_texts
 from scale_vlm.tiny.model import build_tiny_qwen2_vl
 
 

@@ -12,9 +12,9 @@ from collections import Counter
 import numpy as np
 import pytest
 from datasets import Dataset
-
 from hostile_corpus import GARBAGE_OUTPUTS, build_eval_rows, build_training_cases, write_images
 from reliability_support import good_row, load_tiny_processor, tiny_model_dir, write_good_jsonl, write_jsonl
+
 from scale_vlm.data.formats import ExampleError, load_image, normalize_example
 from scale_vlm.data.prepare import RAW_JSON_COLUMN, load_training_dataset, prepare_dataset
 from scale_vlm.data.render import render_example

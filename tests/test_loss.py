@@ -85,9 +85,9 @@ def test_length_independence_repeating_the_think_keeps_l_think():
     seg_short = torch.tensor([[T, T, T, A]])
     seg_long = torch.tensor([[T] * 15 + [A]])
     for norm in ("sample", "batch"):
-        s = scale_loss(short, seg_short, 1.0, 0.0, norm).loss
-        l = scale_loss(long, seg_long, 1.0, 0.0, norm).loss
-        torch.testing.assert_close(s, l)
+        loss_short = scale_loss(short, seg_short, 1.0, 0.0, norm).loss
+        loss_long = scale_loss(long, seg_long, 1.0, 0.0, norm).loss
+        torch.testing.assert_close(loss_short, loss_long)
         # and the answer term is untouched by the think length
         torch.testing.assert_close(scale_loss(short, seg_short, 0.0, 1.0, norm).loss, scale_loss(long, seg_long, 0.0, 1.0, norm).loss)
     # vanilla, by contrast, dilutes the answer as the think grows: (7+3)/4 vs (35+3)/16

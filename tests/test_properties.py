@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
 from reliability_support import load_tiny_processor
+
 from scale_vlm.data.formats import ChatExample
 from scale_vlm.data.render import render_example
 from scale_vlm.segments import DEFAULT_TAGS, SEGMENT_ANSWER, SEGMENT_PROMPT, SEGMENT_THINK

@@ -4,10 +4,10 @@ import copy
 import json
 
 import pytest
+from conftest import QUESTION, make_image, messages_row
 from datasets import Dataset
 from PIL import Image
 
-from conftest import QUESTION, make_image, messages_row
 from scale_vlm.data.formats import ExampleError, normalize_example
 from scale_vlm.data.prepare import prepare_dataset
 from scale_vlm.data.render import render_example, split_response

@@ -22,7 +22,6 @@ import subprocess
 import time
 
 import pytest
-
 from reliability_support import PYTHON, REPO_ROOT, subprocess_env, tiny_model_dir, write_good_jsonl
 
 KEYS = ("w_think", "w_answer", "loss", "loss_think", "loss_answer")

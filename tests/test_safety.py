@@ -8,7 +8,6 @@ import re
 from pathlib import Path
 
 import pytest
-
 from reliability_support import REPO_ROOT, tiny_model_dir
 
 PACKAGE = REPO_ROOT / "scale_vlm"

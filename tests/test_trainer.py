@@ -8,7 +8,8 @@ import torch
 from scale_vlm.sft_config import ScaleSFTConfig
 from scale_vlm.sft_trainer import ScaleSFTTrainer
 
-METRICS = ("loss_think", "loss_answer", "w_think", "w_answer")
+SEGMENT_LOSSES = ("loss_think", "loss_answer")
+METRICS = {"scale": SEGMENT_LOSSES + ("w_think", "w_answer"), "vanilla": SEGMENT_LOSSES}  # vanilla is unweighted
 
 
 def _config(tmp_path, **kw):
@@ -28,9 +29,12 @@ def test_three_step_run_trains_and_logs(fresh_qwen, messages_dataset, tmp_path, 
     steps = [h for h in trainer.state.log_history if "loss" in h]
     assert [h["step"] for h in steps] == [1, 2, 3]
     for h in steps:
-        assert math.isfinite(h["loss"]) and all(math.isfinite(h[m]) for m in METRICS)
-    # cosine schedule: 0.8/0.2 at the first step, 0.5/0.5 in the middle, 0.2/0.8 at the last
-    assert [round(h["w_answer"], 6) for h in steps] == [0.2, 0.5, 0.8]
+        assert math.isfinite(h["loss"]) and all(math.isfinite(h[m]) for m in METRICS[method])
+    if method == "scale":
+        # cosine schedule: 0.8/0.2 at the first step, 0.5/0.5 in the middle, 0.2/0.8 at the last
+        assert [round(h["w_answer"], 6) for h in steps] == [0.2, 0.5, 0.8]
+    else:
+        assert not any("w_think" in h or "w_answer" in h for h in trainer.state.log_history)
     changed = [n for n, p in model.named_parameters() if not torch.equal(before[n], p.detach())]
     assert len(changed) > 0.9 * len(before)
     if method == "scale":
@@ -74,7 +78,7 @@ def test_lora_through_peft(fresh_qwen, messages_dataset, tmp_path):
     trainer.train()
     after = dict(trainer.model.named_parameters())
     assert any(not torch.equal(lora[n], after[n].detach()) for n in lora if "lora_B" in n)
-    assert all(m in trainer.state.log_history[0] for m in METRICS)
+    assert all(m in trainer.state.log_history[0] for m in METRICS["scale"])
 
 
 def test_config_validation(tmp_path):

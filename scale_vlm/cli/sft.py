@@ -85,7 +85,7 @@ def resolve_resume_checkpoint(output_dir: str, resume) -> str | None:
         for name in os.listdir(output_dir) if os.path.isdir(output_dir) else []:
             if name.startswith("checkpoint-") and name.split("-", 1)[1].isdigit():
                 steps.append((int(name.split("-", 1)[1]), os.path.join(output_dir, name)))
-        for step, path in sorted(steps, reverse=True):
+        for _, path in sorted(steps, reverse=True):
             if is_complete_checkpoint(path):
                 return path
             logger.warning("skipping incomplete checkpoint %s (the run died while writing it)", path)

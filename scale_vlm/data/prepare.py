@@ -12,8 +12,16 @@ import os
 from collections import Counter
 from dataclasses import dataclass, field
 
-from datasets import Dataset, Image, List, disable_progress_bars, enable_progress_bars, is_progress_bar_enabled
-from datasets import load_dataset, load_from_disk
+from datasets import (
+    Dataset,
+    Image,
+    List,
+    disable_progress_bars,
+    enable_progress_bars,
+    is_progress_bar_enabled,
+    load_dataset,
+    load_from_disk,
+)
 
 from ..segments import DEFAULT_TAGS, SEGMENT_ANSWER, SEGMENT_THINK, Tags
 from .formats import ExampleError, normalize_example
