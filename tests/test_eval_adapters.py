@@ -204,9 +204,31 @@ def test_errors_name_the_example(tmp_path):
     with pytest.raises(ValueError, match="broken.jsonl: line 2 is not valid JSON"):
         load_eval_dataset(str(tmp_path / "broken.jsonl"))
 
-    with pytest.raises(ValueError, match="unsupported file type '.csv'"):
-        (tmp_path / "x.csv").write_text("a,b\n")
+    (tmp_path / "x.csv").write_text("a,b\n")
+    with pytest.raises(ValueError, match="x.csv: no rows could be read from it as csv"):
         load_eval_dataset(str(tmp_path / "x.csv"))
+    (tmp_path / "x.xlsx").write_text("a,b\n")
+    with pytest.raises(ValueError, match=r"unsupported data file .*x.xlsx.*: use .json, .jsonl, .parquet, .arrow or .csv"):
+        load_eval_dataset(str(tmp_path / "x.xlsx"))
 
     with pytest.raises(ValueError, match="unknown adapter 'vqa'"):
         load_eval_dataset(str(ICONQA), adapter="vqa")
+
+
+def test_rows_of_different_shapes_are_decoded_one_by_one(tmp_path):
+    # "answer" is an index in one row and the choice's text in the other: no single Arrow column holds both, so the
+    # shared loader keeps such rows as JSON text; evaluation must still see each row as written.
+    path = _write_jsonl(tmp_path / "mixed.jsonl", [
+        {"question": "Which colour?", "choices": ["red", "blue"], "answer": 1},
+        {"question": "Which colour?", "choices": ["red", "blue"], "answer": "blue"},
+    ])
+    examples = load_eval_dataset(path, columns=ColumnMapping(image_column=None, choices_column="choices"))
+    assert [e.gold for e in examples] == ["B", "B"]
+
+
+def test_rows_without_an_id_keep_their_index_as_id(tmp_path):
+    rows = [{**row, "image": None} for row in _rows(SCIENCEQA / "test.jsonl")[:2]]
+    rows[0]["id"] = "q-first"
+    rows[1].pop("id", None)  # loaded into one table with the first row, its id is a null, not a missing key
+    examples = load_eval_dataset(_write_jsonl(tmp_path / "ids.jsonl", rows), adapter="scienceqa")
+    assert [e.id for e in examples] == ["q-first", "scienceqa-1"]

@@ -68,7 +68,7 @@ def _check_consistent(metrics: dict, predictions: list[dict], num_examples: int)
 
 def test_cli_eval_scienceqa(tiny_model_dir, tmp_path, capsys):
     out = tmp_path / "sqa"
-    rc = main(["eval", "--model", tiny_model_dir, "--dataset", str(FIXTURES / "scienceqa"), "--output_dir", str(out),
+    rc = main(["eval", "--model_name_or_path", tiny_model_dir, "--dataset_name", str(FIXTURES / "scienceqa"), "--output_dir", str(out),
                "--max_new_tokens", "8", "--batch_size", "3"])
     assert rc == 0
     metrics, predictions = _read_results(out)
@@ -78,9 +78,9 @@ def test_cli_eval_scienceqa(tiny_model_dir, tmp_path, capsys):
     assert "accuracy" in capsys.readouterr().out
 
     # existing results are kept unless --overwrite_output_dir is given
-    rc = main(["eval", "--model", tiny_model_dir, "--dataset", str(FIXTURES / "scienceqa"), "--output_dir", str(out)])
+    rc = main(["eval", "--model_name_or_path", tiny_model_dir, "--dataset_name", str(FIXTURES / "scienceqa"), "--output_dir", str(out)])
     assert rc == 2 and "--overwrite_output_dir" in capsys.readouterr().err
-    rc = main(["eval", "--model", tiny_model_dir, "--dataset", str(FIXTURES / "scienceqa"), "--output_dir", str(out),
+    rc = main(["eval", "--model_name_or_path", tiny_model_dir, "--dataset_name", str(FIXTURES / "scienceqa"), "--output_dir", str(out),
                "--max_new_tokens", "4", "--image_only", "--overwrite_output_dir"])
     assert rc == 0
     assert _read_results(out)[0]["num_examples"] == 3
@@ -90,7 +90,7 @@ def test_cli_eval_iconqa_from_yaml_config(tiny_model_dir, tmp_path):
     out = tmp_path / "iconqa"
     config = tmp_path / "eval.yaml"
     config.write_text(
-        f"model: {tiny_model_dir}\ndataset: {FIXTURES / 'iconqa'}\noutput_dir: {out}\nmax_new_tokens: 8\nbatch_size: 4\n"
+        f"model_name_or_path: {tiny_model_dir}\ndataset_name: {FIXTURES / 'iconqa'}\noutput_dir: {out}\nmax_new_tokens: 8\nbatch_size: 4\n"
     )
     assert main(["eval", "--config", str(config), "--progress", "false"]) == 0
     metrics, predictions = _read_results(out)
@@ -102,7 +102,7 @@ def test_cli_eval_iconqa_from_yaml_config(tiny_model_dir, tmp_path):
 
 def test_cli_eval_builtin_benchmark(tiny_model_dir, tmp_path):
     out = tmp_path / "builtin"
-    rc = main(["eval", "--model", tiny_model_dir, "--dataset", "builtin", "--limit", "3", "--output_dir", str(out),
+    rc = main(["eval", "--model_name_or_path", tiny_model_dir, "--dataset_name", "builtin", "--limit", "3", "--output_dir", str(out),
                "--max_new_tokens", "6"])
     assert rc == 0
     metrics, predictions = _read_results(out)
@@ -111,7 +111,7 @@ def test_cli_eval_builtin_benchmark(tiny_model_dir, tmp_path):
 
 
 def test_cli_eval_reports_bad_dataset(tiny_model_dir, tmp_path, capsys):
-    rc = main(["eval", "--model", tiny_model_dir, "--dataset", str(tmp_path / "missing.csv"), "--output_dir",
+    rc = main(["eval", "--model_name_or_path", tiny_model_dir, "--dataset_name", str(tmp_path / "missing.csv"), "--output_dir",
                str(tmp_path / "o"), "--adapter", "nope"])
     assert rc == 2 and "--adapter must be one of" in capsys.readouterr().err
 

@@ -4,7 +4,8 @@ Each test replays what the user did (the ``scale-vlm`` entry point, in process, 
 behaviour asked for: stale checkpoints are never resumed, an unwritable output folder is found before training,
 ambiguous evaluation golds are refused, every command reports mistakes as ``scale-vlm CMD: error: ...`` with exit
 status 2 and no traceback, missing local paths fail at once, JSON shapes are read as written, GRPO reads the user's
-data, no-op settings are refused, and the demo and logs say what they do.
+data, no-op settings are refused, the demo and logs say what they do, every command reads data through one loader
+(a hub snapshot folder included) and takes the same option names.
 """
 
 from __future__ import annotations
@@ -127,7 +128,7 @@ def test_eval_and_grpo_check_their_output_dir_before_loading_the_model(tiny_qwen
     blocker.write_text("not a folder")
     monkeypatch.setattr(transformers.AutoModelForImageTextToText, "from_pretrained",
                         lambda *a, **k: pytest.fail("the model was loaded before the output folder was checked"))
-    rc = main(["eval", "--model", tiny_qwen_dir, "--dataset", "builtin", "--limit", "2", "--output_dir",
+    rc = main(["eval", "--model_name_or_path", tiny_qwen_dir, "--dataset_name", "builtin", "--limit", "2", "--output_dir",
                str(blocker / "eval")])
     _assert_user_error(capsys, rc, "cannot write to output_dir", command="eval")
     rc = main(["grpo", "--model_name_or_path", tiny_qwen_dir, "--output_dir", str(blocker / "grpo"), "--max_steps",
@@ -179,7 +180,7 @@ def test_eval_refuses_an_answer_that_could_be_an_index_or_a_value(tiny_qwen_dir,
     monkeypatch.setattr(transformers.AutoModelForImageTextToText, "from_pretrained",
                         lambda *a, **k: pytest.fail("the model was loaded before the data was checked"))
     data = _ambiguous_eval_file(tmp_path / "d")
-    rc = main(["eval", "--model", tiny_qwen_dir, "--dataset", str(data), "--choices_column", "choices",
+    rc = main(["eval", "--model_name_or_path", tiny_qwen_dir, "--dataset_name", str(data), "--choices_column", "choices",
                "--output_dir", str(tmp_path / "o")])
     _assert_user_error(capsys, rc, "example 0: answer 3 is ambiguous", "(D) '4'", "(C) '3'",
                        "--answer_format index or --answer_format text", command="eval")
@@ -190,7 +191,7 @@ def test_eval_answer_format_chooses_the_gold(tiny_qwen_dir, tmp_path):
 
     data = _ambiguous_eval_file(tmp_path / "d")
     out = tmp_path / "o"
-    assert main(["eval", "--model", tiny_qwen_dir, "--dataset", str(data), "--choices_column", "choices",
+    assert main(["eval", "--model_name_or_path", tiny_qwen_dir, "--dataset_name", str(data), "--choices_column", "choices",
                  "--answer_format", "text", "--output_dir", str(out), "--max_new_tokens", "4", "--progress",
                  "false"]) == 0
     (prediction,) = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
@@ -241,7 +242,7 @@ ERROR_CASES = {
                           ["unknown schedule 'cosin'"]),
     "make-data-bad-format": ("make-data", lambda m, d: ["--format", "csv", "--output_dir", str(d / "md")],
                              ["--format must be one of"]),
-    "eval-typo-flag": ("eval", lambda m, d: ["--model", m, "--datset", "builtin"], ["--dataset?"]),
+    "eval-typo-flag": ("eval", lambda m, d: ["--model_name_or_path", m, "--datset", "builtin"], ["--dataset_name?"]),
     # small runs, so that a regression fails fast instead of training a full model
     "grpo-bad-value": ("grpo", lambda m, d: ["--model_name_or_path", m, "--accuracy_weight", "-1", "--output_dir",
                                              str(d / "g"), "--max_steps", "1", "--builtin_size", "2",
@@ -297,12 +298,12 @@ def test_misspelt_local_paths_are_not_found_at_once(tiny_qwen_dir, tmp_path, cap
     _assert_user_error(capsys, rc, "model '", "modles/tiny' not found")
     rc = main(["inspect-data", "--model_name_or_path", tiny_qwen_dir, "--dataset_name", "data/trian.jsonl"])
     _assert_user_error(capsys, rc, "dataset 'data/trian.jsonl' not found", command="inspect-data")
-    rc = main(["eval", "--model", tiny_qwen_dir, "--dataset", "./evl/test.jsonl", "--output_dir", str(tmp_path / "e")])
+    rc = main(["eval", "--model_name_or_path", tiny_qwen_dir, "--dataset_name", "./evl/test.jsonl", "--output_dir", str(tmp_path / "e")])
     _assert_user_error(capsys, rc, "dataset './evl/test.jsonl' not found", command="eval")
-    rc = main(["eval", "--model", str(tmp_path / "runs" / "scale"), "--dataset", str(good), "--output_dir",
+    rc = main(["eval", "--model_name_or_path", str(tmp_path / "runs" / "scale"), "--dataset_name", str(good), "--output_dir",
                str(tmp_path / "e")])
     _assert_user_error(capsys, rc, "runs/scale' not found", command="eval")
-    rc = main(["grpo", "--model_name_or_path", tiny_qwen_dir, "--dataset", "./data/trian.jsonl", "--output_dir",
+    rc = main(["grpo", "--model_name_or_path", tiny_qwen_dir, "--dataset_name", "./data/trian.jsonl", "--output_dir",
                str(tmp_path / "g"), "--max_steps", "1"])
     _assert_user_error(capsys, rc, "dataset './data/trian.jsonl' not found", command="grpo")
     assert time.monotonic() - start < 30  # each is refused before any model or data is loaded
@@ -369,7 +370,7 @@ def test_grpo_trains_on_the_sft_data_file(tiny_qwen_dir, tmp_path):
     row = load_grpo_dataset(str(sharegpt), "train")[0]
     assert (row["answer"], row["prompt"][0]["content"][-1]["text"], len(row["images"])) == ("2", "How many shapes?", 1)
     out = tmp_path / "grpo"
-    assert main(["grpo", "--model_name_or_path", tiny_qwen_dir, "--dataset", str(data), "--output_dir", str(out),
+    assert main(["grpo", "--model_name_or_path", tiny_qwen_dir, "--dataset_name", str(data), "--output_dir", str(out),
                  "--max_steps", "1", "--num_generations", "2", "--per_device_train_batch_size", "2",
                  "--max_completion_length", "4", "--use_cpu", "true", "--report_to", "none",
                  "--disable_tqdm", "true"]) == 0
@@ -389,9 +390,9 @@ def test_grpo_column_mapping_flags(tmp_path):
     rows = [{"pic": "a.png", "q": "Which colour?", "gold": 1, "opts": ["red", "blue"]}]
     data = write_jsonl(tmp_path / "train.jsonl", rows)
     script, _ = TrlParser((GRPOScriptArguments, ScaleGRPOConfig)).parse_args_and_config(
-        ["--dataset", str(data), "--image_column", "pic", "--question_column", "q", "--answer_column", "gold",
+        ["--dataset_name", str(data), "--image_column", "pic", "--question_column", "q", "--answer_column", "gold",
          "--choices_column", "opts", "--answer_format", "index", "--output_dir", "unused", "--use_cpu", "true"])
-    ds = load_grpo_dataset(script.dataset, script.dataset_split, columns=script.columns(),
+    ds = load_grpo_dataset(script.dataset_name, script.dataset_train_split, columns=script.columns(),
                            answer_format=script.answer_format)
     assert ds["answer"] == ["B"] and ds["choices"] == [["red", "blue"]] and len(ds[0]["images"]) == 1
 
@@ -643,3 +644,115 @@ def test_required_options_may_still_come_from_the_config_file(tiny_qwen_dir, tmp
                                       "dataset_name": str(write_good_jsonl(tmp_path, 2))}))
     assert main(["inspect-data", "--config", str(config), "--json", "--num_examples", "0"]) == 0
     assert json.loads(capsys.readouterr().out)["summary"]["num_examples"] == 2
+
+
+# ------------------------------------------------------------------------ 11. one loader for every command
+
+
+def _hub_snapshot(folder, splits):
+    """A dataset folder in the hub's own layout (``data/<split>-00000-of-00001.parquet``, images embedded), as a
+    downloaded snapshot looks on an offline cluster."""
+    from datasets import Dataset
+    from reliability_support import colour_image
+
+    (folder / "data").mkdir(parents=True)
+    (folder / "README.md").write_text("---\nlicense: mit\n---\n# shapes\n")
+    for split, indices in splits.items():
+        Dataset.from_list([good_row(i, colour_image(i)) for i in indices]).to_parquet(
+            str(folder / "data" / f"{split}-00000-of-00001.parquet"))
+    return folder
+
+
+def test_a_hub_layout_folder_evaluates_and_trains(tiny_qwen_dir, tmp_path, capsys):
+    snapshot = _hub_snapshot(tmp_path / "shapes", {"train": range(4), "test": [5, 7]})
+    out = tmp_path / "eval"
+    assert main(["eval", "--model_name_or_path", tiny_qwen_dir, "--dataset_name", str(snapshot), "--output_dir",
+                 str(out), "--max_new_tokens", "4", "--progress", "false"]) == 0
+    predictions = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    assert [p["gold"] for p in predictions] == ["1", "3"]  # the test split's answer blocks, in order
+    assert "examples 2" in capsys.readouterr().out
+    assert _inspect_count(capsys, tiny_qwen_dir, snapshot) == 4
+    assert _inspect_count(capsys, tiny_qwen_dir, snapshot, "--dataset_train_split", "test") == 2
+    rc = main(["inspect-data", "--model_name_or_path", tiny_qwen_dir, "--dataset_name", str(snapshot),
+               "--dataset_train_split", "validation"])
+    _assert_user_error(capsys, rc, "has no split 'validation'; available: ['test', 'train']", "--dataset_train_split",
+                       command="inspect-data")
+    assert _sft(tiny_qwen_dir, snapshot, tmp_path / "sft") == 0
+    assert json.loads((tmp_path / "sft" / "data_report.json").read_text())["total"] == 4
+
+
+def test_pickle_data_is_refused_not_loaded(tmp_path):
+    from scale_vlm.data.prepare import load_rows
+
+    (tmp_path / "data.pkl").write_bytes(b"not unpickled")
+    with pytest.raises(ValueError, match="pickle files are never loaded"):
+        load_rows(str(tmp_path / "data.pkl"))
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "folder" / "train.pickle").write_bytes(b"not unpickled")
+    with pytest.raises(ValueError, match=r"holds pickle files \(train.pickle\)"):
+        load_rows(str(tmp_path / "folder"))
+
+
+# ------------------------------------------------------------------------ 12. one set of option names
+
+
+class _Parsed(Exception):
+    """Raised in place of running the command, carrying what its options parsed to."""
+
+
+def _parsed(monkeypatch, command, argv):
+    from scale_vlm.cli import common, sft
+
+    real = common.parse
+
+    def capture(parser, args):
+        raise _Parsed(real(parser, args))
+
+    monkeypatch.setattr(common, "parse", capture)
+    monkeypatch.setattr(sft, "parse", capture)
+    with pytest.raises(_Parsed) as info:
+        main([command, *argv])
+    return {k: v for part in info.value.args[0] for k, v in vars(part).items()}
+
+
+# command -> (option -> its spellings, the canonical one first; other options the command needs)
+OPTION_SPELLINGS = {
+    "eval": ({"model_name_or_path": ["--model_name_or_path", "--model"],
+              "dataset_name": ["--dataset_name", "--dataset"],
+              "dataset_test_split": ["--dataset_test_split", "--split"]}, ["--output_dir", "o"]),
+    "grpo": ({"model_name_or_path": ["--model_name_or_path", "--model"],
+              "dataset_name": ["--dataset_name", "--dataset"],
+              "dataset_train_split": ["--dataset_train_split", "--dataset_split"]}, ["--output_dir", "o"]),
+    "inspect-data": ({"model_name_or_path": ["--model_name_or_path", "--model"],
+                      "dataset_name": ["--dataset_name", "--dataset"],
+                      "dataset_train_split": ["--dataset_train_split"]}, []),
+    "sft": ({"model_name_or_path": ["--model_name_or_path"], "dataset_name": ["--dataset_name"],
+             "dataset_train_split": ["--dataset_train_split"]}, ["--output_dir", "o"]),
+}
+
+
+@pytest.mark.parametrize("command", sorted(OPTION_SPELLINGS))
+def test_every_spelling_of_an_option_sets_the_same_value(command, monkeypatch, capsys):
+    spellings, extra = OPTION_SPELLINGS[command]
+    for dest, flags in spellings.items():
+        for flag in flags:
+            argv = [*extra]
+            for other, other_flags in spellings.items():
+                argv += [flag if other == dest else other_flags[0], f"{other}-via-{flag}"]
+            assert _parsed(monkeypatch, command, argv)[dest] == f"{dest}-via-{flag}", (command, flag)
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    for dest, flags in spellings.items():
+        for flag in flags:  # each spelling is listed with its option
+            assert f"{flag} {dest.upper()}" in help_text, (command, flag)
+
+
+def test_a_config_file_may_use_the_older_option_names(monkeypatch, tmp_path):
+    import yaml
+
+    config = tmp_path / "eval.yaml"
+    config.write_text(yaml.safe_dump({"model": "m", "dataset": "d", "split": "validation", "output_dir": "o"}))
+    parsed = _parsed(monkeypatch, "eval", ["--config", str(config)])
+    assert (parsed["model_name_or_path"], parsed["dataset_name"], parsed["dataset_test_split"]) == ("m", "d",
+                                                                                                   "validation")

@@ -220,7 +220,7 @@ def test_eval_cli_reports_bad_image_without_traceback(tmp_path, capsys):
     rows = build_eval_rows(tmp_path)
     path = tmp_path / "eval.jsonl"
     path.write_text(json.dumps(rows[1]) + "\n")
-    rc = main(["--model", str(tiny_model_dir()), "--dataset", str(path), "--output_dir", str(tmp_path / "out")])
+    rc = main(["--model_name_or_path", str(tiny_model_dir()), "--dataset_name", str(path), "--output_dir", str(tmp_path / "out")])
     err = capsys.readouterr().err
     assert rc == 2
     assert err.startswith("scale-vlm eval: error: built-in benchmark example 0: cannot load image")

@@ -21,7 +21,7 @@ def parse(parser, argv):
     """``parser.parse_args_and_config(argv)``, with unknown flags reported by name and the closest known ones.
 
     Unknown flags are looked for first: a typo'd flag would otherwise surface as whatever a config's validation
-    says about the option it failed to set (e.g. "--dataset is required" for ``--datset``)."""
+    says about the option it failed to set (e.g. "--dataset_name is required" for ``--datset_name``)."""
     argv = list(argv or [])
     plain = list(argv)
     if "--config" in plain:  # TrlParser reads --config FILE itself; argparse does not know it
@@ -39,6 +39,7 @@ def parse(parser, argv):
     unknown = [a for a in remaining if a.startswith("-")]
     if unknown:
         raise _unknown_options(parser, unknown)
+    _accept_alias_keys_in_config(parser)
     try:
         return parser.parse_args_and_config(argv)
     except ValueError as err:
@@ -48,14 +49,38 @@ def parse(parser, argv):
         raise _unknown_options(parser, re.findall(r"'([^']*)'", match.group(1)) or [match.group(1)]) from None
 
 
+def _accept_alias_keys_in_config(parser) -> None:
+    """Let a ``--config`` file use an option's alias as its key (``model:`` for ``model_name_or_path:``), as the
+    command line does: TrlParser matches config keys against option names only."""
+    original = getattr(parser, "set_defaults_with_config", None)
+    if original is None or getattr(original, "accepts_aliases", False):
+        return
+
+    def set_defaults_with_config(**kwargs):
+        renamed = {}
+        for key, value in kwargs.items():
+            action = parser._option_string_actions.get(f"--{key}")
+            renamed[action.dest if action is not None else key] = value
+        return original(**renamed)
+
+    set_defaults_with_config.accepts_aliases = True
+    parser.set_defaults_with_config = set_defaults_with_config
+
+
 def _unknown_options(parser, unknown: list[str]) -> ValueError:
-    # argparse also registers a dashed alias of every underscored flag: suggest the spelling the docs use.
-    known = [s for s in parser._option_string_actions if s.startswith("--") and "-" not in s[2:]]
+    # argparse also registers a dashed alias of every underscored flag, and some options have older spellings
+    # (--model for --model_name_or_path): match against all of them, suggest the option's own name (what the docs use).
+    def documented(s: str) -> bool:
+        return s.startswith("--") and "-" not in s[2:]
+
+    known = {s: next(o for o in a.option_strings if documented(o))
+             for s, a in parser._option_string_actions.items() if documented(s)}
     hints = []
     for flag in unknown:
-        close = difflib.get_close_matches(flag.split("=")[0], known, n=2, cutoff=0.75)
-        if close:
-            hints.append(f"{flag} -> {' or '.join(close)}?")
+        close = difflib.get_close_matches(flag.split("=")[0], list(known), n=3, cutoff=0.75)
+        names = list(dict.fromkeys(known[c] for c in close))[:2]
+        if names:
+            hints.append(f"{flag} -> {' or '.join(names)}?")
     message = f"unknown option(s) {', '.join(unknown)}"
     if hints:
         message += f" (did you mean: {'; '.join(hints)})"

@@ -1,7 +1,8 @@
-"""``scale-vlm eval --model PATH --dataset NAME_OR_PATH --output_dir DIR``: tag-aware evaluation.
+"""``scale-vlm eval --model_name_or_path PATH --dataset_name NAME_OR_PATH --output_dir DIR``: tag-aware evaluation.
 
 Writes ``predictions.jsonl`` (one row per example) and ``metrics.json`` (accuracy, malformed rate, think/answer
-lengths, per-category breakdown). Options can also come from ``--config file.yaml``.
+lengths, per-category breakdown). Options can also come from ``--config file.yaml``. ``--model``, ``--dataset`` and
+``--split`` are older spellings of ``--model_name_or_path``, ``--dataset_name`` and ``--dataset_test_split``.
 """
 
 from __future__ import annotations

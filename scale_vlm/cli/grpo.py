@@ -1,4 +1,4 @@
-"""``scale-vlm grpo --model_name_or_path SFT_CHECKPOINT --dataset builtin|scienceqa|PATH --output_dir DIR``.
+"""``scale-vlm grpo --model_name_or_path SFT_CHECKPOINT --dataset_name builtin|scienceqa|PATH --output_dir DIR``.
 
 GRPO (TRL's ``GRPOTrainer``) from an SFT checkpoint with the accuracy and format rewards. Every ``GRPOConfig``
 flag works (``--loss_type``, ``--beta``, ``--num_generations``, ``--max_completion_length``, ``--learning_rate``,
@@ -16,15 +16,19 @@ from pathlib import Path
 
 @dataclass
 class GRPOScriptArguments:
-    model_name_or_path: str = field(default=None, metadata={"help": "SFT checkpoint folder (or hub name)"})
-    dataset: str = field(default="builtin", metadata={
-        "help": "builtin, scienceqa, iconqa, or a local dataset path (the SFT data file works as it is)"})
-    dataset_split: str = field(default="train", metadata={"help": "split to draw GRPO prompts from"})
+    # TRL's option names, as in scale-vlm sft; the older --model / --dataset / --dataset_split still work (aliases).
+    model_name_or_path: str = field(default=None, metadata={
+        "help": "SFT checkpoint folder (or hub name)", "aliases": ["--model"]})
+    dataset_name: str = field(default="builtin", metadata={
+        "help": "builtin, scienceqa, iconqa, or a local dataset path (the SFT data file works as it is)",
+        "aliases": ["--dataset"]})
+    dataset_train_split: str = field(default="train", metadata={
+        "help": "split to draw GRPO prompts from", "aliases": ["--dataset_split"]})
     adapter: str = field(default="auto", metadata={
         "help": "dataset schema (as in scale-vlm eval): auto, scienceqa, iconqa, builtin, columns, sft"})
     limit: int | None = field(default=None, metadata={"help": "use only the first N prompts"})
-    builtin_size: int = field(default=512, metadata={"help": "--dataset builtin: prompts to generate"})
-    builtin_seed: int = field(default=0, metadata={"help": "--dataset builtin: generation seed"})
+    builtin_size: int = field(default=512, metadata={"help": "--dataset_name builtin: prompts to generate"})
+    builtin_seed: int = field(default=0, metadata={"help": "--dataset_name builtin: generation seed"})
     image_only: bool = field(default=False, metadata={"help": "keep only prompts with an image"})
     threads: int | None = field(default=None, metadata={"help": "torch CPU threads (default: torch's choice)"})
     # The generic adapter's column mapping, as in scale-vlm eval (an SFT data file needs none: adapter 'sft').
@@ -64,7 +68,7 @@ def run(script: GRPOScriptArguments, args) -> dict:
     check_output_writable(out)  # before training, not at the final save
     if script.threads:
         torch.set_num_threads(script.threads)
-    dataset = load_grpo_dataset(script.dataset, script.dataset_split, limit=script.limit, seed=script.builtin_seed,
+    dataset = load_grpo_dataset(script.dataset_name, script.dataset_train_split, limit=script.limit, seed=script.builtin_seed,
                                 builtin_size=script.builtin_size, image_only=script.image_only, tags=args.tags,
                                 adapter=script.adapter, columns=script.columns(), answer_format=script.answer_format)
     from transformers import AutoModelForImageTextToText

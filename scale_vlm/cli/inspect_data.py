@@ -13,23 +13,25 @@ from dataclasses import dataclass, field
 
 from trl import TrlParser
 
-from ..segments import SEGMENT_ANSWER, SEGMENT_NAMES, SEGMENT_PROMPT, SEGMENT_THINK, Tags
+from ..segments import SEGMENT_ANSWER, SEGMENT_NAMES, SEGMENT_PROMPT, SEGMENT_THINK, TagFields, Tags, tag_field
 
 
 @dataclass
-class InspectArguments:
-    model_name_or_path: str = field(metadata={"help": "Model (for its processor and chat template)."})
-    dataset_name: str = field(metadata={"help": "Data file, datasets folder or dataset name."})
+class InspectArguments(TagFields):
+    # TRL's option names; --model / --dataset (eval's older spellings) work too, so one spelling serves every command.
+    model_name_or_path: str = field(metadata={"help": "Model (for its processor and chat template).",
+                                              "aliases": ["--model"]})
+    dataset_name: str = field(metadata={"help": "Data file, datasets folder or dataset name.", "aliases": ["--dataset"]})
     dataset_train_split: str = field(default="train", metadata={"help": "Split to inspect."})
     num_examples: int = field(default=3, metadata={"help": "Examples to show token by token."})
     summary_examples: int | None = field(default=None, metadata={"help": "Examples in the summary (default: all)."})
     json: bool = field(default=False, metadata={"help": "Print JSON instead of the human-readable view."})
     max_length: int | None = field(default=None, metadata={"help": "Check truncation against this length."})
     image_root: str | None = field(default=None, metadata={"help": "Folder for relative image paths."})
-    think_open: str = field(default="<think>", metadata={"help": "Opening think tag."})
-    think_close: str = field(default="</think>", metadata={"help": "Closing think tag."})
-    answer_open: str = field(default="<answer>", metadata={"help": "Opening answer tag."})
-    answer_close: str = field(default="</answer>", metadata={"help": "Closing answer tag."})
+    think_open: str = tag_field("think_open")
+    think_close: str = tag_field("think_close")
+    answer_open: str = tag_field("answer_open")
+    answer_close: str = tag_field("answer_close")
     bad_example_policy: str = field(default="error", metadata={"help": "'error' or 'skip' bad examples."})
     trust_remote_code: bool = field(default=False, metadata={"help": "Allow custom code from the model repo."})
 
@@ -74,13 +76,13 @@ def main(argv: list[str] | None = None) -> int:
         raise ValueError("--model_name_or_path and --dataset_name are required")
     check_local_path(args.model_name_or_path, "model")
     check_local_path(args.dataset_name, "dataset")
-    from ..data.prepare import load_training_dataset
+    from ..data.prepare import load_rows
     from ..processors import load_processor
 
     processor = load_processor(args.model_name_or_path, trust_remote_code=args.trust_remote_code)
     tokenizer = getattr(processor, "tokenizer", processor)
-    tags = Tags(args.think_open, args.think_close, args.answer_open, args.answer_close)
-    dataset, root = load_training_dataset(args.dataset_name, args.dataset_train_split, args.image_root)
+    tags = args.tags
+    dataset, root = load_rows(args.dataset_name, args.dataset_train_split, args.image_root)
     shown, think_counts, answer_counts = [], [], []
     for i, rendered, think, answer in inspect_rows(
         dataset, processor, tags, args.max_length, root, args.summary_examples, args.bad_example_policy

@@ -163,33 +163,98 @@ def _rendered_columns(dataset: Dataset, render) -> list[str]:
     return ["input_ids", "attention_mask", "labels", "segment_ids", "images"]
 
 
-def load_training_dataset(name_or_path: str, split: str = "train", image_root: str | None = None) -> tuple[Dataset, str | None]:
-    """Load raw training rows from a local JSON/JSONL file, a ``save_to_disk`` folder, or a dataset name.
+# Files that datasets reads with one builder; JSON/JSONL is read by read_json_rows instead (see load_rows).
+FILE_BUILDERS = {".parquet": "parquet", ".arrow": "arrow", ".csv": "csv"}
+# Unpickling runs code from the file: data in these formats is refused, never loaded (save_to_disk folders are Arrow).
+PICKLE_SUFFIXES = (".pkl", ".pickle", ".pt", ".pth", ".joblib")
+SPLIT_HINT = "choose one with --dataset_train_split (sft, inspect-data, grpo) or --dataset_test_split (eval)"
 
-    Returns the dataset and the folder that relative image paths resolve against.
+
+def load_rows(name_or_path: str, split: str = "train", image_root: str | None = None) -> tuple[Dataset, str | None]:
+    """The one place that turns a dataset argument and a split into rows, for sft, inspect-data, eval and grpo.
+
+    In order:
+
+    - a ``.json`` / ``.jsonl`` file: :func:`read_json_rows` (a list, JSONL, one object, or ``{split: [...]}``
+      following ``split``; stray non-UTF-8 bytes replaced and reported);
+    - a ``.parquet`` / ``.arrow`` / ``.csv`` file: datasets' builder for it (the file is the split); a pickle
+      file is refused;
+    - a ``datasets.save_to_disk`` folder: ``load_from_disk``, ``split`` picked from a ``DatasetDict``;
+    - a folder holding ``{split}.jsonl`` / ``{split}.json`` / ``{split}.parquet``: that file, as above;
+    - any other folder (the hub's own layout ``data/test-00000-of-00001.parquet`` of a downloaded snapshot,
+      ``train.csv`` ...): ``datasets.load_dataset(folder)``, ``split`` picked from its splits;
+    - a name that looks like a local path but does not exist: "not found" at once (never a hub lookup);
+    - anything else: a hub dataset, ``datasets.load_dataset(name, split=split)``.
+
+    Returns the rows and the folder relative image paths resolve against: ``image_root`` when given, else the
+    data file's folder or the dataset folder, else None (a hub dataset).
     """
     from ..run_guard import check_local_path
 
-    if os.path.isdir(name_or_path) and os.path.exists(os.path.join(name_or_path, "dataset_info.json")):
-        ds = load_from_disk(name_or_path)
-        return (ds[split] if hasattr(ds, "keys") else ds), image_root or name_or_path
-    if os.path.isdir(name_or_path) and os.path.exists(os.path.join(name_or_path, "dataset_dict.json")):
-        splits = load_from_disk(name_or_path)
-        if split not in splits:
-            raise ValueError(f"{name_or_path} has no split {split!r}; available: {sorted(splits)} "
-                             "(choose one with --dataset_train_split)")
-        return splits[split], image_root or name_or_path
-    if os.path.isfile(name_or_path):
-        root = image_root or os.path.dirname(os.path.abspath(name_or_path))
-        if name_or_path.endswith((".json", ".jsonl")):
-            return _rows_to_dataset(read_json_rows(name_or_path, split), name_or_path), root
-        if name_or_path.endswith(".parquet"):
-            return Dataset.from_parquet(name_or_path), root
-        raise ValueError(f"unsupported data file {name_or_path!r}: use .json, .jsonl or .parquet")
-    if os.path.exists(name_or_path):
-        raise ValueError(f"{name_or_path!r} is neither a data file nor a datasets folder")
-    check_local_path(name_or_path, "dataset")  # a misspelt local path is "not found" now, not a hub lookup
-    return load_dataset(name_or_path, split=split), image_root
+    path = os.fspath(name_or_path)
+    if os.path.isfile(path):
+        root = image_root or os.path.dirname(os.path.abspath(path))
+        suffix = os.path.splitext(path)[1].lower()
+        if suffix in (".json", ".jsonl"):
+            return _rows_to_dataset(read_json_rows(path, split), path), root
+        if suffix in FILE_BUILDERS:
+            try:  # one file is one split, whatever its name: datasets calls it "train"
+                return load_dataset(FILE_BUILDERS[suffix], data_files=[os.path.abspath(path)], split="train"), root
+            except ValueError as err:  # e.g. a CSV holding only its header: "Instruction "train" corresponds to no data"
+                raise ValueError(f"{path}: no rows could be read from it as {FILE_BUILDERS[suffix]} ({err})") from None
+        if suffix in PICKLE_SUFFIXES:
+            raise ValueError(f"{path}: pickle files are never loaded (unpickling runs code from the file); convert "
+                             "the data to JSONL or parquet")
+        raise ValueError(f"unsupported data file {path!r}: use .json, .jsonl, .parquet, .arrow or .csv")
+    if os.path.isdir(path):
+        root = image_root or path
+        if os.path.exists(os.path.join(path, "dataset_dict.json")) or os.path.exists(os.path.join(path, "state.json")):
+            return _pick_split(load_from_disk(path), split, path), root
+        for suffix in (".jsonl", ".json", ".parquet"):
+            candidate = os.path.join(path, split + suffix)
+            if os.path.isfile(candidate):
+                return load_rows(candidate, split, root)
+        return _pick_split(_load_folder(path, split), split, path), root
+    if os.path.exists(path):
+        raise ValueError(f"{path!r} is neither a data file nor a datasets folder")
+    check_local_path(path, "dataset")  # a misspelt local path is "not found" now, not a hub lookup
+    try:
+        return load_dataset(path, split=split), image_root
+    except ValueError as err:
+        if not str(err).startswith("Unknown split"):
+            raise
+        raise ValueError(f"{path} has no split {split!r}: {err} ({SPLIT_HINT})") from None
+
+
+def load_training_dataset(name_or_path: str, split: str = "train", image_root: str | None = None) -> tuple[Dataset, str | None]:
+    """Raw training rows and the folder for relative image paths: :func:`load_rows`, under its older name."""
+    return load_rows(name_or_path, split, image_root)
+
+
+def _load_folder(path: str, split: str):
+    """All splits of a plain folder of data files, as ``datasets.load_dataset`` lays them out."""
+    found = [os.path.join(d, f) for d, _, files in os.walk(path) for f in files]
+    pickles = [f for f in found if f.lower().endswith(PICKLE_SUFFIXES)]
+    if pickles:
+        raise ValueError(f"{path}: holds pickle files ({os.path.relpath(pickles[0], path)}"
+                         f"{' ...' if len(pickles) > 1 else ''}), which are never loaded (unpickling runs code from "
+                         "the file); convert them to JSONL or parquet")
+    try:
+        return load_dataset(path)
+    except FileNotFoundError as err:  # datasets' DataFilesNotFoundError / EmptyDatasetError
+        raise ValueError(
+            f"{path}: no data files datasets can read ({err}); a dataset folder holds {split}.jsonl / {split}.json, "
+            f"parquet/CSV/JSON files (the hub's layout data/{split}-00000-of-00001.parquet works), or is a "
+            "datasets.save_to_disk folder"
+        ) from None
+
+
+def _pick_split(data, split: str, source: str) -> Dataset:
+    if hasattr(data, "keys"):  # a DatasetDict
+        if split not in data:
+            raise ValueError(f"{source} has no split {split!r}; available: {sorted(data)} ({SPLIT_HINT})")
+        return data[split]
+    return data
 
 
 def _rows_to_dataset(rows: list, path: str) -> Dataset:
@@ -241,10 +306,7 @@ def read_json_rows(path, split: str | None = None) -> list[dict]:
                 return data[split]
             if len(lists) == 1 and lists[0] not in SPLIT_NAMES:
                 return data[lists[0]]
-            raise ValueError(
-                f"{path} holds the splits {lists} but not {split!r}; choose one with "
-                f"--dataset_train_split (training) or --split / --dataset_split (eval, GRPO)"
-            )
+            raise ValueError(f"{path} holds the splits {lists} but not {split!r}; {SPLIT_HINT}")
         return [data]  # one example written as a single object
     if not isinstance(data, list):
         raise ValueError(f"{path}: expected a JSON list of examples (or one example object), got {type(data).__name__}")

@@ -1,12 +1,13 @@
 """Dataset adapters: every evaluation source becomes a list of :class:`EvalExample`.
 
 Sources: ScienceQA (Hugging Face schema), IconQA (lmms-lab schema), the built-in benchmark, and any other
-dataset through a column mapping. Rows load from a local path (JSON, JSONL, parquet, a ``save_to_disk`` folder)
-or a hub dataset name through ``datasets.load_dataset``.
+dataset through a column mapping. Rows load through the training data loader
+(:func:`scale_vlm.data.prepare.load_rows`): a local file or folder, or a hub dataset name.
 """
 
 from __future__ import annotations
 
+import json
 import numbers
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -15,7 +16,6 @@ from typing import Any
 
 from PIL import Image
 
-from ..data.prepare import read_json_rows
 from ..prompts import OPTION_LETTERS, format_options, reasoning_instruction
 from ..scoring import resolve_option
 from ..segments import DEFAULT_TAGS, Tags
@@ -155,6 +155,15 @@ def _letter_gold(answer: Any, choices: Sequence[str], where: str, answer_format:
     return OPTION_LETTERS[by_text]
 
 
+def _row_id(row: Mapping, keys: Sequence[str], default: str) -> str:
+    """The first id column with a value, else ``default``. Rows loaded into one table have every column, a null
+    where a row had none, so a missing id is a None value as often as a missing key."""
+    for key in keys:
+        if row.get(key) is not None:
+            return str(row[key])
+    return default
+
+
 def _require(row: Mapping, keys: Iterable[str], where: str, schema: str) -> None:
     missing = [k for k in keys if k not in row]
     if missing:
@@ -182,7 +191,7 @@ def scienceqa_examples(
         choices = split_choices(row["choices"])
         hint = (row.get("hint") or "").strip()
         examples.append(EvalExample(
-            id=str(row.get("id", f"scienceqa-{index}")),
+            id=_row_id(row, ("id",), f"scienceqa-{index}"),
             images=_images(row.get("image"), base_dir, where),
             prompt=build_prompt(row["question"], choices, context=hint or "N/A", tags=tags),
             gold=_letter_gold(row["answer"], choices, where, answer_format),
@@ -215,7 +224,7 @@ def iconqa_examples(
             images += [to_pil(img, base_dir, where) for img in choice_images]
             question += " The options are shown as images after the question image, in order."
         examples.append(EvalExample(
-            id=str(row.get("question_id", row.get("id", f"iconqa-{index}"))),
+            id=_row_id(row, ("question_id", "id"), f"iconqa-{index}"),
             images=images,
             prompt=build_prompt(question, choices, tags=tags),
             gold=_letter_gold(row["answer"], choices, where, answer_format) if choices else str(row["answer"]).strip(),
@@ -243,7 +252,7 @@ def builtin_examples(
         if not gold:
             raise ValueError(f"{where}: empty answer")
         examples.append(EvalExample(
-            id=str(row.get("id", f"builtin-{index}")),
+            id=_row_id(row, ("id",), f"builtin-{index}"),
             images=_images(row.get("image"), base_dir, where),
             prompt=row["prompt"],
             gold=gold,
@@ -320,7 +329,7 @@ def sft_examples(
             for part in m["content"] if part.get("type") == "text" and part.get("text")
         ).strip()
         examples.append(EvalExample(
-            id=str(row.get("id", index)),
+            id=_row_id(row, ("id",), str(index)),
             images=example.images,
             prompt=prompt,
             gold=answer.strip(),
@@ -349,46 +358,17 @@ def detect_adapter(column_names: Iterable[str]) -> str:
     return "columns"
 
 
-def _pick_split(data, split: str, source: str):
-    from datasets import DatasetDict
-
-    if isinstance(data, DatasetDict):
-        if split not in data:
-            raise ValueError(f"{source} has no split {split!r}; available: {sorted(data)}")
-        return data[split]
-    return data
-
-
 def load_rows(name_or_path: str, split: str = "test") -> tuple[Sequence[Mapping] | Any, Path | None]:
-    """Rows of a local file/folder or hub dataset, and the folder relative image paths resolve against."""
-    path = Path(name_or_path)
-    if path.is_file():
-        if path.suffix in (".json", ".jsonl"):
-            return read_json_rows(path, split), path.parent
-        if path.suffix == ".parquet":
-            from datasets import Dataset
+    """Rows of a local file/folder or hub dataset, and the folder relative image paths resolve against: the same
+    loader as training (:func:`scale_vlm.data.prepare.load_rows`), so eval reads whatever sft reads."""
+    from ..data.prepare import RAW_JSON_COLUMN
+    from ..data.prepare import load_rows as load_dataset_rows
 
-            return Dataset.from_parquet(str(path)), path.parent
-        raise ValueError(f"{name_or_path}: unsupported file type {path.suffix!r}; use .json, .jsonl or .parquet")
-    if path.is_dir():
-        if (path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists() or (path / "state.json").exists():
-            from datasets import load_from_disk
-
-            return _pick_split(load_from_disk(str(path)), split, name_or_path), path
-        for suffix in (".jsonl", ".json", ".parquet"):
-            candidate = path / f"{split}{suffix}"
-            if candidate.is_file():
-                return load_rows(str(candidate), split)
-        raise ValueError(
-            f"{name_or_path}: a folder must be a datasets.save_to_disk folder or hold {split}.jsonl, {split}.json "
-            f"or {split}.parquet"
-        )
-    from datasets import load_dataset
-
-    from ..run_guard import check_local_path
-
-    check_local_path(name_or_path, "dataset")  # a misspelt local path is "not found" now, not a hub lookup
-    return load_dataset(name_or_path, split=split), None
+    rows, root = load_dataset_rows(name_or_path, split)
+    if rows.column_names == [RAW_JSON_COLUMN]:
+        # JSON rows too unlike for one Arrow table are kept as text by the loader; the adapters want them decoded.
+        rows = [json.loads(text) for text in rows[RAW_JSON_COLUMN]]
+    return rows, Path(root) if root is not None else None
 
 
 def builtin_rows(split: str = "test", num_examples: int = 500, seed: int = 0, tags: Tags = DEFAULT_TAGS):

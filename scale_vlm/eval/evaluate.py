@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..parsing import parse_output
 from ..scoring import score_answer
-from ..segments import DEFAULT_TAGS, Tags
+from ..segments import DEFAULT_TAGS, TagFields, Tags, tag_field
 from .adapters import ADAPTERS, ColumnMapping, EvalExample, load_eval_dataset
 from .generate import count_tokens, generate_batch
 
@@ -19,23 +19,23 @@ METRICS_FILE = "metrics.json"
 
 
 @dataclass
-class EvalConfig:
-    model: str = field(default=None, metadata={"help": "model folder or hub name (AutoModelForImageTextToText)"})
-    dataset: str = field(
-        default=None,
-        metadata={"help": "local file/folder, a hub dataset, or one of: scienceqa, iconqa, builtin"},
-    )
+class EvalConfig(TagFields):
+    # TRL's option names, as in scale-vlm sft; the older --model / --dataset / --split still work (aliases).
+    model_name_or_path: str = field(default=None, metadata={
+        "help": "model folder or hub name (AutoModelForImageTextToText)", "aliases": ["--model"]})
+    dataset_name: str = field(default=None, metadata={
+        "help": "local file/folder, a hub dataset, or one of: scienceqa, iconqa, builtin", "aliases": ["--dataset"]})
     output_dir: str = field(default=None, metadata={"help": "where predictions.jsonl and metrics.json go"})
-    split: str = field(default="test", metadata={"help": "dataset split"})
+    dataset_test_split: str = field(default="test", metadata={"help": "split to evaluate", "aliases": ["--split"]})
     adapter: str = field(default="auto", metadata={"help": f"dataset schema, one of {ADAPTERS}"})
     max_new_tokens: int = field(default=256, metadata={"help": "generation budget per example"})
     batch_size: int = field(default=16, metadata={"help": "examples generated together"})
     limit: int | None = field(default=None, metadata={"help": "evaluate only the first N examples"})
     image_only: bool = field(default=False, metadata={"help": "keep only examples with an image (ScienceQA IMG)"})
-    think_open: str = field(default=DEFAULT_TAGS.think_open, metadata={"help": "opening think tag"})
-    think_close: str = field(default=DEFAULT_TAGS.think_close, metadata={"help": "closing think tag"})
-    answer_open: str = field(default=DEFAULT_TAGS.answer_open, metadata={"help": "opening answer tag"})
-    answer_close: str = field(default=DEFAULT_TAGS.answer_close, metadata={"help": "closing answer tag"})
+    think_open: str = tag_field("think_open")
+    think_close: str = tag_field("think_close")
+    answer_open: str = tag_field("answer_open")
+    answer_close: str = tag_field("answer_close")
     image_column: str | None = field(default="image", metadata={"help": "generic adapter: image column ('' = none)"})
     question_column: str = field(default="question", metadata={"help": "generic adapter: question column"})
     answer_column: str = field(default="answer", metadata={"help": "generic adapter: answer column"})
@@ -45,7 +45,7 @@ class EvalConfig:
     answer_format: str = field(default="auto", metadata={
         "help": "with choices: 'index' (answers are 0-based option indices), 'text' (a letter or the choice's text) "
                 "or 'auto' (an integer that could be either is refused)"})
-    builtin_size: int = field(default=500, metadata={"help": "--dataset builtin: examples to generate"})
+    builtin_size: int = field(default=500, metadata={"help": "--dataset_name builtin: examples to generate"})
     seed: int = field(default=0, metadata={"help": "random seed; also the built-in benchmark's generation seed"})
     dtype: str = field(default="auto", metadata={"help": "model dtype: auto, float32, bfloat16, float16"})
     device: str = field(default="auto", metadata={"help": "auto (cuda if available), cpu, cuda, cuda:1 ..."})
@@ -54,15 +54,11 @@ class EvalConfig:
     progress: bool = field(default=True, metadata={"help": "show a progress bar while generating"})
 
     def __post_init__(self):
-        for name in ("model", "dataset", "output_dir"):
+        for name in ("model_name_or_path", "dataset_name", "output_dir"):
             if not getattr(self, name):
                 raise ValueError(f"--{name} is required")
         if self.adapter not in ADAPTERS:
             raise ValueError(f"--adapter must be one of {ADAPTERS}, got {self.adapter!r}")
-
-    @property
-    def tags(self) -> Tags:
-        return Tags(self.think_open, self.think_close, self.answer_open, self.answer_close)
 
     @property
     def columns(self) -> ColumnMapping | None:
@@ -202,20 +198,20 @@ def run_eval(cfg: EvalConfig) -> dict:
         existing = [name for name in (PREDICTIONS_FILE, METRICS_FILE) if (output_dir / name).exists()]
         if existing:  # checked before the (slow) model load
             raise FileExistsError(f"{output_dir} already holds {existing}; pass --overwrite_output_dir to replace them")
-    check_local_path(cfg.model, "model")
+    check_local_path(cfg.model_name_or_path, "model")
     check_output_writable(output_dir)  # before the model load and generation, not when the results are written
     torch.manual_seed(cfg.seed)
     tags = cfg.tags
     examples = load_eval_dataset(
-        cfg.dataset, cfg.split, adapter=cfg.adapter, image_only=cfg.image_only, limit=cfg.limit,
+        cfg.dataset_name, cfg.dataset_test_split, adapter=cfg.adapter, image_only=cfg.image_only, limit=cfg.limit,
         columns=cfg.columns, tags=tags, builtin_size=cfg.builtin_size, seed=cfg.seed, answer_format=cfg.answer_format,
     )
     if not examples:
-        raise ValueError(f"{cfg.dataset}: no examples to evaluate (split {cfg.split!r}, image_only={cfg.image_only})")
+        raise ValueError(f"{cfg.dataset_name}: no examples to evaluate (split {cfg.dataset_test_split!r}, image_only={cfg.image_only})")
     model = AutoModelForImageTextToText.from_pretrained(
-        cfg.model, trust_remote_code=cfg.trust_remote_code, dtype=_resolve_dtype(cfg.dtype)
+        cfg.model_name_or_path, trust_remote_code=cfg.trust_remote_code, dtype=_resolve_dtype(cfg.dtype)
     ).to(_resolve_device(cfg.device))
-    processor = load_processor(cfg.model, trust_remote_code=cfg.trust_remote_code)
+    processor = load_processor(cfg.model_name_or_path, trust_remote_code=cfg.trust_remote_code)
     metrics, predictions = evaluate_model(
         model, processor, examples, batch_size=cfg.batch_size, max_new_tokens=cfg.max_new_tokens, tags=tags,
         progress=cfg.progress,
