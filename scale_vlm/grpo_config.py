@@ -8,12 +8,12 @@ from dataclasses import dataclass, field
 import torch
 from trl import GRPOConfig
 
-from .segments import Tags
+from .segments import TagFields, tag_field
 from .sft_config import check_training_length
 
 
 @dataclass
-class ScaleGRPOConfig(GRPOConfig):
+class ScaleGRPOConfig(GRPOConfig, TagFields):
     """``GRPOConfig`` with scale-vlm's rewards. Every TRL option (``loss_type``, ``beta``, ``num_generations``,
     ``use_vllm``, ...) stays available. Defaults differ from TRL where a CPU or a small VLM needs it: ``bf16`` is on
     only with a GPU, activation checkpointing is off (turn it on for large models), a short completion budget, 4 generations per prompt, logging every step."""
@@ -21,10 +21,10 @@ class ScaleGRPOConfig(GRPOConfig):
     # reward_weights (TRL's field) wins when given, e.g. with extra custom reward functions.
     accuracy_weight: float = field(default=1.0, metadata={"help": "Weight of the answer-accuracy reward."})
     format_weight: float = field(default=0.5, metadata={"help": "Weight of the think-then-answer format reward."})
-    think_open: str = field(default="<think>", metadata={"help": "Opening think tag."})
-    think_close: str = field(default="</think>", metadata={"help": "Closing think tag."})
-    answer_open: str = field(default="<answer>", metadata={"help": "Opening answer tag."})
-    answer_close: str = field(default="</answer>", metadata={"help": "Closing answer tag."})
+    think_open: str = tag_field("think_open")
+    think_close: str = tag_field("think_close")
+    answer_open: str = tag_field("answer_open")
+    answer_close: str = tag_field("answer_close")
     overwrite_output_dir: bool = field(
         default=False, metadata={"help": "Allow writing into an output_dir that already holds another run."}
     )
@@ -57,7 +57,3 @@ class ScaleGRPOConfig(GRPOConfig):
         super().__post_init__()
         _ = self.tags  # validates the tags
         check_training_length(self)
-
-    @property
-    def tags(self) -> Tags:
-        return Tags(self.think_open, self.think_close, self.answer_open, self.answer_close)

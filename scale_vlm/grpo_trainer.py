@@ -16,6 +16,7 @@ from trl import GRPOTrainer
 from trl.trainer.utils import get_config_model_id
 
 from .eval.adapters import EvalExample, load_eval_dataset
+from .eval.generate import reset_rope_cache
 from .grpo_config import ScaleGRPOConfig
 from .processors import load_processor
 from .rewards import make_reward_funcs
@@ -62,14 +63,6 @@ VISION_TOKEN_ATTRS = ("image_token_id", "video_token_id", "vision_start_token_id
                       "image_token_index")
 
 
-def _reset_rope_cache(model) -> None:
-    # Qwen2-VL caches the multimodal rope offsets of the last batch; a stale value breaks the next prompt.
-    model = getattr(model, "module", model)
-    inner = getattr(model, "model", None)
-    if inner is not None and hasattr(inner, "rope_deltas"):
-        inner.rope_deltas = None
-
-
 class ScaleGRPOTrainer(GRPOTrainer):
     """GRPO for ``<think>..</think><answer>..</answer>`` VLMs, starting from any SFT checkpoint (path or model)."""
 
@@ -113,15 +106,15 @@ class ScaleGRPOTrainer(GRPOTrainer):
                          eval_dataset=eval_dataset, processing_class=processing_class, **kwargs)
 
     def _generate_single_turn(self, *args, **kwargs):
-        _reset_rope_cache(self.model)
+        reset_rope_cache(self.model)
         try:
             return super()._generate_single_turn(*args, **kwargs)
         finally:
-            _reset_rope_cache(self.model)
+            reset_rope_cache(self.model)
 
     def _generate_and_score_completions(self, inputs):
         output = super()._generate_and_score_completions(inputs)
-        _reset_rope_cache(self.model)
+        reset_rope_cache(self.model)
         mode = "train" if self.model.training else "eval"
         tokens = self.accelerator.gather(output["completion_mask"].sum()).sum().item()
         if mode == "train":

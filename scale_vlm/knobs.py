@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 
 from .bench.dataset import BenchConfig
+from .schedules import DEFAULT_ANSWER_WEIGHTS, DEFAULT_SCHEDULE, DEFAULT_THINK_WEIGHTS
 
 
 def _bench_knob(name: str, help: str):
@@ -39,13 +40,20 @@ BENCH_KNOBS = tuple(f.name for f in fields(BenchKnobs))
 class ScheduleKnobs:
     """SCALe's schedule, with ``ScaleSFTConfig``'s names and defaults."""
 
-    schedule: str = field(default="cosine", metadata={"help": "SCALe schedule shape"})
-    think_weight_start: float = field(default=0.8, metadata={"help": "SCALe schedule: think weight at the start"})
-    think_weight_end: float = field(default=0.2, metadata={"help": "SCALe schedule: think weight at the end"})
-    answer_weight_start: float = field(default=0.2, metadata={"help": "SCALe schedule: answer weight at the start"})
-    answer_weight_end: float = field(default=0.8, metadata={"help": "SCALe schedule: answer weight at the end"})
+    schedule: str = field(default=DEFAULT_SCHEDULE, metadata={"help": "SCALe schedule shape"})
+    think_weight_start: float = field(default=DEFAULT_THINK_WEIGHTS[0],
+                                      metadata={"help": "SCALe schedule: think weight at the start"})
+    think_weight_end: float = field(default=DEFAULT_THINK_WEIGHTS[1],
+                                    metadata={"help": "SCALe schedule: think weight at the end"})
+    answer_weight_start: float = field(default=DEFAULT_ANSWER_WEIGHTS[0],
+                                       metadata={"help": "SCALe schedule: answer weight at the start"})
+    answer_weight_end: float = field(default=DEFAULT_ANSWER_WEIGHTS[1],
+                                     metadata={"help": "SCALe schedule: answer weight at the end"})
 
     def schedule_kwargs(self) -> dict:
         """The fields as ``ScaleSFTConfig`` keyword arguments."""
-        return {k: getattr(self, k) for k in ("schedule", "think_weight_start", "think_weight_end",
-                                              "answer_weight_start", "answer_weight_end")}
+        return {k: getattr(self, k) for k in SCHEDULE_KNOBS}
+
+
+# the schedule knob names (``ScaleSFTConfig``'s), in declaration order: what the SFT stage's cache hash depends on
+SCHEDULE_KNOBS = tuple(f.name for f in fields(ScheduleKnobs))

@@ -1,8 +1,9 @@
 """Think/answer weight schedules: pure functions of training progress ``p`` in [0, 1], looked up by name.
 
 A schedule maps progress to an interpolation factor ``alpha`` in [0, 1]; the weights move from their start to
-their end values by that factor: ``w = start + alpha * (end - start)``. With the defaults the think weight falls
-0.8 -> 0.2 and the answer weight rises 0.2 -> 0.8, so training starts think-heavy and ends answer-heavy.
+their end values by that factor: ``w = start + alpha * (end - start)``. With the defaults (``DEFAULT_THINK_WEIGHTS``,
+``DEFAULT_ANSWER_WEIGHTS``) the think weight falls and the answer weight rises, so training starts think-heavy and
+ends answer-heavy.
 """
 
 from __future__ import annotations
@@ -12,6 +13,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 Interpolation = Callable[..., float]
+
+# The defaults of every config, knob and command that exposes the schedule (SFT, demo, compare, plot-schedule).
+DEFAULT_SCHEDULE = "cosine"
+DEFAULT_THINK_WEIGHTS = (0.8, 0.2)  # (start, end)
+DEFAULT_ANSWER_WEIGHTS = (0.2, 0.8)  # (start, end)
+DEFAULT_STEP_AT = 0.5  # progress at which the "step" schedule switches
 
 
 def _cosine(p: float, **_) -> float:
@@ -27,7 +34,7 @@ def _constant(p: float, **_) -> float:
     return 0.0
 
 
-def _step(p: float, step_at: float = 0.5, **_) -> float:
+def _step(p: float, step_at: float = DEFAULT_STEP_AT, **_) -> float:
     return 1.0 if p >= step_at else 0.0
 
 
@@ -38,12 +45,12 @@ SCHEDULES: dict[str, Interpolation] = {"cosine": _cosine, "linear": _linear, "co
 class WeightSchedule:
     """A named schedule with start/end weights for the think and answer segments."""
 
-    name: str = "cosine"
-    think_start: float = 0.8
-    think_end: float = 0.2
-    answer_start: float = 0.2
-    answer_end: float = 0.8
-    step_at: float = 0.5
+    name: str = DEFAULT_SCHEDULE
+    think_start: float = DEFAULT_THINK_WEIGHTS[0]
+    think_end: float = DEFAULT_THINK_WEIGHTS[1]
+    answer_start: float = DEFAULT_ANSWER_WEIGHTS[0]
+    answer_end: float = DEFAULT_ANSWER_WEIGHTS[1]
+    step_at: float = DEFAULT_STEP_AT
 
     def __post_init__(self):
         if self.name not in SCHEDULES:
@@ -64,8 +71,8 @@ class WeightSchedule:
 def schedule_weights(
     name: str,
     progress: float,
-    think: tuple[float, float] = (0.8, 0.2),
-    answer: tuple[float, float] = (0.2, 0.8),
+    think: tuple[float, float] = DEFAULT_THINK_WEIGHTS,
+    answer: tuple[float, float] = DEFAULT_ANSWER_WEIGHTS,
     **kwargs,
 ) -> tuple[float, float]:
     """``(w_think, w_answer)`` at ``progress`` for schedule ``name``; progress is clamped to [0, 1]."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 # Every token of a rendered example carries one of these ids (``segment_ids``).
 SEGMENT_PROMPT = 0  # prompt, image tokens, padding: never supervised (labels = -100)
@@ -31,3 +31,21 @@ class Tags:
 
 
 DEFAULT_TAGS = Tags()
+
+
+TAG_FIELDS = ("think_open", "think_close", "answer_open", "answer_close")
+_TAG_HELP = {"think_open": "Opening think tag.", "think_close": "Closing think tag.",
+             "answer_open": "Opening answer tag.", "answer_close": "Closing answer tag."}
+
+
+def tag_field(name: str):
+    """The config field of one tag (``think_open`` ...): default and help are the same in every command's config."""
+    return field(default=getattr(DEFAULT_TAGS, name), metadata={"help": _TAG_HELP[name]})
+
+
+class TagFields:
+    """Mixin of configs that declare the four ``tag_field`` fields: ``tags`` builds (and so validates) them."""
+
+    @property
+    def tags(self) -> Tags:
+        return Tags(*(getattr(self, name) for name in TAG_FIELDS))

@@ -8,26 +8,38 @@ import torch
 from trl import SFTConfig
 
 from .loss import NORMALIZATIONS
-from .schedules import SCHEDULES, WeightSchedule
-from .segments import Tags
+from .schedules import (
+    DEFAULT_ANSWER_WEIGHTS,
+    DEFAULT_SCHEDULE,
+    DEFAULT_STEP_AT,
+    DEFAULT_THINK_WEIGHTS,
+    SCHEDULES,
+    WeightSchedule,
+)
+from .segments import TagFields, tag_field
 
 METHODS = ("scale", "vanilla")
 LOSS_IMPLS = ("fused", "plain")
 
 
 @dataclass
-class ScaleSFTConfig(SFTConfig):
+class ScaleSFTConfig(SFTConfig, TagFields):
     """``SFTConfig`` with SCALe's fields. Defaults differ from TRL where CPU use or VLM data requires it:
     ``bf16`` is off without a GPU, ``remove_unused_columns`` is off (rendered columns feed the collator),
     ``activation_checkpointing`` is off (turn it on for large models)."""
 
     method: str = field(default="scale", metadata={"help": "'scale' (segment-weighted) or 'vanilla' (token-mean CE)."})
-    schedule: str = field(default="cosine", metadata={"help": f"Weight schedule: one of {sorted(SCHEDULES)}."})
-    think_weight_start: float = field(default=0.8, metadata={"help": "Think weight at the start of training."})
-    think_weight_end: float = field(default=0.2, metadata={"help": "Think weight at the end of training."})
-    answer_weight_start: float = field(default=0.2, metadata={"help": "Answer weight at the start of training."})
-    answer_weight_end: float = field(default=0.8, metadata={"help": "Answer weight at the end of training."})
-    schedule_step_at: float = field(default=0.5, metadata={"help": "Progress at which the 'step' schedule switches."})
+    schedule: str = field(default=DEFAULT_SCHEDULE, metadata={"help": f"Weight schedule: one of {sorted(SCHEDULES)}."})
+    think_weight_start: float = field(default=DEFAULT_THINK_WEIGHTS[0],
+                                      metadata={"help": "Think weight at the start of training."})
+    think_weight_end: float = field(default=DEFAULT_THINK_WEIGHTS[1],
+                                    metadata={"help": "Think weight at the end of training."})
+    answer_weight_start: float = field(default=DEFAULT_ANSWER_WEIGHTS[0],
+                                       metadata={"help": "Answer weight at the start of training."})
+    answer_weight_end: float = field(default=DEFAULT_ANSWER_WEIGHTS[1],
+                                     metadata={"help": "Answer weight at the end of training."})
+    schedule_step_at: float = field(default=DEFAULT_STEP_AT,
+                                    metadata={"help": "Progress at which the 'step' schedule switches."})
     normalization: str = field(
         default="sample",
         metadata={"help": "'sample': segment means per example, then the mean over examples; "
@@ -39,10 +51,10 @@ class ScaleSFTConfig(SFTConfig):
                   "gradient tile by tile, never building [tokens, vocab] logits; 'plain': full logits + "
                   "cross-entropy (reference)."},
     )
-    think_open: str = field(default="<think>", metadata={"help": "Opening think tag."})
-    think_close: str = field(default="</think>", metadata={"help": "Closing think tag."})
-    answer_open: str = field(default="<answer>", metadata={"help": "Opening answer tag."})
-    answer_close: str = field(default="</answer>", metadata={"help": "Closing answer tag."})
+    think_open: str = tag_field("think_open")
+    think_close: str = tag_field("think_close")
+    answer_open: str = tag_field("answer_open")
+    answer_close: str = tag_field("answer_close")
     bad_example_policy: str = field(
         default="error", metadata={"help": "'error': stop at the first bad example; 'skip': drop, count and report."}
     )
@@ -89,7 +101,8 @@ class ScaleSFTConfig(SFTConfig):
                 raise ValueError(
                     "every schedule weight is 0 (think_weight_start/end, answer_weight_start/end), so the loss and its "
                     "gradient are 0 at every step and nothing is learnt; give the think or answer segment a positive "
-                    "weight, e.g. --answer_weight_start 0.2 --answer_weight_end 0.8"
+                    f"weight, e.g. --answer_weight_start {DEFAULT_ANSWER_WEIGHTS[0]} "
+                    f"--answer_weight_end {DEFAULT_ANSWER_WEIGHTS[1]}"
                 )
 
     @property
@@ -102,10 +115,6 @@ class ScaleSFTConfig(SFTConfig):
             answer_end=self.answer_weight_end,
             step_at=self.schedule_step_at,
         )
-
-    @property
-    def tags(self) -> Tags:
-        return Tags(self.think_open, self.think_close, self.answer_open, self.answer_close)
 
 
 def check_training_length(args) -> None:

@@ -31,18 +31,24 @@ logger = logging.getLogger(__name__)
 VISION_MODULE_NAMES = ("visual", "vision_tower", "vision_model", "vision_encoder")
 
 
-def freeze_vision_tower(model) -> int:
-    """Turn off gradients of the vision encoder (Qwen2/2.5-VL ``visual``, LLaVA/Gemma-3 ``vision_tower``); returns
-    the number of parameters frozen. Raises if the model has no recognisable vision module."""
-    frozen = 0
-    for name, module in model.named_modules():
-        if name.split(".")[-1] in VISION_MODULE_NAMES:
-            for param in module.parameters():
-                if param.requires_grad:
-                    param.requires_grad_(False)
-                    frozen += param.numel()
-    if frozen == 0 and not any(n.split(".")[-1] in VISION_MODULE_NAMES for n, _ in model.named_modules()):
+def vision_modules(model) -> list:
+    """The vision encoder modules of ``model`` (Qwen2/2.5-VL ``visual``, LLaVA/Gemma-3 ``vision_tower`` ...); raises
+    if it has none, so ``freeze_vision_tower`` never silently freezes nothing."""
+    found = [module for name, module in model.named_modules() if name.split(".")[-1] in VISION_MODULE_NAMES]
+    if not found:
         raise ValueError(f"freeze_vision_tower: no vision module ({', '.join(VISION_MODULE_NAMES)}) in {type(model).__name__}")
+    return found
+
+
+def freeze_vision_tower(model) -> int:
+    """Turn off gradients of the vision encoder; returns the number of parameters frozen. Raises if the model has no
+    recognisable vision module."""
+    frozen = 0
+    for module in vision_modules(model):
+        for param in module.parameters():
+            if param.requires_grad:
+                param.requires_grad_(False)
+                frozen += param.numel()
     return frozen
 
 
@@ -70,7 +76,8 @@ class ScaleSFTTrainer(SFTTrainer):
             # Our loader works without torchvision for processors that also list a video processor.
             name = model if isinstance(model, str) else get_config_model_id(model.config)
             processing_class = load_processor(name, trust_remote_code=args.trust_remote_code)
-        if args.freeze_vision_tower and not isinstance(model, str):
+        model_given_as_name = isinstance(model, str)
+        if args.freeze_vision_tower and not model_given_as_name:
             frozen = freeze_vision_tower(model)
             logger.warning("froze %d vision-tower parameters", frozen)
         self.preparation_reports: dict[str, PreparationReport] = {}
@@ -81,6 +88,15 @@ class ScaleSFTTrainer(SFTTrainer):
             data_collator = ScaleCollator(processing_class, pad_to_multiple_of=args.pad_to_multiple_of)
         super().__init__(model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
                          processing_class=processing_class, data_collator=data_collator, **kwargs)
+        if args.freeze_vision_tower and model_given_as_name:
+            # SFTTrainer has just built the model from the name; the optimizer does not exist yet (train() creates
+            # it from the parameters that require grad), so freezing here is as if the model had been given frozen.
+            if is_peft_model(self.model):
+                # PEFT froze every base weight, the vision encoder's too; adapters the user aimed at it stay
+                # trainable, as when a frozen model instance is wrapped.
+                vision_modules(self.model)
+            else:
+                logger.warning("froze %d vision-tower parameters", freeze_vision_tower(self.model))
         check_data_parallel_only(self)  # a clear error instead of a silently wrong loss under TP/CP/SP
         # The lean head computes the weighted NLL chunk by chunk, with its gradient, never building the logits.
         add_lean_lm_head(self.model.get_base_model() if is_peft_model(self.model) else self.model)

@@ -6,17 +6,29 @@ from dataclasses import dataclass, field
 
 from trl import TrlParser
 
-from ..schedules import WeightSchedule, plot_schedule
+from ..schedules import (
+    DEFAULT_ANSWER_WEIGHTS,
+    DEFAULT_SCHEDULE,
+    DEFAULT_STEP_AT,
+    DEFAULT_THINK_WEIGHTS,
+    WeightSchedule,
+    plot_schedule,
+)
 
 
 @dataclass
 class ScheduleArguments:
-    schedule: str = field(default="cosine", metadata={"help": "cosine | linear | constant | step"})
-    think_weight_start: float = field(default=0.8, metadata={"help": "Think weight at the start of training."})
-    think_weight_end: float = field(default=0.2, metadata={"help": "Think weight at the end of training."})
-    answer_weight_start: float = field(default=0.2, metadata={"help": "Answer weight at the start of training."})
-    answer_weight_end: float = field(default=0.8, metadata={"help": "Answer weight at the end of training."})
-    schedule_step_at: float = field(default=0.5, metadata={"help": "Progress at which the 'step' schedule switches."})
+    schedule: str = field(default=DEFAULT_SCHEDULE, metadata={"help": "cosine | linear | constant | step"})
+    think_weight_start: float = field(default=DEFAULT_THINK_WEIGHTS[0],
+                                      metadata={"help": "Think weight at the start of training."})
+    think_weight_end: float = field(default=DEFAULT_THINK_WEIGHTS[1],
+                                    metadata={"help": "Think weight at the end of training."})
+    answer_weight_start: float = field(default=DEFAULT_ANSWER_WEIGHTS[0],
+                                       metadata={"help": "Answer weight at the start of training."})
+    answer_weight_end: float = field(default=DEFAULT_ANSWER_WEIGHTS[1],
+                                     metadata={"help": "Answer weight at the end of training."})
+    schedule_step_at: float = field(default=DEFAULT_STEP_AT,
+                                    metadata={"help": "Progress at which the 'step' schedule switches."})
     out: str | None = field(default=None, metadata={"help": "Write a PNG plot here."})
 
 

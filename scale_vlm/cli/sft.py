@@ -13,11 +13,14 @@ from dataclasses import asdict, dataclass, field
 import yaml
 from trl import ModelConfig, ScriptArguments, TrlParser
 
+from ..segments import TAG_FIELDS
 from ..sft_config import ScaleSFTConfig
 from .common import parse
 
 logger = logging.getLogger(__name__)
 RUN_MARKERS = ("trainer_state.json", "model.safetensors", "scale_config.yaml")
+# written at the end of a run; moved aside with the run by --overwrite_output_dir, so none is mistaken for the next one's
+RESULT_FILES = ("data_report.json", "eval_data_report.json", "eval_results.json", "all_results.json")
 
 
 @dataclass
@@ -25,10 +28,16 @@ class SFTScriptArguments(ScriptArguments):
     """Data arguments: ``dataset_name`` is a local JSON/JSONL/parquet file, a ``save_to_disk`` folder or a dataset name."""
 
     dataset_name: str | None = field(default=None, metadata={"help": "Data file, datasets folder or dataset name."})
+    # None instead of TRL's "test": an evaluation split is used only when asked for, so a data file without one
+    # still trains, and a split that is given is never ignored.
+    dataset_test_split: str | None = field(default=None, metadata={
+        "help": "Split to evaluate on, prepared like the training split: evaluated every --eval_steps / epoch with "
+                "--eval_strategy steps|epoch, else once after training (eval_loss, eval_loss_think, "
+                "eval_loss_answer in eval_results.json). Unset: no evaluation ('test' with --eval_strategy)."})
 
 
 def _previous_run_files(out: str) -> list[str]:
-    return sorted(e for e in os.listdir(out) if e.startswith("checkpoint-") or e in RUN_MARKERS + ("data_report.json",))
+    return sorted(e for e in os.listdir(out) if e.startswith("checkpoint-") or e in RUN_MARKERS + RESULT_FILES)
 
 
 def check_output_dir(args: ScaleSFTConfig) -> None:
@@ -97,6 +106,69 @@ def resolve_resume_checkpoint(output_dir: str, resume) -> str | None:
     return str(resume)
 
 
+def check_unsupported_options(script_args: SFTScriptArguments) -> None:
+    """Refuse TRL options this command cannot honour, instead of accepting and ignoring them."""
+    if script_args.dataset_config:
+        raise ValueError(f"--dataset_config {script_args.dataset_config!r} is not supported by scale-vlm sft; load "
+                         "that configuration with datasets, save it with save_to_disk (or as JSONL) and pass that "
+                         "folder or file as --dataset_name")
+    if script_args.dataset_streaming:
+        raise ValueError("--dataset_streaming is not supported by scale-vlm sft: the data is rendered and segmented "
+                         "once before training, which needs the whole split; drop --dataset_streaming")
+    if script_args.ignore_bias_buffers:
+        raise ValueError("--ignore_bias_buffers is not supported by scale-vlm sft (TRL's own scripts apply it to DPO only); drop it")
+
+
+def quantization_config(model_args: ModelConfig, training_args: ScaleSFTConfig):
+    """TRL's bitsandbytes config for --load_in_4bit / --load_in_8bit, or None; refused, with the reason, where
+    bitsandbytes cannot quantise (no GPU, --use_cpu, bitsandbytes not installed) or nothing could be trained."""
+    import importlib.util
+
+    import torch
+    from trl import get_quantization_config
+
+    if not (model_args.load_in_4bit or model_args.load_in_8bit):
+        return None
+    flag = "--load_in_4bit" if model_args.load_in_4bit else "--load_in_8bit"
+    if training_args.use_cpu or not torch.cuda.is_available():
+        raise ValueError(f"{flag} needs a CUDA GPU (bitsandbytes quantises on the GPU) and this run has none"
+                         f"{' (--use_cpu)' if training_args.use_cpu else ''}; drop {flag} to train unquantised")
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise ValueError(f"{flag} needs the bitsandbytes package, which is not installed: pip install bitsandbytes, "
+                         f"or drop {flag}")
+    if not model_args.use_peft:
+        raise ValueError(f"{flag} freezes the base model in quantised form, so only LoRA adapters can train: add "
+                         f"--use_peft (and --lora_r ...), or drop {flag}")
+    return get_quantization_config(model_args)
+
+
+def load_eval_split(script_args: SFTScriptArguments, training_args: ScaleSFTConfig, train_dataset):
+    """The raw rows of the evaluation split, or None when no evaluation is asked for. Refused when the data gives
+    the training rows for it (a single data file is one split whatever the split name), which would score the
+    model on the data it was trained on."""
+    from ..data.prepare import load_training_dataset
+
+    split = script_args.dataset_test_split
+    if split is None and training_args.eval_strategy != "no":
+        split = "test"  # TRL's default evaluation split
+    if split is None:
+        return None
+    flag = f"--dataset_test_split {split!r}"
+    if split == script_args.dataset_train_split:
+        raise ValueError(f"{flag} is also the training split, so the evaluation would score the training data; "
+                         "choose another split")
+    rows, _ = load_training_dataset(script_args.dataset_name, split, training_args.image_root)
+    last = len(rows) - 1
+    if len(rows) == len(train_dataset) and rows[0] == train_dataset[0] and rows[last] == train_dataset[last]:
+        raise ValueError(
+            f"{flag}: {script_args.dataset_name} gives the training rows for that split (a single data file is one "
+            f"split whatever its name), so the evaluation would score the training data; give data with a separate "
+            f"{split!r} split (a JSON file {{\"{script_args.dataset_train_split}\": [...], \"{split}\": [...]}}, a "
+            f"folder with {script_args.dataset_train_split}.jsonl and {split}.jsonl, or a datasets folder), or leave "
+            "--dataset_test_split unset")
+    return rows
+
+
 def run_sft(script_args: SFTScriptArguments, training_args: ScaleSFTConfig, model_args: ModelConfig):
     """Load model, processor and data, train, and save model + processor + resolved config to ``output_dir``."""
     from transformers import AutoModelForImageTextToText
@@ -111,6 +183,8 @@ def run_sft(script_args: SFTScriptArguments, training_args: ScaleSFTConfig, mode
         raise ValueError("--model_name_or_path is required")
     if not script_args.dataset_name:
         raise ValueError("--dataset_name is required")
+    check_unsupported_options(script_args)
+    quantization = quantization_config(model_args, training_args)
     check_output_dir(training_args)
     check_local_path(model_args.model_name_or_path, "model")
     check_local_path(script_args.dataset_name, "dataset")
@@ -125,25 +199,38 @@ def run_sft(script_args: SFTScriptArguments, training_args: ScaleSFTConfig, mode
     )
     if model_args.dtype not in (None, "auto"):
         model_kwargs["dtype"] = model_args.dtype
+    if quantization is not None:
+        from accelerate import PartialState
+
+        # Each process holds its whole quantised model on its own GPU (bitsandbytes cannot be moved afterwards).
+        model_kwargs.update(quantization_config=quantization, device_map={"": PartialState().local_process_index})
     model = AutoModelForImageTextToText.from_pretrained(model_args.model_name_or_path, **model_kwargs)
-    processor = load_processor(model_args.model_name_or_path, trust_remote_code=training_args.trust_remote_code)
+    processor = load_processor(model_args.model_name_or_path, trust_remote_code=training_args.trust_remote_code,
+                               revision=model_args.model_revision)
     dataset, image_root = load_training_dataset(script_args.dataset_name, script_args.dataset_train_split, training_args.image_root)
     if training_args.image_root is None:
         training_args.image_root = image_root
+    eval_dataset = load_eval_split(script_args, training_args, dataset)
 
     trainer = ScaleSFTTrainer(
-        model=model, args=training_args, train_dataset=dataset, processing_class=processor,
+        model=model, args=training_args, train_dataset=dataset, eval_dataset=eval_dataset, processing_class=processor,
         peft_config=get_peft_config(model_args),
     )
     trainer.train(resume_from_checkpoint=resume)
+    if eval_dataset is not None and training_args.eval_strategy == "no":
+        # No evaluation during training was asked for: the split is evaluated once, on the trained model.
+        metrics = trainer.evaluate()
+        trainer.log_metrics("eval", metrics)
+        trainer.save_metrics("eval", metrics)
     trainer.save_model(training_args.output_dir)
     if trainer.is_world_process_zero():
         processor.save_pretrained(training_args.output_dir)
         save_resolved_config(training_args.output_dir, script_args, training_args, model_args)
-        report = trainer.preparation_reports.get("train")
-        if report is not None:
-            with open(os.path.join(training_args.output_dir, "data_report.json"), "w") as f:
-                json.dump(report.to_dict(), f, indent=2)
+        for split, report_file in (("train", "data_report.json"), ("eval", "eval_data_report.json")):
+            report = trainer.preparation_reports.get(split)
+            if report is not None:
+                with open(os.path.join(training_args.output_dir, report_file), "w") as f:
+                    json.dump(report.to_dict(), f, indent=2)
         fix_model_card(training_args.output_dir, model_args.model_name_or_path)
         print(f"saved the model, processor, scale_config.yaml and data_report.json to {training_args.output_dir}")
     return trainer
@@ -187,10 +274,10 @@ def _plain(value):
 
 
 SCALE_OPTIONS = ("method", "schedule", "think_weight_start", "think_weight_end", "answer_weight_start",
-                 "answer_weight_end", "schedule_step_at", "normalization", "loss_impl", "think_open", "think_close",
-                 "answer_open", "answer_close", "bad_example_policy", "image_root", "freeze_vision_tower")
-ESSENTIAL_OPTIONS = ("config", "model_name_or_path", "dataset_name", "dataset_train_split", "output_dir",
-                     "overwrite_output_dir", "resume_from_checkpoint", "max_steps", "num_train_epochs",
+                 "answer_weight_end", "schedule_step_at", "normalization", "loss_impl", *TAG_FIELDS,
+                 "bad_example_policy", "image_root", "freeze_vision_tower")
+ESSENTIAL_OPTIONS = ("config", "model_name_or_path", "dataset_name", "dataset_train_split", "dataset_test_split",
+                     "output_dir", "overwrite_output_dir", "resume_from_checkpoint", "max_steps", "num_train_epochs",
                      "per_device_train_batch_size", "gradient_accumulation_steps", "learning_rate", "max_length",
                      "save_steps", "use_cpu", "use_peft", "lora_r")
 

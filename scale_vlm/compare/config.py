@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..knobs import BENCH_KNOBS, BenchKnobs, ScheduleKnobs
+from ..knobs import BENCH_KNOBS, SCHEDULE_KNOBS, BenchKnobs, ScheduleKnobs
 
 ARMS = ("sft", "scale", "sft_grpo", "scale_grpo")
 ARM_LABELS = {"sft": "vanilla SFT", "scale": "SCALe-SFT", "sft_grpo": "vanilla SFT -> GRPO",
@@ -74,9 +74,7 @@ class CompareConfig(BenchKnobs, ScheduleKnobs):
         return {k: getattr(self, k) for k in ("num_train", *BENCH_KNOBS)}
 
     def sft_fields(self) -> dict:
-        return {k: getattr(self, k) for k in ("sft_steps", "sft_batch_size", "sft_learning_rate", "schedule",
-                                              "think_weight_start", "think_weight_end", "answer_weight_start",
-                                              "answer_weight_end")}
+        return {k: getattr(self, k) for k in ("sft_steps", "sft_batch_size", "sft_learning_rate", *SCHEDULE_KNOBS)}
 
     def grpo_fields(self) -> dict:
         return {k: getattr(self, k) for k in ("num_grpo_prompts", "grpo_steps", "grpo_batch_size", "num_generations",

@@ -51,8 +51,11 @@ def _greedy_config(model, tokenizer, max_new_tokens: int):
     return config
 
 
-def _reset_rope_cache(model) -> None:
-    # Qwen2-VL caches the multimodal rope offsets of the last batch; a stale value breaks the next prompt.
+def reset_rope_cache(model) -> None:
+    """Forget the multimodal rope offsets Qwen2-VL-style models cache from their last batch (``rope_deltas``): a
+    stale value breaks the next prompt's positions. Accepts a model wrapped by DDP (``.module``); a no-op for
+    models without the cache. Used around generation (evaluation, GRPO) and the tiny base model's training."""
+    model = getattr(model, "module", model)
     inner = getattr(model, "model", None)
     if inner is not None and hasattr(inner, "rope_deltas"):
         inner.rope_deltas = None
@@ -86,14 +89,14 @@ def generate_batch(
                 inputs = processor(text=texts, images=images if any(images) else None, return_tensors="pt", padding=True,
                                    add_special_tokens=add_special_tokens(tokenizer, texts[0]))
                 inputs = inputs.to(device)
-                _reset_rope_cache(model)
+                reset_rope_cache(model)
                 generated = model.generate(**inputs, generation_config=config)
                 new_tokens = generated[:, inputs["input_ids"].shape[1] :]
                 outputs += tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
                 bar.update(len(batch))
     finally:
         bar.close()
-        _reset_rope_cache(model)
+        reset_rope_cache(model)
         model.train(was_training)
     return outputs
 

@@ -24,6 +24,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..bench.scenes import COLOURS, GRID, SHAPES, Scene, random_scene, render
+from ..eval.generate import reset_rope_cache
 from .base_examples import (
     CONTEXT_CAPTION_INSTRUCTION,
     caption_prompt,
@@ -192,7 +193,7 @@ def train_base(cfg: BaseStageConfig | None = None, progress: bool = True):
     for step in bar:
         batch = collate(order_rng.sample(rows, cfg.batch_size), pad)
         cells = batch.pop("cell_labels")
-        model.model.rope_deltas = None
+        reset_rope_cache(model)
         out = model(**batch)
         feats = captured["feats"]
         aux = nn.functional.cross_entropy(head(feats).view(-1, NUM_CELL_CLASSES), cells.view(-1))
@@ -207,6 +208,6 @@ def train_base(cfg: BaseStageConfig | None = None, progress: bool = True):
             bar.set_postfix(lm=f"{out.loss.item():.3f}", aux=f"{aux.item():.3f}")
     hook.remove()
     model.eval()
-    model.model.rope_deltas = None
+    reset_rope_cache(model)
     info = {"config": asdict(cfg), "prep_seconds": round(prep_s, 1), "train_seconds": round(time.time() - t1, 1), "log": log}
     return model, processor, info

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from ..eval.generate import reset_rope_cache
 from .model import load_tiny, save_tiny
 
 SHIPPED_BASE = Path(__file__).resolve().parent.parent / "assets" / "tiny-base"
@@ -27,7 +28,7 @@ def load_base(path: str | Path | None = None):
     path = Path(path) if path is not None else SHIPPED_BASE
     model, processor = load_tiny(path)
     model = model.to(torch.float32)
-    model.model.rope_deltas = None
+    reset_rope_cache(model)
     return model, processor
 
 
