@@ -514,7 +514,7 @@ def test_demo_quick_run_explains_its_numbers_and_keeps_models(tmp_path, monkeypa
 
 def test_demo_saves_each_trained_model(tmp_path):
     from scale_vlm import demo
-    from scale_vlm.tiny.base_stage import SHIPPED_BASE, has_shipped_base
+    from scale_vlm.tiny.shipped import SHIPPED_BASE, has_shipped_base
 
     if not has_shipped_base():
         pytest.skip("no shipped tiny base")

@@ -26,7 +26,7 @@ RTOL = 2e-3
 def prepared():
     from scale_vlm.bench.dataset import build_benchmark, to_training_format
     from scale_vlm.data.prepare import prepare_dataset
-    from scale_vlm.tiny.base_stage import load_base
+    from scale_vlm.tiny.shipped import load_base
 
     _, processor = load_base()
     train = to_training_format(build_benchmark(seed=0, num_train=16, num_test=1)["train"])
@@ -41,7 +41,7 @@ def test_recorded_losses(method, prepared, tmp_path):
 
     from scale_vlm.sft_config import ScaleSFTConfig
     from scale_vlm.sft_trainer import ScaleSFTTrainer
-    from scale_vlm.tiny.base_stage import load_base
+    from scale_vlm.tiny.shipped import load_base
 
     torch.manual_seed(0)
     model, processor = load_base()

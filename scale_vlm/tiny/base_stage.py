@@ -35,10 +35,6 @@ from .base_examples import (
 from .corpus import corpus_texts
 from .model import build_tiny_qwen2_vl
 
-# Still imported from here by tests/test_first_hour.py and tests/test_recorded_loss.py; their home is
-# scale_vlm/tiny/shipped.py.
-from .shipped import SHIPPED_BASE, has_shipped_base, load_base  # noqa: F401
-
 NUM_CELL_CLASSES = 1 + len(COLOURS) * len(SHAPES)  # 0 = empty
 
 
