@@ -15,6 +15,7 @@ import shutil
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -25,6 +26,8 @@ from .compare.pipeline import base_model_dir, evaluate_stage, sft_stage
 from .drivers import prepare_sft_rows, sft_args
 from .knobs import BenchKnobs, ScheduleKnobs
 from .report import EVAL_METRICS, markdown_table, plot_training_curves
+
+logger = logging.getLogger(__name__)
 
 METHODS = ("vanilla", "scale")
 RESULT_FILES = ("results.json", "results.md", "training_curves.png")
@@ -152,7 +155,6 @@ def _train_and_evaluate(method: str, cfg: DemoConfig, out: Path, train_ds, base_
     if label_lines:
         # The two methods train at once: label every line each of them prints.
         sys.stdout = _Labelled(sys.stdout, f"[{method}] ")
-    print(f"\n== {method}: {cfg.max_steps} steps x {cfg.batch_size} examples ==", flush=True)
     sft = train_one(method, cfg, out, train_ds, base_dir)
     t0 = time.time()
     metrics = evaluate_stage(out / method, examples, out / method, batch_size=cfg.eval_batch_size,
@@ -176,7 +178,8 @@ def format_table(results: dict) -> str:
     return markdown_table(("method", "accuracy", "malformed", "mean think tokens", "train wall (s)"), rows)
 
 
-def run_demo(cfg: DemoConfig) -> dict:
+def run_demo(cfg: DemoConfig, say: Callable[[str], None] = logger.info) -> dict:
+    """Train and evaluate both methods; what the run does and its table go to ``say`` (the command prints them)."""
     from .eval.adapters import builtin_examples
     from .tiny.shipped import SHIPPED_BASE
 
@@ -187,8 +190,8 @@ def run_demo(cfg: DemoConfig) -> dict:
         check_local_path(cfg.base_model, "base model")
     out = _check_output_dir(cfg)
     if cfg.quick_settings:
-        print("--quick set " + ", ".join(f"--{k} {v}" for k, v in cfg.quick_settings.items())
-              + " (options you give yourself are kept)", flush=True)
+        say("--quick set " + ", ".join(f"--{k} {v}" for k, v in cfg.quick_settings.items())
+            + " (options you give yourself are kept)")
     t_start = time.time()
     base_dir = Path(base_model_dir(cfg.base_model, out)[0])
     train = make_benchmark(cfg.bench(cfg.seed, "train", cfg.num_train))
@@ -203,22 +206,25 @@ def run_demo(cfg: DemoConfig) -> dict:
     jobs = [(method, cfg, out, train_sft, base_dir, examples) for method in METHODS]
     parallel = cfg.parallel_methods and available_cpus() >= 2
     if cfg.parallel_methods and not parallel:
-        print("one CPU core available: training the methods one after the other", flush=True)
+        say("one CPU core available: training the methods one after the other")
     if parallel:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
         # one set of progress bars on the terminal (the first method's); the other process trains silently
         jobs = [(m, c if i == 0 else replace(c, progress=False), *rest) for i, (m, c, *rest) in enumerate(jobs)]
-        if cfg.progress:
-            print(f"training {' and '.join(METHODS)} in parallel (progress bars: {METHODS[0]})", flush=True)
+        say(f"training {' and '.join(METHODS)} in parallel, {cfg.max_steps} steps x {cfg.batch_size} examples each"
+            + (f" (progress bars: {METHODS[0]})" if cfg.progress else ""))
         # spawn: a clean interpreter per method (no forked torch threads); the inputs and results are this run's own.
         with ProcessPoolExecutor(len(jobs), mp_context=multiprocessing.get_context("spawn"),
                                  initializer=_inherit_log_level,
                                  initargs=(logging.getLogger("scale_vlm").getEffectiveLevel(),)) as pool:
             done = list(pool.map(_train_and_evaluate, *zip(*jobs), [True] * len(jobs)))
     else:
-        done = [_train_and_evaluate(*job) for job in jobs]
+        done = []
+        for job in jobs:
+            say(f"\n== {job[0]}: {cfg.max_steps} steps x {cfg.batch_size} examples ==")
+            done.append(_train_and_evaluate(*job))
     for method, (record, hist) in zip(METHODS, done):
         results["methods"][method] = record
         histories[method] = hist
@@ -234,9 +240,9 @@ def run_demo(cfg: DemoConfig) -> dict:
     if cfg.quick:
         md += ["", QUICK_NOTE]
     (out / "results.md").write_text("\n".join(md) + "\n")
-    print("\n" + table)
+    say("\n" + table)
     if cfg.quick:
-        print("\n" + QUICK_NOTE)
-    print(f"\nwrote {out / 'results.json'}, {out / 'results.md'}, {out / 'training_curves.png'} and the trained "
+        say("\n" + QUICK_NOTE)
+    say(f"\nwrote {out / 'results.json'}, {out / 'results.md'}, {out / 'training_curves.png'} and the trained "
           f"models {', '.join(str(out / m) for m in METHODS)} ({results['total_seconds']:.0f} s)")
     return results

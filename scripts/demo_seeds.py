@@ -74,10 +74,10 @@ def main(argv: list[str] | None = None) -> int:
         from concurrent.futures import ProcessPoolExecutor
 
         with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = {seed: pool.submit(run_demo, cfg) for seed, cfg in cfgs.items()}
+            futures = {seed: pool.submit(run_demo, cfg, print) for seed, cfg in cfgs.items()}
             per_seed = {seed: f.result() for seed, f in futures.items()}
     else:
-        per_seed = {seed: run_demo(cfg) for seed, cfg in cfgs.items()}
+        per_seed = {seed: run_demo(cfg, print) for seed, cfg in cfgs.items()}
     agg = aggregate(per_seed)
     agg["command"] = "python scripts/demo_seeds.py " + " ".join(sys.argv[1:] if argv is None else argv)
     (out / "seeds.json").write_text(json.dumps(agg, indent=1) + "\n")

@@ -64,7 +64,7 @@ def test_parallel_methods_match_sequential(tmp_path, monkeypatch, capsys):
         assert cfg.parallel_methods  # the default
         with monkeypatch.context() as m:
             m.setattr(demo, "available_cpus", lambda cpus=2 if parallel else 1: cpus)
-            runs[parallel] = run_demo(cfg)
+            runs[parallel] = run_demo(cfg, say=print)
         said = capsys.readouterr().out
         assert ("one CPU core available" in said) == (not parallel)
     for method in ("vanilla", "scale"):

@@ -503,7 +503,7 @@ def test_demo_quick_run_explains_its_numbers_and_keeps_models(tmp_path, monkeypa
     monkeypatch.setattr(demo, "available_cpus", lambda: 1)
     level = logging.getLogger("scale_vlm").level
     try:
-        demo.run_demo(demo.DemoConfig(quick=True, output_dir=str(tmp_path / "demo"), progress=False))
+        demo.run_demo(demo.DemoConfig(quick=True, output_dir=str(tmp_path / "demo"), progress=False), say=print)
     finally:
         logging.getLogger("scale_vlm").setLevel(level)  # run_demo quietens the package logger for its workers
     said = capsys.readouterr().out

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from trl import TrlParser
 
 from ..demo import DemoConfig, run_demo
@@ -18,5 +20,5 @@ def _main(argv: list[str]) -> int:
 
     (cfg,) = parse(TrlParser((DemoConfig,), prog="scale-vlm demo"), argv)
     pipeline_logging()  # the training workers take this level over
-    run_demo(cfg)
+    run_demo(cfg, say=functools.partial(print, flush=True))
     return 0

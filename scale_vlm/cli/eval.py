@@ -15,11 +15,15 @@ def main(argv: list[str]) -> int:
 
 
 def _main(argv: list[str]) -> int:
+    from pathlib import Path
+
     from trl import TrlParser
 
-    from ..eval.evaluate import EvalConfig, run_eval
+    from ..eval.evaluate import METRICS_FILE, PREDICTIONS_FILE, EvalConfig, format_summary, run_eval
     from .common import parse
 
     (cfg,) = parse(TrlParser((EvalConfig,), prog="scale-vlm eval"), argv)
-    run_eval(cfg)
+    metrics = run_eval(cfg)
+    print(format_summary(metrics))
+    print(f"wrote {Path(cfg.output_dir) / PREDICTIONS_FILE} and {Path(cfg.output_dir) / METRICS_FILE}")
     return 0

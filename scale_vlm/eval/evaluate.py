@@ -218,6 +218,4 @@ def run_eval(cfg: EvalConfig) -> dict:
     )
     metrics["config"] = {k: v for k, v in asdict(cfg).items() if k not in ("overwrite_output_dir", "progress")}
     write_results(output_dir, metrics, predictions, overwrite=cfg.overwrite_output_dir)
-    print(format_summary(metrics))
-    print(f"wrote {output_dir / PREDICTIONS_FILE} and {output_dir / METRICS_FILE}")
     return metrics
