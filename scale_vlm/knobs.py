@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 
 from .bench.dataset import BenchConfig
-from .schedules import DEFAULT_ANSWER_WEIGHTS, DEFAULT_SCHEDULE, DEFAULT_THINK_WEIGHTS
+from .schedules import ScheduleFields
 
 
 def _bench_knob(name: str, help: str):
@@ -37,18 +37,8 @@ BENCH_KNOBS = tuple(f.name for f in fields(BenchKnobs))
 
 
 @dataclass
-class ScheduleKnobs:
-    """SCALe's schedule, with ``ScaleSFTConfig``'s names and defaults."""
-
-    schedule: str = field(default=DEFAULT_SCHEDULE, metadata={"help": "SCALe schedule shape"})
-    think_weight_start: float = field(default=DEFAULT_THINK_WEIGHTS[0],
-                                      metadata={"help": "SCALe schedule: think weight at the start"})
-    think_weight_end: float = field(default=DEFAULT_THINK_WEIGHTS[1],
-                                    metadata={"help": "SCALe schedule: think weight at the end"})
-    answer_weight_start: float = field(default=DEFAULT_ANSWER_WEIGHTS[0],
-                                       metadata={"help": "SCALe schedule: answer weight at the start"})
-    answer_weight_end: float = field(default=DEFAULT_ANSWER_WEIGHTS[1],
-                                     metadata={"help": "SCALe schedule: answer weight at the end"})
+class ScheduleKnobs(ScheduleFields):
+    """SCALe's schedule, with ``ScaleSFTConfig``'s names, defaults and help (one declaration: ``ScheduleFields``)."""
 
     def schedule_kwargs(self) -> dict:
         """The fields as ``ScaleSFTConfig`` keyword arguments."""

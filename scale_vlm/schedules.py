@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 Interpolation = Callable[..., float]
 
@@ -81,6 +81,30 @@ def schedule_weights(
     p = min(1.0, max(0.0, float(progress)))
     alpha = SCHEDULES[name](p, **kwargs)
     return think[0] + alpha * (think[1] - think[0]), answer[0] + alpha * (answer[1] - answer[0])
+
+
+@dataclass
+class ScheduleFields:
+    """The schedule options, declared once with their defaults and help: ``ScaleSFTConfig``, the demo and compare
+    configs and ``scale-vlm plot-schedule`` inherit them. ``weight_schedule`` builds (and so validates) them."""
+
+    schedule: str = field(default=DEFAULT_SCHEDULE, metadata={"help": f"Weight schedule: one of {sorted(SCHEDULES)}."})
+    think_weight_start: float = field(default=DEFAULT_THINK_WEIGHTS[0],
+                                      metadata={"help": "Think weight at the start of training."})
+    think_weight_end: float = field(default=DEFAULT_THINK_WEIGHTS[1],
+                                    metadata={"help": "Think weight at the end of training."})
+    answer_weight_start: float = field(default=DEFAULT_ANSWER_WEIGHTS[0],
+                                       metadata={"help": "Answer weight at the start of training."})
+    answer_weight_end: float = field(default=DEFAULT_ANSWER_WEIGHTS[1],
+                                     metadata={"help": "Answer weight at the end of training."})
+    schedule_step_at: float = field(default=DEFAULT_STEP_AT,
+                                    metadata={"help": "Progress at which the 'step' schedule switches."})
+
+    @property
+    def weight_schedule(self) -> WeightSchedule:
+        return WeightSchedule(name=self.schedule, think_start=self.think_weight_start, think_end=self.think_weight_end,
+                              answer_start=self.answer_weight_start, answer_end=self.answer_weight_end,
+                              step_at=self.schedule_step_at)
 
 
 def training_progress(global_step: int, max_steps: int) -> float:

@@ -8,14 +8,7 @@ import torch
 from trl import SFTConfig
 
 from .loss import NORMALIZATIONS
-from .schedules import (
-    DEFAULT_ANSWER_WEIGHTS,
-    DEFAULT_SCHEDULE,
-    DEFAULT_STEP_AT,
-    DEFAULT_THINK_WEIGHTS,
-    SCHEDULES,
-    WeightSchedule,
-)
+from .schedules import DEFAULT_ANSWER_WEIGHTS, ScheduleFields
 from .segments import TagFields, tag_field
 
 METHODS = ("scale", "vanilla")
@@ -23,23 +16,12 @@ LOSS_IMPLS = ("fused", "plain")
 
 
 @dataclass
-class ScaleSFTConfig(SFTConfig, TagFields):
+class ScaleSFTConfig(SFTConfig, ScheduleFields, TagFields):
     """``SFTConfig`` with SCALe's fields. Defaults differ from TRL where CPU use or VLM data requires it:
     ``bf16`` is off without a GPU, ``remove_unused_columns`` is off (rendered columns feed the collator),
     ``activation_checkpointing`` is off (turn it on for large models)."""
 
     method: str = field(default="scale", metadata={"help": "'scale' (segment-weighted) or 'vanilla' (token-mean CE)."})
-    schedule: str = field(default=DEFAULT_SCHEDULE, metadata={"help": f"Weight schedule: one of {sorted(SCHEDULES)}."})
-    think_weight_start: float = field(default=DEFAULT_THINK_WEIGHTS[0],
-                                      metadata={"help": "Think weight at the start of training."})
-    think_weight_end: float = field(default=DEFAULT_THINK_WEIGHTS[1],
-                                    metadata={"help": "Think weight at the end of training."})
-    answer_weight_start: float = field(default=DEFAULT_ANSWER_WEIGHTS[0],
-                                       metadata={"help": "Answer weight at the start of training."})
-    answer_weight_end: float = field(default=DEFAULT_ANSWER_WEIGHTS[1],
-                                     metadata={"help": "Answer weight at the end of training."})
-    schedule_step_at: float = field(default=DEFAULT_STEP_AT,
-                                    metadata={"help": "Progress at which the 'step' schedule switches."})
     normalization: str = field(
         default="sample",
         metadata={"help": "'sample': segment means per example, then the mean over examples; "
@@ -104,17 +86,6 @@ class ScaleSFTConfig(SFTConfig, TagFields):
                     f"weight, e.g. --answer_weight_start {DEFAULT_ANSWER_WEIGHTS[0]} "
                     f"--answer_weight_end {DEFAULT_ANSWER_WEIGHTS[1]}"
                 )
-
-    @property
-    def weight_schedule(self) -> WeightSchedule:
-        return WeightSchedule(
-            name=self.schedule,
-            think_start=self.think_weight_start,
-            think_end=self.think_weight_end,
-            answer_start=self.answer_weight_start,
-            answer_end=self.answer_weight_end,
-            step_at=self.schedule_step_at,
-        )
 
 
 def check_training_length(args) -> None:
