@@ -12,14 +12,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
-COLOURS = ["red", "green", "blue", "yellow"]
-QUESTION = "What colour is the square? Options: (A) red (B) green (C) blue (D) yellow"
-
-
-def make_response(i: int, think_repeat: int = 1) -> str:
-    colour = COLOURS[i % 4]
-    think = " ".join([f"I look at the image. The square is {colour}, option ({'ABCD'[i % 4]})."] * think_repeat)
-    return f"<think>{think}</think><answer>({'ABCD'[i % 4]})</answer>"
+# The question and responses of the family conformance suite, shared (the tiny models here use the same corpus).
+from families import COLOURS, QUESTION, make_response  # noqa: E402,F401
 
 
 def make_image(i: int) -> Image.Image:
