@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from reliability_support import load_tiny_processor
 
@@ -68,12 +70,15 @@ def test_segments_partition_the_response(processor, think, answer, gap):
 
 @settings(max_examples=50, deadline=None)
 @given(think=segment_text, answer=segment_text)
+@example(think="<\rANSWER>", answer="0")  # found by hypothesis: "\r" is whitespace to the parser's \s*
+@example(think="0", answer="<\u3000/answer>")
 def test_parser_round_trips_wrap(think, answer):
     from scale_vlm.parsing import is_well_formed, parse_output
 
     parsed = parse_output(DEFAULT_TAGS.wrap(think, answer))
-    # the parser is lenient about case and spaces inside brackets, so fragments like "<THINK>" can be tags for it
-    lenient_tag = any(frag in (think + answer).lower().replace(" ", "")
+    # the parser is lenient about case and whitespace inside brackets (its patterns use \s*, so "\r" and U+3000
+    # count), so fragments like "<THINK>" or "<\rANSWER>" can be tags for it
+    lenient_tag = any(frag in re.sub(r"\s", "", (think + answer).lower())
                       for frag in ("<think>", "</think>", "<answer>", "</answer>"))
     if not lenient_tag:
         assert parsed.think == think.strip()
