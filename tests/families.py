@@ -132,23 +132,15 @@ def build_qwen2_vl(path: Path) -> Path:
     return save_tiny(model, processor, path)
 
 
-def build_llava_next_mistral(path: Path) -> Path:
-    """LlavaNextForConditionalGeneration with llava-v1.6-mistral-7b-hf's template, tokens and processor layout."""
-    from transformers import (
-        CLIPVisionConfig,
-        LlamaTokenizer,
-        LlavaNextConfig,
-        LlavaNextForConditionalGeneration,
-        LlavaNextProcessor,
-    )
-    from transformers.models.llava_next.image_processing_pil_llava_next import LlavaNextImageProcessorPil
+def _llama_family_tokenizer(family: str):
+    """The LLaVA families' real tokenizer class (tokenizer_config.json "tokenizer_class": "LlamaTokenizer"): Metaspace
+    with a prefix '▁', byte fallback, BOS added by default; trained locally, with the family's special tokens and
+    chat template. Returns (special-token spec, tokenizer)."""
+    from transformers import LlamaTokenizer
 
-    family = "llava_next_mistral"
     spec = special_tokens(family)
     smap = spec["special_tokens_map"]
     pieces, merges = _train_metaspace_bpe(CORPUS, vocab_size=500, prepend=True)
-    # The real tokenizer class (tokenizer_config.json "tokenizer_class": "LlamaTokenizer"): Metaspace with a prefix
-    # '▁', byte fallback, BOS added by default.
     tokenizer = LlamaTokenizer(
         vocab=_spm_vocab(spec["added_tokens"], pieces), merges=merges,
         bos_token=smap["bos_token"], eos_token=smap["eos_token"], unk_token=smap["unk_token"], pad_token=smap["pad_token"],
@@ -157,14 +149,34 @@ def build_llava_next_mistral(path: Path) -> Path:
     )
     _mark_specials(tokenizer, spec)
     tokenizer.chat_template = chat_template(family)
+    return spec, tokenizer
+
+
+def _tiny_clip(image_size: int, patch: int):
+    """The LLaVA families' CLIP vision tower, tiny."""
+    from transformers import CLIPVisionConfig
+
+    return CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                            image_size=image_size, patch_size=patch, projection_dim=32)
+
+
+def build_llava_next_mistral(path: Path) -> Path:
+    """LlavaNextForConditionalGeneration with llava-v1.6-mistral-7b-hf's template, tokens and processor layout."""
+    from transformers import (
+        LlavaNextConfig,
+        LlavaNextForConditionalGeneration,
+        LlavaNextProcessor,
+    )
+    from transformers.models.llava_next.image_processing_pil_llava_next import LlavaNextImageProcessorPil
+
+    family = "llava_next_mistral"
+    spec, tokenizer = _llama_family_tokenizer(family)
+    smap = spec["special_tokens_map"]
     # Tiny geometry with the real structure: CLIP tower, anyres tiling over a pinpoint grid, one newline per row.
     image_size, patch = 16, 8
     pinpoints = [[16, 32], [32, 16], [32, 32]]
     config = LlavaNextConfig(
-        vision_config=CLIPVisionConfig(
-            hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-            image_size=image_size, patch_size=patch, projection_dim=32,
-        ),
+        vision_config=_tiny_clip(image_size, patch),
         text_config=dict(
             model_type="mistral", vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128,
             num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
@@ -416,8 +428,6 @@ def build_qwen3_vl_thinking(path: Path) -> Path:
 def build_llava_1_5(path: Path) -> Path:
     """LlavaForConditionalGeneration with llava-1.5-7b-hf's template, tokens and processor layout."""
     from transformers import (
-        CLIPVisionConfig,
-        LlamaTokenizer,
         LlavaConfig,
         LlavaForConditionalGeneration,
         LlavaProcessor,
@@ -425,23 +435,11 @@ def build_llava_1_5(path: Path) -> Path:
     from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
     family = "llava_1_5"
-    spec = special_tokens(family)
+    spec, tokenizer = _llama_family_tokenizer(family)
     smap = spec["special_tokens_map"]
-    pieces, merges = _train_metaspace_bpe(CORPUS, vocab_size=500, prepend=True)
-    tokenizer = LlamaTokenizer(
-        vocab=_spm_vocab(spec["added_tokens"], pieces), merges=merges,
-        bos_token=smap["bos_token"], eos_token=smap["eos_token"], unk_token=smap["unk_token"], pad_token=smap["pad_token"],
-        extra_special_tokens={"image_token": smap["image_token"]}, add_bos_token=True, add_eos_token=False,
-        model_max_length=4096,
-    )
-    _mark_specials(tokenizer, spec)
-    tokenizer.chat_template = chat_template(family)
     image_size, patch = 16, 8
     config = LlavaConfig(
-        vision_config=CLIPVisionConfig(
-            hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-            image_size=image_size, patch_size=patch, projection_dim=32,
-        ),
+        vision_config=_tiny_clip(image_size, patch),
         text_config=dict(
             model_type="llama", vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128,
             num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=4096,
