@@ -18,6 +18,10 @@ class BenchKnobs:
     """Knobs of the built-in benchmark that the demo and the comparison expose (see ``BenchConfig``)."""
 
     trace_verbosity: int = _bench_knob("trace_verbosity", "trace length (0, 1, 2)")
+    trace_repeat: int = _bench_knob("trace_repeat", "extra passes of scan + task steps in each trace (0-8)")
+    trace_entropy: int = _bench_knob(
+        "trace_entropy", "trace wording: 0 templated, 1 paraphrased + an observation or self-check, 2 + more "
+                         "observations, self-checks and hedges (scenes and answers unchanged)")
     trace_style: str = _bench_knob(
         "trace_style", "task steps object by object (walkthrough) or cells named at once (lookup)")
     scan_order: str = _bench_knob(

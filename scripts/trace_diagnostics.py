@@ -31,7 +31,8 @@ def main() -> None:
         with open(path) as f:
             preds = [json.loads(line) for line in f if line.strip()]
         try:
-            print(path, json.dumps(diagnose(preds, test)))
+            # trace_entropy > 0 words each sentence in one of several phrasings: compare sentences by content
+            print(path, json.dumps(diagnose(preds, test, paraphrased=knobs.trace_entropy > 0)))
         except ValueError as err:
             raise SystemExit(f"{path}: {err}") from None
 

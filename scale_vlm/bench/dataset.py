@@ -17,6 +17,7 @@ from pathlib import Path
 
 from ..prompts import format_options, reasoning_instruction
 from ..segments import DEFAULT_TAGS, Tags
+from .prose import ENTROPY_LEVELS, Voice
 from .scenes import render
 from .tasks import (
     SCAN_ORDERS,
@@ -38,6 +39,9 @@ class BenchConfig:
     split: str = "train"  # part of every example's random stream: "train" and "test" never share a stream
     task_mix: str = "count:1,attribute:1,spatial:1,compare:1"  # family:weight, comma separated
     trace_verbosity: int = 1  # 0 terse (scan + steps), 1 + restated goal and a re-check scan, 2 + cell-by-cell pass
+    trace_repeat: int = 0  # extra passes of scan + task steps: finer trace length on top of trace_verbosity
+    trace_entropy: int = 0  # 0 templated; 1, 2: varied wording, observations, self-checks (bench/prose.py)
+    trace_seed: int = 0  # seed of the wording stream only (trace_entropy > 0): same items, other wordings
     trace_style: str = "lookup"  # task steps: "lookup" (cells named at once) or "walkthrough" (object by object)
     scan_order: str = "cell_first"  # each scanned object as "top left red circle" or "red circle at top left"
     teacher_error_rate: float = 0.2  # fraction of traces with one wrong, answer-irrelevant detail
@@ -66,6 +70,10 @@ class BenchConfig:
             raise ValueError("teacher_error_rate and option_letter_fraction must lie in [0, 1]")
         if self.trace_verbosity not in (0, 1, 2):
             raise ValueError("trace_verbosity must be 0, 1 or 2")
+        if self.trace_entropy not in ENTROPY_LEVELS:
+            raise ValueError(f"trace_entropy must be one of {', '.join(map(str, ENTROPY_LEVELS))}")
+        if not 0 <= self.trace_repeat <= 8:
+            raise ValueError("trace_repeat must lie in [0, 8]")
         if self.trace_style not in TRACE_STYLES:
             raise ValueError(f"trace_style must be one of {', '.join(TRACE_STYLES)}")
         if self.scan_order not in SCAN_ORDERS:
@@ -90,8 +98,9 @@ def make_prompt(item: Item, tags: Tags = DEFAULT_TAGS, instruction: str | None =
     return f"{item.question} {middle} {instruction or reasoning_instruction(tags)}"
 
 
-def iter_items(cfg: BenchConfig, tags: Tags = DEFAULT_TAGS) -> Iterator[dict]:
-    """Examples without images (text, scene, answer); deterministic in ``cfg``."""
+def iter_items(cfg: BenchConfig, tags: Tags = DEFAULT_TAGS, voices: list | None = None) -> Iterator[dict]:
+    """Examples without images (text, scene, answer); deterministic in ``cfg``. ``voices``, when given, collects
+    each trace's ``Voice`` (its ``bits`` drawn)."""
     cfg.validate()
     weights = cfg.weights()
     names, ws = list(weights), list(weights.values())
@@ -104,7 +113,14 @@ def iter_items(cfg: BenchConfig, tags: Tags = DEFAULT_TAGS) -> Iterator[dict]:
         scanned = None
         if err_rng.random() < cfg.teacher_error_rate:
             scanned = corrupt_scene(item, err_rng)
-        think = write_trace(item, cfg.trace_verbosity, scanned or item.scene, cfg.trace_style, cfg.scan_order)
+        # separate stream too: the wording never changes scenes, answers or teacher errors; it is not drawn at all at
+        # trace_entropy 0, so that level is the templated data exactly
+        voice = Voice(cfg.trace_entropy, _rng(cfg, i, f"voice|{cfg.trace_seed}"), same_size=cfg.size_jitter == 0,
+                      centred=cfg.jitter == 0)
+        think = write_trace(item, cfg.trace_verbosity, scanned or item.scene, cfg.trace_style, cfg.scan_order,
+                            cfg.trace_repeat, voice)
+        if voices is not None:
+            voices.append(voice)
         yield {
             "id": f"{cfg.split}-{cfg.seed}-{i:06d}",
             "prompt": make_prompt(item, tags),

@@ -8,6 +8,9 @@ Per prediction it checks, against the held-out scene and question:
 - first step: the sentence right after the scan equals the teacher's (the cells holding the asked attribute for
   count and compare, the asked object's cell for spatial and attribute): the first task step over the scan;
 - value: the trace's conclusion "So the answer is X." equals the true value;
+- with ``paraphrased=True`` (data made with ``trace_entropy > 0``, whose sentences come in several phrasings) the
+  restated question and the first step are compared by their content words (``prose.content_key``: cells,
+  colours, shapes, numbers, relations), and the scan may open with any of ``prose.SCAN_INTROS``;
 - letter: for option-letter questions whose concluded value is one of the options, the answer letter is the letter
   of that option (consistency of the answer with the model's own trace; chance is about 1 / number of options).
 """
@@ -19,10 +22,12 @@ import re
 from collections import defaultdict
 
 from ..prompts import OPTION_LETTERS
+from .prose import SCAN_INTROS, content_key
 from .scenes import parse_caption
-from .tasks import CONCLUSION, SCAN_INTRO
+from .tasks import CONCLUSION, SCAN_INTRO  # noqa: F401 (read as diagnostics.SCAN_INTRO by tests and scripts)
 
-SCAN = re.compile(re.escape(SCAN_INTRO) + r" (.*?\.)")
+# any phrasing of the scan intro (trace_entropy > 0); the first is the templated one, tasks.SCAN_INTRO
+SCAN = re.compile("(?:" + "|".join(map(re.escape, SCAN_INTROS)) + r") (.*?\.)")
 VALUE = re.compile(re.escape(CONCLUSION) + r" (.*?)\.\s*</think>")
 SENTENCE = re.compile(r"\s*(.*?\.)(?=\s|<|$)")
 STEP_KEYS = ("n", "correct", "restated_checked", "restated_ok", "first_step_ok", "value_ok", "letter_checked",
@@ -43,9 +48,11 @@ def step_after_scan(text: str) -> str | None:
     return m.group(1) if m else None
 
 
-def diagnose(predictions: list[dict], test) -> dict:
+def diagnose(predictions: list[dict], test, paraphrased: bool = False) -> dict:
     """The step checks of ``predictions`` (rows of ``predictions.jsonl``) against ``test``, the regenerated
-    held-out split of the run that wrote them: overall rates and counts per task family."""
+    held-out split of the run that wrote them: overall rates and counts per task family. ``paraphrased``: the
+    split was made with ``trace_entropy > 0``, so sentences are compared by content, not wording."""
+    same = (lambda a, b: content_key(a) == content_key(b)) if paraphrased else (lambda a, b: a == b)
     by_id = {ex["id"]: ex for ex in test}
     scenes = objects = objects_ok = 0
     cat = defaultdict(lambda: dict.fromkeys(STEP_KEYS, 0))
@@ -65,10 +72,10 @@ def diagnose(predictions: list[dict], test) -> dict:
         c["n"] += 1
         c["correct"] += bool(p["correct"])
         restate = first_sentence(ex["response"])
-        if restate and not restate.startswith(SCAN_INTRO):  # verbosity 0 traces open with the scan
+        if restate and not restate.startswith(SCAN_INTROS):  # verbosity 0 traces open with the scan
             c["restated_checked"] += 1
-            c["restated_ok"] += first_sentence(p["output"]) == restate
-        c["first_step_ok"] += step_after_scan(p["output"]) == step_after_scan(ex["response"])
+            c["restated_ok"] += same(first_sentence(p["output"]), restate)
+        c["first_step_ok"] += same(step_after_scan(p["output"]), step_after_scan(ex["response"]))
         c["value_ok"] += bool(value) and value.group(1) == ex["value"]
         if ex["choices"] and value and value.group(1) in ex["choices"]:
             c["letter_checked"] += 1

@@ -24,10 +24,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..prompts import OPTION_LETTERS
+from .prose import OPTION_LINES, RECHECK_LINES, REPEATS, SCAN_INTROS, Voice
 from .scenes import COLOURS, SHAPES, Obj, Scene, cell_name, free_cells
 
 TASKS = ("count", "attribute", "spatial", "compare")
-SCAN_INTRO = "I scan the grid row by row:"  # trace phrases, also read back by scripts/trace_diagnostics.py
+SCAN_INTRO = SCAN_INTROS[0]  # trace phrases, also read back by scripts/trace_diagnostics.py
 CONCLUSION = "So the answer is"
 RELATIONS = ("left of", "right of", "above", "below")
 TRACE_STYLES = ("lookup", "walkthrough")
@@ -49,6 +50,7 @@ class Item:
     walkthrough: Callable[[Scene], list[str]]  # the same steps, object by object over the scanned scene
     safe_attr: str  # attribute a teacher error may corrupt without changing the answer ("colour" | "shape")
     protected: set[int] = field(default_factory=set)  # cells a teacher error must not touch
+    hedge: str = ""  # trace_entropy > 0: the task's own self-check sentence (bench/prose.py)
 
 
 def noun_phrase(kind: str, value: str) -> str:
@@ -122,6 +124,7 @@ def count_task(rng: random.Random, letters: bool, max_objects: int) -> Item:
         answer=OPTION_LETTERS[slot] if letters else str(gold),
         restate=f"I need to count the {noun}.", reasoning=lines,
         walkthrough=lambda seen: _count_walk(kind, value, seen), safe_attr=_other(kind),
+        hedge=f"Hmm, I should make sure I did not miss any {noun}.",
     )
 
 
@@ -170,6 +173,7 @@ def attribute_task(rng: random.Random, letters: bool, max_objects: int) -> Item:
         category="attribute", scene=scene, question=question, choices=choices if letters else [], value=gold,
         answer=OPTION_LETTERS[slot] if letters else gold, restate=restate, reasoning=reasoning, walkthrough=walk,
         safe_attr=asked, protected={target_cell},
+        hedge=f"Hmm, I should make sure there is only one {key}{' object' if asked == 'shape' else ''}.",
     )
 
 
@@ -217,6 +221,7 @@ def spatial_task(rng: random.Random, letters: bool, max_objects: int) -> Item:
         answer=OPTION_LETTERS[slot] if letters else relation,
         restate=f"I need to find where the {d1} is relative to the {d2}.", reasoning=reasoning, walkthrough=walk,
         safe_attr="colour", protected={first, second},
+        hedge=f"Hmm, I should make sure I have the right {d1} and {d2}.",
     )
 
 
@@ -252,7 +257,7 @@ def compare_task(rng: random.Random, letters: bool, max_objects: int) -> Item:
         answer=OPTION_LETTERS[slot] if letters else choices[slot],
         restate=f"I need to compare the number of {np_} and {nq_}.", reasoning=lines_p + lines_q + [verdict],
         walkthrough=lambda seen: _count_walk(kind, p, seen) + _count_walk(kind, q, seen) + [verdict],
-        safe_attr=_other(kind),
+        safe_attr=_other(kind), hedge=f"Hmm, I should make sure I did not miss any {np_} or {nq_}.",
     )
 
 
@@ -279,35 +284,63 @@ def corrupt_scene(item: Item, rng: random.Random) -> Scene | None:
     return None
 
 
-def write_trace(item: Item, verbosity: int, scanned: Scene, style: str = "lookup", scan_order: str = "cell_first") -> str:
+def write_trace(item: Item, verbosity: int, scanned: Scene, style: str = "lookup", scan_order: str = "cell_first",
+                repeat: int = 0, voice: Voice | None = None) -> str:
     """The teacher's reasoning. ``scanned`` is the scene as the teacher saw it (possibly with one error);
     ``style`` is one of ``TRACE_STYLES`` (the task steps after the scan, see the module docstring);
     ``scan_order`` is one of ``SCAN_ORDERS``: each scanned object as ``top left red circle`` (the base stage's
     caption) or ``red circle at top left``, where the cell follows the object it belongs to.
 
     verbosity 0: scan + task steps + conclusion; 1 (default): + restated goal and a second scan that double-checks;
-    2: + a cell-by-cell pass that names the empty cells too.
+    2: + a cell-by-cell pass that names the empty cells too. ``repeat``: that many more passes of scan + task steps
+    after the first. ``voice`` (``bench/prose.py``, level ``trace_entropy``) words each sentence and inserts
+    observations, self-checks and hedges; without one (or at level 0) the trace is the templated one.
     """
     if style not in TRACE_STYLES:
         raise ValueError(f"unknown trace style {style!r}; choose from {', '.join(TRACE_STYLES)}")
     if scan_order not in SCAN_ORDERS:
         raise ValueError(f"unknown scan order {scan_order!r}; choose from {', '.join(SCAN_ORDERS)}")
+    voice = voice or Voice()
+    say = voice.say
+
+    def steps() -> list[str]:
+        # the walk-through reads the scene as scanned: a teacher error stays consistent within the trace (it only
+        # ever touches an attribute the steps do not test)
+        return [say(s) for s in (item.walkthrough(scanned) if style == "walkthrough" else item.reasoning)]
+
     parts: list[str] = []
+    slots: list[int] = []  # positions (in parts) where an inserted sentence may go
     if verbosity >= 1:
-        parts.append(item.restate)
-    parts.append(f"{SCAN_INTRO} {scanned.caption(scan_order)}")
+        parts.append(say(item.restate))
+        slots.append(len(parts))  # never before the first sentence: diagnostics compare it with the restated goal
+    parts.append(f"{voice.pick(SCAN_INTROS)} {scanned.caption(scan_order)}")
     if verbosity >= 2:
         cells = []
         for c in range(9):
             o = scanned.at(c)
             cells.append(f"{cell_name(c)} {o.describe() if o else 'empty'}")
         parts.append("Cell by cell: " + ", ".join(cells) + ".")
-    # the walk-through reads the scene as scanned: a teacher error stays consistent within the trace (it only ever
-    # touches an attribute the steps do not test)
-    parts.extend(item.walkthrough(scanned) if style == "walkthrough" else item.reasoning)
+    first = steps()
+    parts.append(first[0])  # right after the scan (or the cell-by-cell pass): diagnostics read it as the first step
+    for s in first[1:]:
+        slots.append(len(parts))
+        parts.append(s)
+    for _ in range(repeat):
+        slots.append(len(parts))
+        parts.append(f"{voice.pick(REPEATS)} {scanned.caption(scan_order)}")
+        parts.extend(steps())
+    slots.append(len(parts))
     if verbosity >= 1:
-        parts.append(f"Let me check the grid once more: {scanned.caption(scan_order)} This agrees with what I found.")
+        parts.append(voice.pick(RECHECK_LINES).format(cap=scanned.caption(scan_order)))
+        slots.append(len(parts))
         if item.choices:
-            parts.append("Now I compare this with the options.")
+            parts.append(voice.pick(OPTION_LINES))
+            slots.append(len(parts))
+    extras = voice.extras(item.hedge, item.scene, scanned)
+    for sentence, at in sorted(((s, voice.pick(slots)) for s in extras), key=lambda x: -x[1]):
+        parts.insert(at, sentence)  # from the last slot back, so the earlier positions stay valid
+    lead = voice.lead_in()
+    if lead:
+        parts.append(lead)
     parts.append(f"{CONCLUSION} {item.value}.")
     return " ".join(parts)

@@ -21,6 +21,10 @@ BENCH_HELP = {
     "split": "random stream of the first split ('train' and 'test' never share one)",
     "task_mix": "task families and weights, family:weight comma separated (count, attribute, spatial, compare)",
     "trace_verbosity": "reasoning length: 0 terse, 1 + restated goal and a re-check, 2 + cell-by-cell pass",
+    "trace_repeat": "extra passes of scan + task steps in each trace (0-8): finer reasoning length",
+    "trace_entropy": "trace wording: 0 templated, 1 paraphrased + an observation or self-check, 2 + more "
+                     "observations, self-checks and hedges (scenes, questions and answers unchanged)",
+    "trace_seed": "seed of the trace wording only (trace_entropy > 0): same items, other wordings",
     "trace_style": "task steps: 'lookup' (cells named at once) or 'walkthrough' (object by object)",
     "scan_order": "scanned objects as 'top left red circle' (cell_first) or 'red circle at top left' (object_first)",
     "teacher_error_rate": "fraction of traces with one wrong, answer-irrelevant detail",
