@@ -50,11 +50,11 @@ def _reset_peak_rss() -> bool:
         return False
 
 
-def run_case(impl: str, tokens: int, vocab: int, hidden: int, device: str, dtype_name: str, chunk_size: int) -> dict:
+def loss_inputs(tokens: int, vocab: int, hidden: int, device: str, dtype_name: str):
+    """The loss's inputs, the same in every process for the same arguments: hidden states ``h [T, H]`` and LM-head
+    weight ``w [V, H]`` (both requiring grad), labels ``[T]`` with about 10 percent ignored (-100, like prompt tokens)
+    and per-token segment-like weights ``coef [T]``."""
     import torch
-    import torch.nn.functional as F
-
-    from scale_vlm.lean_loss import chunked_token_nll, weighted_token_nll
 
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype_name]
     gen = torch.Generator().manual_seed(0)
@@ -64,6 +64,44 @@ def run_case(impl: str, tokens: int, vocab: int, hidden: int, device: str, dtype
     labels[torch.rand(tokens, generator=gen) < 0.1] = -100  # some ignored positions, like prompt tokens
     labels = labels.to(device)
     coef = (torch.rand(tokens, generator=gen) / tokens).to(device)  # per-token segment weights
+    return h, w, labels, coef
+
+
+def measure_once(fn, device: str, after_warmup=None) -> tuple[float, int, str]:
+    """``(seconds, peak_bytes, memory_method)`` of one call of ``fn``. CUDA: after one warm-up call (then
+    ``after_warmup()``, e.g. to drop its gradients), peak allocated minus allocated before the timed call. CPU: no
+    warm-up; the peak resident set (VmHWM, reset just before) minus the resident set before."""
+    import torch
+
+    cuda = device.startswith("cuda")
+    if cuda:
+        fn()  # warm-up (kernels, cuBLAS handles); on CPU one call is long enough to time alone
+        if after_warmup is not None:
+            after_warmup()
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+    else:
+        base = _rss_kib("VmRSS") * 1024
+        reset = _reset_peak_rss()
+    t0 = time.perf_counter()
+    fn()
+    if cuda:
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - t0
+    if cuda:
+        return seconds, torch.cuda.max_memory_allocated() - base, "torch.cuda.max_memory_allocated"
+    method = "VmHWM-VmRSS" if reset else "VmHWM-VmRSS (peak not reset: upper bound)"
+    return seconds, _rss_kib("VmHWM") * 1024 - base, method
+
+
+def run_case(impl: str, tokens: int, vocab: int, hidden: int, device: str, dtype_name: str, chunk_size: int) -> dict:
+    import torch.nn.functional as F
+
+    from scale_vlm.lean_loss import chunked_token_nll, weighted_token_nll
+
+    h, w, labels, coef = loss_inputs(tokens, vocab, hidden, device, dtype_name)
 
     def plain():
         nll = F.cross_entropy((h @ w.t()).float(), labels, ignore_index=-100, reduction="none")
@@ -85,29 +123,11 @@ def run_case(impl: str, tokens: int, vocab: int, hidden: int, device: str, dtype
         )
         (-(lp * (labels != -100)) * coef).sum().backward()
 
-    fn = {"plain": plain, "fused": fused, "chunked_recompute": chunked_recompute, "trl": trl}[impl]
-    cuda = device.startswith("cuda")
-    if cuda:
-        fn()  # warm-up (kernels, cuBLAS handles); on CPU one call is long enough to time alone
+    def drop_grads():
         h.grad = w.grad = None
-        torch.cuda.synchronize()
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-    else:
-        base = _rss_kib("VmRSS") * 1024
-        reset = _reset_peak_rss()
-    t0 = time.perf_counter()
-    fn()
-    if cuda:
-        torch.cuda.synchronize()
-    seconds = time.perf_counter() - t0
-    if cuda:
-        peak = torch.cuda.max_memory_allocated() - base
-        method = "torch.cuda.max_memory_allocated"
-    else:
-        peak = _rss_kib("VmHWM") * 1024 - base
-        method = "VmHWM-VmRSS" if reset else "VmHWM-VmRSS (peak not reset: upper bound)"
+
+    fn = {"plain": plain, "fused": fused, "chunked_recompute": chunked_recompute, "trl": trl}[impl]
+    seconds, peak, method = measure_once(fn, device, after_warmup=drop_grads)
     assert h.grad is not None and w.grad is not None
     return {"impl": impl, "tokens": tokens, "seconds": seconds, "peak_bytes": peak, "memory_method": method}
 

@@ -23,7 +23,7 @@ from .tiny.shipped import load_base
 
 
 class CountingSFTTrainer(ScaleSFTTrainer):
-    """Counts input tokens (attention mask) and supervised tokens of every optimizer step: the SFT cost measure."""
+    """Counts input tokens (real, not padding) and supervised tokens of every optimizer step: the SFT cost measure."""
 
     input_tokens = 0
     supervised_tokens = 0
@@ -31,7 +31,9 @@ class CountingSFTTrainer(ScaleSFTTrainer):
     def get_batch_samples(self, epoch_iterator, num_batches, device):
         batch_samples, n = super().get_batch_samples(epoch_iterator, num_batches, device)
         for batch in batch_samples:
-            self.input_tokens += int(batch["attention_mask"].sum())
+            # packed rows (padding_free) carry no attention mask: their real tokens are those of an example
+            real = batch["attention_mask"] if "attention_mask" in batch else batch["example_ids"] >= 0
+            self.input_tokens += int(real.sum())
             self.supervised_tokens += int((batch["labels"][:, 1:] != -100).sum()) if "labels" in batch else 0
         return batch_samples, n
 

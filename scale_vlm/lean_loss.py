@@ -37,7 +37,7 @@ from dataclasses import dataclass
 import torch
 from transformers.utils import ModelOutput
 
-from .loss import SegmentCounts, SegmentLossOutput, scale_loss, vanilla_loss
+from .loss import SegmentCounts, SegmentLossOutput, per_example_sum, scale_loss, vanilla_loss
 from .segments import SEGMENT_ANSWER, SEGMENT_THINK
 
 IGNORE_INDEX = -100
@@ -253,13 +253,15 @@ def segment_token_weights(
     w_answer: float = 1.0,
     normalization: str = "sample",
     counts: SegmentCounts | None = None,
+    example_ids: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Coefficients ``c[b, t]`` with ``(c * nll).sum()`` == ``scale_loss(...)`` / ``vanilla_loss(...)`` ``.loss``.
 
-    segment_ids: [B, T] aligned with the next-token labels; ``counts`` as for the loss (``None``: this batch).
+    segment_ids: [B, T] aligned with the next-token labels; ``counts`` as for the loss (``None``: this batch);
+    example_ids: [B, T] example of each label in packed rows (``None``: one example per row).
     """
     if counts is None:
-        counts = SegmentCounts.from_batch(segment_ids)
+        counts = SegmentCounts.from_batch(segment_ids, example_ids)
     think = (segment_ids == SEGMENT_THINK).float()
     answer = (segment_ids == SEGMENT_ANSWER).float()
     if method == "vanilla":
@@ -267,13 +269,26 @@ def segment_token_weights(
     if method != "scale":
         raise ValueError(f"method must be 'scale' or 'vanilla', got {method!r}")
     if normalization == "sample":
-        think_n = think.sum(-1, keepdim=True).clamp(min=1)  # [B, 1]
-        answer_n = answer.sum(-1, keepdim=True).clamp(min=1)
+        if example_ids is None:
+            think_n = think.sum(-1, keepdim=True).clamp(min=1)  # [B, 1]
+            answer_n = answer.sum(-1, keepdim=True).clamp(min=1)
+        else:
+            think_n = _segment_size_per_token(think, example_ids)  # [B, T]
+            answer_n = _segment_size_per_token(answer, example_ids)
         return (w_think * think / (think_n * max(counts.think_examples, 1.0))
                 + w_answer * answer / (answer_n * max(counts.answer_examples, 1.0)))
     if normalization == "batch":
         return w_think * think / max(counts.think_tokens, 1.0) + w_answer * answer / max(counts.answer_tokens, 1.0)
     raise ValueError(f"normalization must be 'sample' or 'batch', got {normalization!r}")
+
+
+def _segment_size_per_token(mask: torch.Tensor, example_ids: torch.Tensor) -> torch.Tensor:
+    """mask, example_ids: [B, T] -> [B, T]: the number of ``mask`` tokens of each position's example (at least 1;
+    padding, example -1, gets 1, its weight is 0 anyway)."""
+    sizes = per_example_sum(mask, example_ids).clamp(min=1)  # [E]
+    if sizes.numel() == 0:
+        return torch.ones_like(mask)
+    return sizes[example_ids.clamp(min=0)]
 
 
 @dataclass
@@ -454,21 +469,23 @@ def lean_segment_loss(
     w_answer: float,
     normalization: str = "sample",
     counts: SegmentCounts | None = None,
+    example_ids: torch.Tensor | None = None,
 ) -> tuple[SegmentLossOutput, LeanLMOutput]:
     """One micro-batch of the SCALe / vanilla loss through the lean head (``add_lean_lm_head`` must have run).
 
-    ``inputs``: the collator's batch without ``segment_ids`` (``labels`` included); ``segment_ids``: [B, T-1].
+    ``inputs``: the collator's batch without ``segment_ids`` / ``example_ids`` (``labels`` included);
+    ``segment_ids``, ``example_ids`` (packed rows; None: one example per row): [B, T-1].
     Returns the same ``SegmentLossOutput`` as ``scale_loss`` / ``vanilla_loss`` (its ``loss`` from the lean head,
     its statistics from the detached NLL) and the model output.
     """
     if counts is None:
-        counts = SegmentCounts.from_batch(segment_ids)
-    weights = segment_token_weights(segment_ids, method, w_think, w_answer, normalization, counts)
+        counts = SegmentCounts.from_batch(segment_ids, example_ids)
+    weights = segment_token_weights(segment_ids, method, w_think, w_answer, normalization, counts, example_ids)
     outputs = model(**inputs, lean_token_weights=weights)
     if method == "scale":
-        stats = scale_loss(outputs.nll, segment_ids, w_think, w_answer, normalization, counts)
+        stats = scale_loss(outputs.nll, segment_ids, w_think, w_answer, normalization, counts, example_ids)
     else:
-        stats = vanilla_loss(outputs.nll, segment_ids, counts)
+        stats = vanilla_loss(outputs.nll, segment_ids, counts, example_ids)
     stats.loss = outputs.loss
     return stats, outputs
 

@@ -1,7 +1,9 @@
 """The SCALe segment loss as pure functions.
 
-Notation: B examples, T next-token positions. ``nll[b, t]`` is the negative log-likelihood of the label at position
-``t`` (0 where the label is ignored) and ``segment_ids[b, t]`` the segment of that label (``SEGMENT_*``).
+Notation: B rows, T next-token positions. ``nll[b, t]`` is the negative log-likelihood of the label at position
+``t`` (0 where the label is ignored) and ``segment_ids[b, t]`` the segment of that label (``SEGMENT_*``). A row is
+one example unless ``example_ids[b, t]`` (the index of the label's example, -1 on padding) says otherwise: a packed
+row (``scale_vlm.packing``) holds several examples, and every per-example quantity follows ``example_ids``.
 
 SCALe:   L = w_think * L_think + w_answer * L_answer, each segment term a mean over its own tokens, so the length
          of the think span no longer decides how much the answer is trained.
@@ -40,9 +42,9 @@ class SegmentCounts:
     tokens: float
 
     @classmethod
-    def from_batch(cls, segment_ids: torch.Tensor) -> "SegmentCounts":
-        # segment_ids: [B, T] aligned with the next-token labels
-        t = torch.as_tensor(count_vector(segment_ids))
+    def from_batch(cls, segment_ids: torch.Tensor, example_ids: torch.Tensor | None = None) -> "SegmentCounts":
+        # segment_ids, example_ids: [B, T] aligned with the next-token labels
+        t = torch.as_tensor(count_vector(segment_ids, example_ids))
         return cls.from_vector(t)
 
     @classmethod
@@ -51,19 +53,32 @@ class SegmentCounts:
         return cls(think_tokens=v[0], answer_tokens=v[1], think_examples=v[2], answer_examples=v[3], tokens=v[4])
 
 
-def count_vector(segment_ids: torch.Tensor) -> torch.Tensor:
+def per_example_sum(values: torch.Tensor, example_ids: torch.Tensor | None) -> torch.Tensor:
+    """Sum of ``values`` [B, T] per example: [B] (one example per row) when ``example_ids`` is None, else [E] with
+    E = ``example_ids.max() + 1`` (positions with ``example_ids`` -1, padding, are left out). Differentiable."""
+    if example_ids is None:
+        return values.sum(-1)
+    keep = example_ids >= 0  # [B, T]
+    num = int(example_ids.max()) + 1 if keep.any() else 0
+    return values.new_zeros(num).index_add(0, example_ids[keep], values[keep])
+
+
+def count_vector(segment_ids: torch.Tensor, example_ids: torch.Tensor | None = None) -> torch.Tensor:
     """``[think_tokens, answer_tokens, think_examples, answer_examples, tokens]`` of a ``[B, T]`` batch (float64).
 
+    ``example_ids`` [B, T]: the example of each position (packed rows); None: each row is one example.
     Returned as a tensor so it can be summed over micro-batches and all-reduced over ranks in one call.
     """
     think = segment_ids == SEGMENT_THINK
     answer = segment_ids == SEGMENT_ANSWER
+    think_per_example = per_example_sum(think.to(torch.float64), example_ids)  # [E]
+    answer_per_example = per_example_sum(answer.to(torch.float64), example_ids)  # [E]
     return torch.stack(
         [
             think.sum(),
             answer.sum(),
-            think.any(dim=-1).sum(),
-            answer.any(dim=-1).sum(),
+            (think_per_example > 0).sum(),
+            (answer_per_example > 0).sum(),
             (think | answer).sum(),
         ]
     ).to(torch.float64)
@@ -91,14 +106,17 @@ class SegmentLossOutput:
     answer_tokens: torch.Tensor  # scalar, detached
 
 
-def segment_sums(nll: torch.Tensor, segment_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def segment_sums(nll: torch.Tensor, segment_ids: torch.Tensor, example_ids: torch.Tensor | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per-example NLL sums and token counts of each segment.
 
-    nll, segment_ids: [B, T]  ->  think_sum, answer_sum, think_count, answer_count: each [B].
+    nll, segment_ids, example_ids: [B, T]  ->  think_sum, answer_sum, think_count, answer_count: each [E]
+    (E = B without ``example_ids``).
     """
     think = (segment_ids == SEGMENT_THINK).to(nll.dtype)
     answer = (segment_ids == SEGMENT_ANSWER).to(nll.dtype)
-    return (nll * think).sum(-1), (nll * answer).sum(-1), think.sum(-1), answer.sum(-1)
+    return (per_example_sum(nll * think, example_ids), per_example_sum(nll * answer, example_ids),
+            per_example_sum(think, example_ids), per_example_sum(answer, example_ids))
 
 
 def scale_loss(
@@ -108,10 +126,12 @@ def scale_loss(
     w_answer: float,
     normalization: str = "sample",
     counts: SegmentCounts | None = None,
+    example_ids: torch.Tensor | None = None,
 ) -> SegmentLossOutput:
     """SCALe loss of one micro-batch.
 
-    nll: [B, T] per-token NLL (0 where ignored); segment_ids: [B, T] segment of each label.
+    nll: [B, T] per-token NLL (0 where ignored); segment_ids: [B, T] segment of each label; example_ids: [B, T]
+    example of each label for packed rows (None: one example per row).
     ``counts``: global normalisers of the optimizer step; ``None`` means this micro-batch is the whole batch.
 
     ``sample``: L = w_think * mean_b(mean_t∈think_b nll) + w_answer * mean_b(mean_t∈answer_b nll)
@@ -121,12 +141,12 @@ def scale_loss(
     if normalization not in NORMALIZATIONS:
         raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
     if counts is None:
-        counts = SegmentCounts.from_batch(segment_ids)
-    think_sum, answer_sum, think_n, answer_n = segment_sums(nll, segment_ids)  # each [B]
+        counts = SegmentCounts.from_batch(segment_ids, example_ids)
+    think_sum, answer_sum, think_n, answer_n = segment_sums(nll, segment_ids, example_ids)  # each [E]
     if normalization == "sample":
         # Per-example segment means; an example without a segment adds 0 and is not counted for it.
-        think_means = think_sum / think_n.clamp(min=1)  # [B]
-        answer_means = answer_sum / answer_n.clamp(min=1)  # [B]
+        think_means = think_sum / think_n.clamp(min=1)  # [E]
+        answer_means = answer_sum / answer_n.clamp(min=1)  # [E]
         l_think = think_means.sum() / max(counts.think_examples, 1.0)
         l_answer = answer_means.sum() / max(counts.answer_examples, 1.0)
     else:
@@ -142,14 +162,15 @@ def scale_loss(
     )
 
 
-def vanilla_loss(nll: torch.Tensor, segment_ids: torch.Tensor, counts: SegmentCounts | None = None) -> SegmentLossOutput:
+def vanilla_loss(nll: torch.Tensor, segment_ids: torch.Tensor, counts: SegmentCounts | None = None,
+                 example_ids: torch.Tensor | None = None) -> SegmentLossOutput:
     """Token-mean cross-entropy over every supervised token (the SFT baseline), with the same segment statistics.
 
-    nll, segment_ids: [B, T].
+    nll, segment_ids, example_ids (optional, packed rows): [B, T].
     """
     if counts is None:
-        counts = SegmentCounts.from_batch(segment_ids)
-    think_sum, answer_sum, think_n, answer_n = segment_sums(nll, segment_ids)
+        counts = SegmentCounts.from_batch(segment_ids, example_ids)
+    think_sum, answer_sum, think_n, answer_n = segment_sums(nll, segment_ids, example_ids)
     supervised = (segment_ids == SEGMENT_THINK) | (segment_ids == SEGMENT_ANSWER)
     loss = (nll * supervised.to(nll.dtype)).sum() / max(counts.tokens, 1.0)
     return SegmentLossOutput(

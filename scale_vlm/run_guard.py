@@ -22,7 +22,8 @@ FINGERPRINT_FILE = "scale_run.json"
 # Settings that change what a resumed step computes. A checkpoint written under other values cannot continue this run.
 FINGERPRINT_FIELDS = (
     "method", "schedule", "think_weight_start", "think_weight_end", "answer_weight_start", "answer_weight_end",
-    "schedule_step_at", "normalization", "think_open", "think_close", "answer_open", "answer_close", "max_length",
+    "schedule_step_at", "progress_mode", "adaptive_ema", "adaptive_window", "adaptive_tolerance", "adaptive_ramp",
+    "adaptive_floor_delay", "normalization", "think_open", "think_close", "answer_open", "answer_close", "max_length",
     "learning_rate", "lr_scheduler_type", "warmup_steps", "weight_decay", "max_steps", "num_train_epochs",
     "per_device_train_batch_size", "gradient_accumulation_steps", "seed", "data_seed", "optim", "adam_beta1",
     "adam_beta2", "adam_epsilon", "max_grad_norm", "freeze_vision_tower",

@@ -20,6 +20,15 @@ DEFAULT_THINK_WEIGHTS = (0.8, 0.2)  # (start, end)
 DEFAULT_ANSWER_WEIGHTS = (0.2, 0.8)  # (start, end)
 DEFAULT_STEP_AT = 0.5  # progress at which the "step" schedule switches
 
+# Where the progress ``p`` comes from (see ``scale_vlm.adaptive_schedule`` for "adaptive" and its parameters).
+PROGRESS_MODES = ("steps", "adaptive")
+DEFAULT_PROGRESS_MODE = "steps"
+DEFAULT_ADAPTIVE_EMA = 0.9  # smoothing of the step think loss: ~10 steps of memory
+DEFAULT_ADAPTIVE_WINDOW = 10  # optimizer steps over which the smoothed think loss must have stopped improving
+DEFAULT_ADAPTIVE_TOLERANCE = 0.01  # "plateaued": less than 1% relative improvement over the window
+DEFAULT_ADAPTIVE_RAMP = 0.5  # once plateaued, p goes 0 -> 1 over this fraction of the run's steps
+DEFAULT_ADAPTIVE_FLOOR_DELAY = 0.5  # the floor of p stays 0 for this fraction of the run, then rises to 1
+
 
 def _cosine(p: float, **_) -> float:
     # Half-cosine ramp: flat at both ends, so early steps keep the think weight near its start value.
@@ -99,12 +108,41 @@ class ScheduleFields:
                                      metadata={"help": "Answer weight at the end of training."})
     schedule_step_at: float = field(default=DEFAULT_STEP_AT,
                                     metadata={"help": "Progress at which the 'step' schedule switches."})
+    progress_mode: str = field(
+        default=DEFAULT_PROGRESS_MODE,
+        metadata={"help": "Where the schedule's progress comes from: 'steps' (optimizer step / last step) or "
+                  "'adaptive' (advances only while the think loss has plateaued, never behind a delayed step "
+                  "progress, so the end weights are still reached at the last step; logged as schedule_progress)."},
+    )
+    adaptive_ema: float = field(default=DEFAULT_ADAPTIVE_EMA, metadata={
+        "help": "adaptive: smoothing factor in [0, 1) of the exponential moving average of each step's think loss "
+                "(0: no smoothing)."})
+    adaptive_window: int = field(default=DEFAULT_ADAPTIVE_WINDOW, metadata={
+        "help": "adaptive: optimizer steps over which the smoothed think loss is compared with itself."})
+    adaptive_tolerance: float = field(default=DEFAULT_ADAPTIVE_TOLERANCE, metadata={
+        "help": "adaptive: the think loss has plateaued when it improved by less than this fraction over the window."})
+    adaptive_ramp: float = field(default=DEFAULT_ADAPTIVE_RAMP, metadata={
+        "help": "adaptive: fraction of the run's steps over which the progress goes from 0 to 1 while plateaued."})
+    adaptive_floor_delay: float = field(default=DEFAULT_ADAPTIVE_FLOOR_DELAY, metadata={
+        "help": "adaptive: the progress is at least the step progress delayed by this fraction of the run "
+                "(0 at that point, 1 at the last step), so a think loss that never plateaus still ends answer-heavy."})
 
     @property
     def weight_schedule(self) -> WeightSchedule:
         return WeightSchedule(name=self.schedule, think_start=self.think_weight_start, think_end=self.think_weight_end,
                               answer_start=self.answer_weight_start, answer_end=self.answer_weight_end,
                               step_at=self.schedule_step_at)
+
+    @property
+    def adaptive_progress(self):
+        """The ``AdaptiveParams`` of an adaptive run (validated), ``None`` when the progress follows the steps."""
+        if self.progress_mode not in PROGRESS_MODES:
+            raise ValueError(f"progress_mode must be one of {PROGRESS_MODES}, got {self.progress_mode!r}")
+        from .adaptive_schedule import AdaptiveParams
+
+        params = AdaptiveParams(ema=self.adaptive_ema, window=self.adaptive_window, tolerance=self.adaptive_tolerance,
+                                ramp=self.adaptive_ramp, floor_delay=self.adaptive_floor_delay)
+        return params if self.progress_mode == "adaptive" else None
 
 
 def training_progress(global_step: int, max_steps: int) -> float:
@@ -118,7 +156,7 @@ def training_progress(global_step: int, max_steps: int) -> float:
     return min(1.0, global_step / (max_steps - 1))
 
 
-def plot_schedule(schedule: WeightSchedule, path: str, points: int = 101) -> str:
+def plot_schedule(schedule: WeightSchedule, path: str, points: int = 101, xlabel: str = "training progress") -> str:
     """Write a PNG of ``w_think`` and ``w_answer`` over progress; returns the path."""
     from .report import pyplot, save_figure
 
@@ -127,7 +165,7 @@ def plot_schedule(schedule: WeightSchedule, path: str, points: int = 101) -> str
     fig, ax = pyplot().subplots(figsize=(5, 3))
     ax.plot(xs, [w[0] for w in ws], label="w_think")
     ax.plot(xs, [w[1] for w in ws], label="w_answer")
-    ax.set_xlabel("training progress")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("weight")
     ax.set_title(f"{schedule.name} schedule")
     ax.legend()

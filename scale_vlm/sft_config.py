@@ -49,6 +49,12 @@ class ScaleSFTConfig(SFTConfig, ScheduleFields, TagFields):
     overwrite_output_dir: bool = field(
         default=False, metadata={"help": "Allow writing into an output_dir that already holds another run."}
     )
+    packing_row_tokens: int | None = field(
+        default=None,
+        metadata={"help": "padding_free=True: tokens per packed row (first-fit-decreasing). Default: the longest "
+                  "example of the micro-batch, which keeps dense-mask attention (CPU, sdpa/eager) no costlier than "
+                  "the padded batch; with varlen flash attention a large value (one row) wastes nothing."},
+    )
     # Overridden defaults
     remove_unused_columns: bool = field(default=False, metadata={"help": "Kept False: rendered columns feed the collator."})
     activation_checkpointing: bool | None = field(default=False, metadata={"help": "Recompute activations to save memory."})
@@ -69,10 +75,13 @@ class ScaleSFTConfig(SFTConfig, ScheduleFields, TagFields):
             raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {self.normalization!r}")
         if self.loss_impl not in LOSS_IMPLS:
             raise ValueError(f"loss_impl must be one of {LOSS_IMPLS}, got {self.loss_impl!r}")
+        if self.packing_row_tokens is not None and self.packing_row_tokens < 1:
+            raise ValueError(f"packing_row_tokens must be positive, got {self.packing_row_tokens}")
         if self.bad_example_policy not in ("error", "skip"):
             raise ValueError(f"bad_example_policy must be 'error' or 'skip', got {self.bad_example_policy!r}")
         self.dataset_kwargs = {**(self.dataset_kwargs or {}), "skip_prepare_dataset": True}
         _ = self.weight_schedule  # validates the schedule fields
+        _ = self.adaptive_progress  # validates progress_mode and the adaptive_* fields
         _ = self.tags  # validates the tags
         check_training_length(self)
         if self.method == "scale":

@@ -16,13 +16,14 @@ from accelerate.utils import is_peft_model
 from trl import SFTTrainer
 from trl.trainer.utils import get_config_model_id
 
+from .adaptive_schedule import attach_adaptive_progress, record_think_loss, schedule_progress
 from .data.collator import ScaleCollator
 from .data.prepare import PreparationReport, prepare_dataset
 from .lean_loss import add_lean_lm_head, check_data_parallel_only, lean_segment_loss
 from .loss import SegmentCounts, count_vector, per_token_nll, scale_loss, vanilla_loss
+from .packing import check_packing_supported, packed_position_ids
 from .processors import load_processor
 from .run_guard import attach_run_fingerprint, check_output_writable, check_resume
-from .schedules import training_progress
 from .sft_config import ScaleSFTConfig
 
 logger = logging.getLogger(__name__)
@@ -85,9 +86,19 @@ class ScaleSFTTrainer(SFTTrainer):
         if eval_dataset is not None:
             eval_dataset = self._prepare(eval_dataset, processing_class, args, "eval")
         if data_collator is None:
-            data_collator = ScaleCollator(processing_class, pad_to_multiple_of=args.pad_to_multiple_of)
-        super().__init__(model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
-                         processing_class=processing_class, data_collator=data_collator, **kwargs)
+            data_collator = ScaleCollator(processing_class, pad_to_multiple_of=args.pad_to_multiple_of,
+                                          padding_free=args.padding_free, packing_row_tokens=args.packing_row_tokens)
+        # TRL refuses padding_free for vision datasets and custom collators; ours packs VLM batches itself
+        # (scale_vlm.packing), so SFTTrainer is set up as for padded batches and the flag is put back after.
+        padding_free, args.padding_free = args.padding_free, False
+        try:
+            super().__init__(model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
+                             processing_class=processing_class, data_collator=data_collator, **kwargs)
+        finally:
+            args.padding_free = padding_free
+        if args.padding_free:
+            # a clear error now for a model whose packed forward would not equal the padded one
+            check_packing_supported(self.model.get_base_model() if is_peft_model(self.model) else self.model)
         if args.freeze_vision_tower and model_given_as_name:
             # SFTTrainer has just built the model from the name; the optimizer does not exist yet (train() creates
             # it from the parameters that require grad), so freezing here is as if the model had been given frozen.
@@ -106,8 +117,11 @@ class ScaleSFTTrainer(SFTTrainer):
         # Running sums over the logging window: think NLL, answer NLL, think tokens, answer tokens.
         self._segment_window = {"train": torch.zeros(4, dtype=torch.float64), "eval": torch.zeros(4, dtype=torch.float64)}
         self._weights = args.weight_schedule(0.0)
+        self._progress = 0.0  # the schedule progress of the last training step (logged when adaptive)
         # Every checkpoint records the data and settings it belongs to; train() refuses a checkpoint of another run.
         attach_run_fingerprint(self)
+        # progress_mode='adaptive': a callback measures the think loss per optimizer step and moves the progress.
+        attach_adaptive_progress(self)
 
     def train(self, resume_from_checkpoint=None, *args, **kwargs):
         return super().train(check_resume(self, resume_from_checkpoint), *args, **kwargs)
@@ -130,7 +144,9 @@ class ScaleSFTTrainer(SFTTrainer):
         batch_samples, num_items_in_batch = super().get_batch_samples(epoch_iterator, num_batches, device)
         counts = torch.zeros(5, dtype=torch.float64)
         for batch in batch_samples:
-            counts += count_vector(batch["segment_ids"][:, 1:])
+            # packed rows: examples are counted by example_ids, not by row
+            example_ids = batch["example_ids"][:, 1:] if "example_ids" in batch else None
+            counts += count_vector(batch["segment_ids"][:, 1:], example_ids)
         if self.accelerator.num_processes > 1:
             counts = self.accelerator.reduce(counts.to(device), reduction="sum").cpu()
         self._step_counts = SegmentCounts.from_vector(counts)
@@ -140,22 +156,27 @@ class ScaleSFTTrainer(SFTTrainer):
         mode = "train" if model.training else "eval"
         inputs = dict(inputs)
         segment_ids = inputs.pop("segment_ids")[:, 1:]  # [B, T-1], aligned with the next-token labels
+        example_ids = inputs.pop("example_ids", None)  # [B, T] in packed batches (padding_free) only
+        if example_ids is not None:
+            # positions restarting per example (Qwen-VL: multimodal, from the model's get_rope_index)
+            inputs["position_ids"] = packed_position_ids(model, inputs, example_ids)
+            example_ids = example_ids[:, 1:]  # [B, T-1], the example of each next-token label
         inputs["use_cache"] = False
         # Training uses the optimizer step's global normalisers; evaluation batches stand alone.
         counts = self._step_counts if mode == "train" and self._step_counts is not None else None
-        progress = training_progress(self.state.global_step, self.state.max_steps) if mode == "train" else 1.0
+        progress = schedule_progress(self) if mode == "train" else 1.0
         w_think, w_answer = self.args.weight_schedule(progress)
         if self.args.loss_impl == "fused":
             out, outputs = lean_segment_loss(model, inputs, segment_ids, self.args.method, w_think, w_answer,
-                                             self.args.normalization, counts)
+                                             self.args.normalization, counts, example_ids)
         else:
             labels = inputs.pop("labels")
             outputs = model(**inputs)
             nll = per_token_nll(outputs.logits, labels)  # [B, T-1], 0 where the label is ignored
             if self.args.method == "scale":
-                out = scale_loss(nll, segment_ids, w_think, w_answer, self.args.normalization, counts)
+                out = scale_loss(nll, segment_ids, w_think, w_answer, self.args.normalization, counts, example_ids)
             else:
-                out = vanilla_loss(nll, segment_ids, counts)
+                out = vanilla_loss(nll, segment_ids, counts, example_ids)
         loss = out.loss
         if mode == "train" and self.accelerator.num_processes > 1:
             # DDP averages gradients over ranks while our normalisers already span all ranks.
@@ -163,7 +184,10 @@ class ScaleSFTTrainer(SFTTrainer):
 
         if mode == "train":
             self._weights = (w_think, w_answer)
+            self._progress = progress
         stats = torch.stack([out.think_sum, out.answer_sum, out.think_tokens, out.answer_tokens]).double().cpu()
+        if mode == "train":
+            record_think_loss(self, stats[0], stats[2])  # the same float64 values as the logged loss_think
         self._segment_window[mode] += stats
         if getattr(outputs, "is_top1", None) is not None:
             valid = outputs.label_mask.sum().clamp(min=1)
@@ -202,5 +226,7 @@ class ScaleSFTTrainer(SFTTrainer):
         if mode == "train" and self.args.method == "scale" and "loss" in logs:
             # the weights of the step logs (not the end-of-training summary); vanilla uses none
             logs["w_think"], logs["w_answer"] = self._weights
+            if self.args.progress_mode == "adaptive":
+                logs["schedule_progress"] = self._progress
         self._segment_window[mode] = torch.zeros(4, dtype=torch.float64)
         super().log(logs, start_time)

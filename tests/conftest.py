@@ -45,6 +45,23 @@ CORPUS = [make_response(i, 2) for i in range(8)] + [QUESTION] * 4
 
 
 @pytest.fixture(scope="session")
+def family_dirs(tmp_path_factory):
+    """``family_dirs(name)``: the folder of the conformance suite's tiny model of family ``name`` (tests/families.py),
+    built once per session for every test module that uses it."""
+    import families
+
+    root = tmp_path_factory.mktemp("families")
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            cache[name] = families.build_family(name, root / name)
+        return cache[name]
+
+    return get
+
+
+@pytest.fixture(scope="session")
 def tiny_qwen():
     from scale_vlm.tiny.model import build_tiny_qwen2_vl
 

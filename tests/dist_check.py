@@ -4,12 +4,16 @@ Used by ``test_distributed.py``, once under ``accelerate launch`` with 2 CPU pro
 process over the same global batch. Usage:
 
     python tests/dist_check.py --model DIR --data FILE.jsonl --out DIR --normalization sample|batch \
-        --per_device_batch 2 [--grad_accum 1] [--steps 2] [--loss_impl fused|plain] [--zero_stage 2|3]
+        --per_device_batch 2 [--grad_accum 1] [--steps 2] [--loss_impl fused|plain] [--zero_stage 2|3] \
+        [--adaptive_tolerance TOL]
 
 ``--zero_stage`` trains under DeepSpeed with the shipped ``ds_zero{2,3}.json`` (its CPU accelerator, launched
 with ``torch.distributed.run``), best with ``--optim sgd --lr 1.0``: ZeRO keeps gradients in its own partitioned
 buffers, so the check compares the parameters after training instead (``OUT/rank{r}_params.npy``, gathered under
 ZeRO-3, written for every run).
+
+``--adaptive_tolerance`` trains with ``progress_mode="adaptive"`` (EMA 0.5, window 1, ramp 0.5, floor delay 0.8) and
+adds each step's ``schedule_progress`` and the final ``AdaptiveState`` (``adaptive``) to the record.
 
 Writes ``OUT/rank{r}.json`` (per-step logged loss, loss_think, loss_answer, w_think, w_answer, grad norm) and
 ``OUT/rank{r}_step{s}.npy`` (the flattened gradient, after the all-reduce, before the optimizer step).
@@ -41,6 +45,7 @@ def main() -> None:
     parser.add_argument("--optim", default="adamw_torch")
     parser.add_argument("--lr", type=float, default=5e-3)
     parser.add_argument("--untie_head", action="store_true", help="give lm_head its own copy of the embedding")
+    parser.add_argument("--adaptive_tolerance", type=float, default=None, help="progress_mode adaptive")
     args = parser.parse_args()
 
     torch.set_num_threads(1)
@@ -72,6 +77,9 @@ def main() -> None:
         save_strategy="no", use_cpu=True, disable_tqdm=True, logging_nan_inf_filter=False,
         dataloader_num_workers=0, ddp_backend="gloo" if int(os.environ.get("WORLD_SIZE", "1")) > 1 else None,
         deepspeed=zero_config(args.zero_stage) if args.zero_stage else None,
+        **({} if args.adaptive_tolerance is None else dict(
+            progress_mode="adaptive", adaptive_ema=0.5, adaptive_window=1, adaptive_tolerance=args.adaptive_tolerance,
+            adaptive_ramp=0.5, adaptive_floor_delay=0.8)),
     )
     grads: list[np.ndarray] = []
 
@@ -88,9 +96,14 @@ def main() -> None:
     steps = [h for h in trainer.state.log_history if "loss" in h and "step" in h]
     record = {
         "world_size": trainer.args.world_size,
-        "steps": [{k: h[k] for k in ("step", "loss", "loss_think", "loss_answer", "w_think", "w_answer")} for h in steps],
+        "steps": [{k: h[k] for k in ("step", "loss", "loss_think", "loss_answer", "w_think", "w_answer",
+                                     "schedule_progress") if k in h} for h in steps],
         "grad_norms": [float(np.linalg.norm(g)) for g in grads],
     }
+    if args.adaptive_tolerance is not None:
+        from scale_vlm.adaptive_schedule import adaptive_callback
+
+        record["adaptive"] = adaptive_callback(trainer).progress_state.to_dict()
     for i, g in enumerate(grads):
         np.save(out / f"rank{rank}_step{i + 1}.npy", g, allow_pickle=False)
     np.save(out / f"rank{rank}_params.npy", full_parameters(model, args.zero_stage), allow_pickle=False)

@@ -150,3 +150,29 @@ def test_deepspeed_trainer_matches_one_process(stage, head, accum, normalization
         # same initial weights on both sides, so equal parameters after the step mean equal updates (= gradients)
         np.testing.assert_allclose(params, ref_params, rtol=0, atol=ATOL * np.abs(ref_grad).max(),
                                    err_msg=f"ZeRO-{stage} rank {rank} parameters after one step")
+
+
+@pytest.mark.slow
+def test_adaptive_progress_is_the_same_on_every_process(data, tmp_path):
+    """progress_mode adaptive: each step's think loss is all-reduced before the state update, so both ranks hold
+    the same state (bit for bit) and follow the one-process run; a per-rank think loss (each rank sees other
+    examples) would give each rank its own EMA, progress and weights."""
+    model = str(tiny_model_dir())
+    # tolerance 1: every measured step is a plateau (p: 0, 0, 1 / (0.5 * 3), 1), so the weights really move
+    common = ["--model", model, "--data", str(data), "--steps", "4", "--adaptive_tolerance", "1.0"]
+    single, multi = tmp_path / "single", tmp_path / "multi"
+    _run([PYTHON, SCRIPT, *common, "--out", str(single), "--per_device_batch", "4"])
+    _run([ACCELERATE, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision",
+          "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
+          SCRIPT, *common, "--out", str(multi), "--per_device_batch", "2"])
+    ref = json.loads((single / "rank0.json").read_text())
+    assert [s["schedule_progress"] for s in ref["steps"]] == pytest.approx([0.0, 0.0, 2 / 3, 1.0])
+    ranks = [json.loads((multi / f"rank{r}.json").read_text()) for r in range(2)]
+    assert ranks[0]["adaptive"] == ranks[1]["adaptive"]  # exactly: one all-reduced measurement per step
+    assert ranks[0]["adaptive"]["history"] == pytest.approx(ref["adaptive"]["history"], rel=RTOL)
+    assert len(ref["adaptive"]["history"]) == 2 and ref["adaptive"]["step"] == 4
+    for rec in ranks:
+        for got, want in zip(rec["steps"], ref["steps"], strict=True):
+            assert (got["schedule_progress"], got["w_think"], got["w_answer"]) == (
+                want["schedule_progress"], want["w_think"], want["w_answer"])
+            assert got["loss_think"] == pytest.approx(want["loss_think"], rel=RTOL)

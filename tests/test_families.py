@@ -7,19 +7,7 @@ import pytest
 import torch
 
 FAMILY_NAMES = list(F.FAMILIES)
-
-
-@pytest.fixture(scope="session")
-def family_dirs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("families")
-    cache = {}
-
-    def get(name):
-        if name not in cache:
-            cache[name] = F.build_family(name, root / name)
-        return cache[name]
-
-    return get
+# family_dirs (conftest.py): the session's builds, shared with tests/test_packing.py
 
 
 @pytest.mark.parametrize("check", list(F.CHECKS))

@@ -274,7 +274,8 @@ def _plain(value):
 
 
 SCALE_OPTIONS = ("method", "schedule", "think_weight_start", "think_weight_end", "answer_weight_start",
-                 "answer_weight_end", "schedule_step_at", "normalization", "loss_impl", *TAG_FIELDS,
+                 "answer_weight_end", "schedule_step_at", "progress_mode", "adaptive_ema", "adaptive_window",
+                 "adaptive_tolerance", "adaptive_ramp", "adaptive_floor_delay", "normalization", "loss_impl", *TAG_FIELDS,
                  "bad_example_policy", "image_root", "freeze_vision_tower")
 ESSENTIAL_OPTIONS = ("config", "model_name_or_path", "dataset_name", "dataset_train_split", "dataset_test_split",
                      "output_dir", "overwrite_output_dir", "resume_from_checkpoint", "max_steps", "num_train_epochs",
