@@ -1,0 +1,264 @@
+"""Where SCALe helps: SFT arms over a grid of benchmark settings, several seeds per cell (docs/regimes.md).
+
+    python scripts/regime_map.py --grid trace_verbosity=0,2 trace_entropy=0,2 --seeds 0 1 2 \\
+        --arms vanilla scale --output_dir runs/regime-map --jobs 2 [any demo option, e.g. --max_steps 600]
+
+Every run (cell x seed x arm) trains a fresh copy of the shipped tiny base with the demo's recipe (``DemoConfig``
+defaults unless given) and evaluates it greedily on the cell's held-out questions; it writes ``record.json`` in its
+own folder, so an interrupted map resumes where it stopped (a finished run is never trained again). Arms:
+``vanilla`` (token-mean SFT), ``scale`` (the paper's cosine schedule over steps) and ``adaptive`` (SCALe whose
+schedule progress follows the measured think loss, ``progress_mode=adaptive``). Per cell the map reports, over
+seeds (mean ± sample std), each arm's accuracy, malformed rate and answer-trace consistency, each SCALe arm minus
+vanilla per seed, the measured think/answer token ratio of the training data and the think loss at the end of the
+vanilla run (the plateau it reached at this budget: an upper bound on the irreducible think loss).
+Writes ``map.json``, ``map.md`` and ``map.png`` (SCALe minus vanilla accuracy per cell).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import fields, replace
+from pathlib import Path
+
+# arm name -> (method, DemoConfig overrides); "adaptive" uses the loss-driven schedule progress
+ARMS = {
+    "vanilla": ("vanilla", {}),
+    "scale": ("scale", {}),
+    "adaptive": ("scale", {"progress_mode": "adaptive"}),
+}
+METRICS = ("accuracy", "malformed_rate", "letter_consistency", "value_accuracy", "mean_think_tokens",
+           "final_loss_think", "final_loss_answer", "train_seconds")
+
+
+def parse_grid(items: list[str]) -> dict[str, list]:
+    """``["trace_verbosity=0,2", "trace_entropy=0,1"]`` -> ``{"trace_verbosity": [0, 2], ...}`` typed by the
+    benchmark knob's default."""
+    from scale_vlm.knobs import BenchKnobs
+
+    knobs = {f.name: f.default for f in fields(BenchKnobs)}
+    grid = {}
+    for item in items:
+        name, _, values = item.partition("=")
+        if name not in knobs or not values:
+            raise SystemExit(f"--grid {item!r}: expected KNOB=v1,v2 with a benchmark knob ({', '.join(knobs)})")
+        grid[name] = [type(knobs[name])(v) for v in values.split(",")]
+    return grid
+
+
+def cells(grid: dict[str, list]) -> list[dict]:
+    out = [{}]
+    for name, values in grid.items():
+        out = [{**c, name: v} for c in out for v in values]
+    return out
+
+
+def cell_name(cell: dict) -> str:
+    return "_".join(f"{k}={v}" for k, v in cell.items()) or "default"
+
+
+def final_logged(history: list[dict], key: str, last: int = 3) -> float | None:
+    """Mean of the last ``last`` logged values of ``key`` (one log line is a noisy estimate of a plateau)."""
+    values = [h[key] for h in history if key in h][-last:]
+    return sum(values) / len(values) if values else None
+
+
+def token_ratio(rows) -> dict:
+    """Mean think and answer tokens (labels) of rendered training rows and their ratio."""
+    from scale_vlm.segments import SEGMENT_ANSWER, SEGMENT_THINK
+
+    think = [sum(s == SEGMENT_THINK for s in r) for r in rows["segment_ids"]]
+    answer = [sum(s == SEGMENT_ANSWER for s in r) for r in rows["segment_ids"]]
+    mt, ma = sum(think) / len(think), sum(answer) / len(answer)
+    return {"think_tokens": mt, "answer_tokens": ma, "think_answer_ratio": mt / ma}
+
+
+def run_one(cfg, arm: str, folder: Path) -> dict:
+    """One arm of one cell and seed: train, evaluate, diagnose; writes and returns ``record.json``."""
+    import torch
+
+    from scale_vlm.bench.dataset import make_benchmark, to_training_format
+    from scale_vlm.bench.diagnostics import diagnose
+    from scale_vlm.compare.pipeline import evaluate_stage
+    from scale_vlm.demo import majority_baseline, prepare_once, train_one
+    from scale_vlm.eval.adapters import builtin_examples
+    from scale_vlm.report import EVAL_METRICS
+    from scale_vlm.tiny.shipped import SHIPPED_BASE
+
+    torch.set_num_threads(cfg.threads)
+    method, overrides = ARMS[arm]
+    cfg = replace(cfg, **overrides)
+    train = make_benchmark(cfg.bench(cfg.seed, "train", cfg.num_train))
+    test = make_benchmark(cfg.bench(cfg.seed, "test", cfg.num_test))
+    rows = prepare_once(to_training_format(train), SHIPPED_BASE)
+    # Long, varied traces outgrow the demo's generation budget: a truncated trace has no <answer> and would count as
+    # malformed. Give every cell room for 1.5x its longest training response.
+    longest = max(sum(label != -100 for label in r) for r in rows["labels"])
+    cfg = replace(cfg, max_new_tokens=max(cfg.max_new_tokens, int(1.5 * longest)))
+    t0 = time.time()
+    # train_one keeps the model in folder / method; the record sits next to it
+    sft = train_one(method, cfg, folder, rows, SHIPPED_BASE)
+    metrics = evaluate_stage(folder / method, builtin_examples(test), folder / method, batch_size=cfg.eval_batch_size,
+                             max_new_tokens=cfg.max_new_tokens, progress=False, metrics=EVAL_METRICS)
+    preds = [json.loads(line) for line in (folder / method / "predictions.jsonl").read_text().splitlines() if line]
+    diag = diagnose(preds, test, paraphrased=getattr(cfg, "trace_entropy", 0) > 0)
+    hist = sft["log_history"]
+    record = {
+        **metrics,
+        "letter_consistency": diag["letter_consistent_with_trace"], "value_accuracy": diag["value_correct"],
+        "final_loss_think": final_logged(hist, "loss_think"), "final_loss_answer": final_logged(hist, "loss_answer"),
+        "train_seconds": sft["train_seconds"], "wall_seconds": round(time.time() - t0, 1),
+        "max_new_tokens": cfg.max_new_tokens, "longest_training_response": longest,
+        "majority": majority_baseline(train["answer"], test["answer"])["accuracy"], **token_ratio(rows),
+        "loss_curve": [{k: h[k] for k in ("step", "loss_think", "loss_answer", "w_think", "schedule_progress")
+                        if k in h} for h in hist if "loss_think" in h],
+    }
+    (folder / "record.json").write_text(json.dumps(record, indent=1) + "\n")
+    return record
+
+
+def aggregate(records: dict[tuple[str, int, str], dict], cell_list: list[dict], seeds: list[int],
+              arms: list[str]) -> list[dict]:
+    """Per cell: each arm's metrics over seeds and each SCALe arm minus vanilla, seed by seed (paired: same data,
+    same order, same initialisation)."""
+    from scale_vlm.report import seed_stats
+
+    out = []
+    for cell in cell_list:
+        name = cell_name(cell)
+        done = [s for s in seeds if all((name, s, a) in records for a in arms)]
+        if not done:
+            continue
+        entry = {"cell": cell, "seeds": done, "arms": {}, "minus_vanilla": {}}
+        for arm in arms:
+            entry["arms"][arm] = {m: seed_stats(records[(name, s, arm)][m] for s in done) for m in METRICS
+                                  if all(records[(name, s, arm)].get(m) is not None for s in done)}
+        first = records[(name, done[0], arms[0])]
+        entry["think_answer_ratio"] = first["think_answer_ratio"]
+        entry["think_tokens"] = first["think_tokens"]
+        entry["majority"] = seed_stats(records[(name, s, arms[0])]["majority"] for s in done)
+        if "vanilla" in arms:
+            for arm in arms:
+                if arm == "vanilla":
+                    continue
+                entry["minus_vanilla"][arm] = {
+                    m: seed_stats(records[(name, s, arm)][m] - records[(name, s, "vanilla")][m] for s in done)
+                    for m in ("accuracy", "malformed_rate", "letter_consistency", "value_accuracy")}
+        out.append(entry)
+    return out
+
+
+def format_markdown(entries: list[dict], arms: list[str], command: str) -> str:
+    from scale_vlm.report import markdown_table, mean_std
+
+    header = ["cell", "think/answer tokens", "vanilla final think loss", "majority"]
+    header += [f"{a} accuracy" for a in arms] + [f"{a} - vanilla accuracy" for a in arms if a != "vanilla"]
+    header += [f"{a} - vanilla consistency" for a in arms if a != "vanilla"]
+    rows = []
+    for e in entries:
+        van = e["arms"].get("vanilla", {})
+        row = [cell_name(e["cell"]), f"{e['think_answer_ratio']:.1f}",
+               mean_std(van["final_loss_think"]) if "final_loss_think" in van else "-", mean_std(e["majority"])]
+        row += [mean_std(e["arms"][a]["accuracy"]) for a in arms]
+        row += [mean_std(e["minus_vanilla"][a]["accuracy"], separator=" ± ") for a in arms if a != "vanilla"]
+        row += [mean_std(e["minus_vanilla"][a]["letter_consistency"]) for a in arms if a != "vanilla"]
+        rows.append(row)
+    seeds = sorted({s for e in entries for s in e["seeds"]})
+    return "\n".join([f"Command: `{command}`", "", f"Seeds: {', '.join(map(str, seeds))} (mean ± sample std over "
+                      "seeds; differences are paired per seed)", "", markdown_table(header, rows), ""])
+
+
+def plot_map(entries: list[dict], grid: dict[str, list], arm: str, path: Path) -> None:
+    """Heat map of ``arm`` minus vanilla accuracy over a two-knob grid (mean, with the std written in each cell)."""
+    from scale_vlm.report import pyplot, save_figure
+
+    names = list(grid)
+    if len(names) != 2:
+        return
+    (xn, xs), (yn, ys) = (names[0], grid[names[0]]), (names[1], grid[names[1]])
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(1.6 * len(xs) + 2, 1.3 * len(ys) + 1.5))
+    import math
+
+    values = [[math.nan] * len(xs) for _ in ys]
+    labels = [[""] * len(xs) for _ in ys]
+    for e in entries:
+        d = e["minus_vanilla"].get(arm, {}).get("accuracy")
+        if d:
+            i, j = ys.index(e["cell"][yn]), xs.index(e["cell"][xn])
+            values[i][j] = d["mean"]
+            labels[i][j] = f"{d['mean']:+.3f}\n± {d['std']:.3f}\nratio {e['think_answer_ratio']:.0f}"
+    im = ax.imshow(values, cmap="RdBu", vmin=-0.1, vmax=0.1, origin="lower")
+    for i in range(len(ys)):
+        for j in range(len(xs)):
+            ax.text(j, i, labels[i][j], ha="center", va="center", fontsize=8)
+    ax.set_xticks(range(len(xs)), [str(x) for x in xs])
+    ax.set_yticks(range(len(ys)), [str(y) for y in ys])
+    ax.set_xlabel(xn)
+    ax.set_ylabel(yn)
+    ax.set_title(f"{arm} minus vanilla accuracy")
+    fig.colorbar(im, ax=ax)
+    save_figure(fig, path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from scale_vlm.demo import DemoConfig
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--grid", nargs="+", default=["trace_verbosity=0,2", "trace_entropy=0,2"])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--arms", nargs="+", default=["vanilla", "scale"], choices=list(ARMS))
+    parser.add_argument("--output_dir", default="runs/regime-map")
+    parser.add_argument("--jobs", type=int, default=1, help="runs in parallel processes (one thread each)")
+    args, rest = parser.parse_known_args(argv)
+    demo_fields = {f.name: f for f in fields(DemoConfig)}
+    extra, i = {}, 0
+    while i < len(rest):  # --name value pairs forwarded to DemoConfig (the training budget, schedule, ...)
+        name = rest[i].lstrip("-")
+        if name not in demo_fields or i + 1 >= len(rest):
+            parser.error(f"unknown option or missing value: {rest[i]}")
+        default = demo_fields[name].default
+        extra[name] = (rest[i + 1].lower() in ("1", "true", "yes")) if isinstance(default, bool) else \
+            type(default)(rest[i + 1])
+        i += 2
+    grid = parse_grid(args.grid)
+    out = Path(args.output_dir)
+    cell_list = cells(grid)
+    jobs = []
+    for cell in cell_list:
+        for seed in args.seeds:
+            for arm in args.arms:
+                folder = out / cell_name(cell) / f"seed{seed}" / arm
+                cfg = DemoConfig(**{**extra, **cell, "seed": seed, "output_dir": str(folder), "progress": False,
+                                    "parallel_methods": False})
+                jobs.append(((cell_name(cell), seed, arm), cfg, folder))
+    records = {key: json.loads((folder / "record.json").read_text()) for key, _, folder in jobs
+               if (folder / "record.json").exists()}
+    todo = [(key, cfg, folder) for key, cfg, folder in jobs if key not in records]
+    print(f"{len(jobs)} runs, {len(records)} already done, {len(todo)} to train", flush=True)
+    if todo:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        with ProcessPoolExecutor(max(1, args.jobs), mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = {pool.submit(run_one, cfg, key[2], folder): key for key, cfg, folder in todo}
+            for fut in as_completed(futures):
+                key = futures[fut]
+                records[key] = fut.result()
+                print(f"done {key}: accuracy {records[key]['accuracy']:.3f}", flush=True)
+    entries = aggregate(records, cell_list, args.seeds, args.arms)
+    command = "python scripts/regime_map.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    (out / "map.json").write_text(json.dumps({"command": command, "grid": grid, "cells": entries}, indent=1) + "\n")
+    text = format_markdown(entries, args.arms, command)
+    (out / "map.md").write_text("# SCALe regime map\n\n" + text)
+    for arm in args.arms:
+        if arm != "vanilla":
+            plot_map(entries, grid, arm, out / f"map_{arm}.png")
+    print("\n" + text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
