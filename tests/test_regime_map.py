@@ -1,0 +1,81 @@
+"""scripts/regime_map.py: the grid, the per-seed paired differences and the aggregation over seeds."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "regime_map.py"
+
+
+@pytest.fixture(scope="module")
+def regime_map():
+    spec = importlib.util.spec_from_file_location("regime_map", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_grid_is_typed_by_the_knob_and_crossed(regime_map):
+    grid = regime_map.parse_grid(["trace_verbosity=0,2", "trace_entropy=1"])
+    assert grid == {"trace_verbosity": [0, 2], "trace_entropy": [1]}
+    assert all(isinstance(v, int) for v in grid["trace_verbosity"])
+    assert regime_map.cells(grid) == [{"trace_verbosity": 0, "trace_entropy": 1},
+                                      {"trace_verbosity": 2, "trace_entropy": 1}]
+    assert regime_map.cell_name({"trace_verbosity": 2, "trace_entropy": 1}) == "trace_verbosity=2_trace_entropy=1"
+    with pytest.raises(SystemExit, match="benchmark knob"):
+        regime_map.parse_grid(["learning_rate=0.1"])
+
+
+def test_arms_name_real_config_fields(regime_map):
+    from scale_vlm.demo import DemoConfig
+
+    for method, overrides in regime_map.ARMS.values():
+        assert method in ("vanilla", "scale")
+        DemoConfig(**overrides)  # an unknown or invalid field raises
+    assert regime_map.ARMS["adaptive"] == ("scale", {"progress_mode": "adaptive"})
+
+
+def test_final_logged_is_the_mean_of_the_last_logs(regime_map):
+    history = [{"loss_think": 3.0}, {"loss": 1.0}, {"loss_think": 1.0}, {"loss_think": 2.0}, {"loss_think": 6.0}]
+    assert regime_map.final_logged(history, "loss_think") == pytest.approx(3.0)  # (1 + 2 + 6) / 3
+    assert regime_map.final_logged(history, "loss_think", last=1) == 6.0
+    assert regime_map.final_logged(history, "w_think") is None
+
+
+def test_token_ratio_counts_segments(regime_map):
+    # think 1, answer 2 (SEGMENT_* values), prompt 0
+    rows = {"segment_ids": [[0, 1, 1, 1, 2], [0, 0, 1, 2, 2, 2]]}
+    r = regime_map.token_ratio(rows)
+    assert r == {"think_tokens": 2.0, "answer_tokens": 2.0, "think_answer_ratio": 1.0}
+
+
+def _record(acc, consistency, think_loss, ratio=20.0):
+    return {"accuracy": acc, "malformed_rate": 0.0, "letter_consistency": consistency, "value_accuracy": acc,
+            "mean_think_tokens": 100.0, "final_loss_think": think_loss, "final_loss_answer": 0.1,
+            "train_seconds": 10.0, "majority": 0.25, "think_answer_ratio": ratio, "think_tokens": 160.0}
+
+
+def test_aggregate_pairs_arms_seed_by_seed_and_skips_unfinished_seeds(regime_map):
+    cell = {"trace_entropy": 2}
+    name = regime_map.cell_name(cell)
+    records = {
+        (name, 0, "vanilla"): _record(0.50, 0.80, 1.0), (name, 0, "scale"): _record(0.56, 0.90, 1.2),
+        (name, 1, "vanilla"): _record(0.60, 0.85, 1.1), (name, 1, "scale"): _record(0.58, 0.95, 1.3),
+        (name, 2, "vanilla"): _record(0.40, 0.70, 0.9),  # seed 2's SCALe run has not finished: left out
+    }
+    [entry] = regime_map.aggregate(records, [cell, {"trace_entropy": 0}], [0, 1, 2], ["vanilla", "scale"])
+    assert entry["seeds"] == [0, 1]
+    d = entry["minus_vanilla"]["scale"]["accuracy"]
+    assert d["values"] == pytest.approx([0.06, -0.02])
+    assert d["mean"] == pytest.approx(0.02)
+    assert d["std"] == pytest.approx(0.0565685, rel=1e-5)  # sample std of (0.06, -0.02)
+    assert entry["minus_vanilla"]["scale"]["letter_consistency"]["mean"] == pytest.approx(0.10)
+    assert entry["arms"]["vanilla"]["accuracy"]["mean"] == pytest.approx(0.55)
+    assert entry["arms"]["vanilla"]["final_loss_think"]["mean"] == pytest.approx(1.05)
+    assert entry["think_answer_ratio"] == 20.0
+    table = regime_map.format_markdown([entry], ["vanilla", "scale"], "cmd")
+    assert "| trace_entropy=2 | 20.0 | 1.050 ± 0.071 | 0.250 ± 0.000 | 0.550 ± 0.071 | 0.570 ± 0.014 | 0.020 ± 0.057 |" \
+        in table
