@@ -2,25 +2,35 @@
 
     python scripts/regime_map.py --grid trace_verbosity=0,2 trace_entropy=0,2 --seeds 0 1 2 \\
         --arms vanilla scale --output_dir runs/regime-map --jobs 2 [any demo option, e.g. --max_steps 600]
+    python scripts/regime_map.py --cells r22:trace_repeat=2,trace_entropy=0 r22:trace_repeat=1,trace_entropy=1 ... \\
+        --records_dir results/regime-map --output_dir runs/regime-map --jobs 2
+
+``--grid`` crosses knob values; ``--cells`` lists cells one by one (``[ROW:]knob=v,knob=v``), for designs that are not
+a product, such as entropy levels at matched think/answer ratios (the optional ``ROW`` label names the heat map's row).
 
 Every run (cell x seed x arm) trains a fresh copy of the shipped tiny base with the demo's recipe (``DemoConfig``
 defaults unless given) and evaluates it greedily on the cell's held-out questions; it writes ``record.json`` in its
-own folder, so an interrupted map resumes where it stopped (a finished run is never trained again). Arms:
+own folder, and, with ``--records_dir``, a copy at ``RECORDS_DIR/CELL/seedS/ARM.json`` (small: no checkpoints) that
+can be committed; an interrupted map resumes from either (a finished run is never trained again). Each record holds
+the code's commit, the run's configuration and its CPU seconds (training and evaluation, this process's threads:
+comparable when other jobs share the cores, where wall time is not). Arms:
 ``vanilla`` (token-mean SFT), ``scale`` (the paper's cosine schedule over steps) and ``adaptive`` (SCALe whose
 schedule progress follows the measured think loss, ``progress_mode=adaptive``). Per cell the map reports, over
 seeds (mean ± sample std), each arm's accuracy, malformed rate and answer-trace consistency, each SCALe arm minus
 vanilla per seed, the measured think/answer token ratio of the training data and the think loss at the end of the
 vanilla run (the plateau it reached at this budget: an upper bound on the irreducible think loss).
-Writes ``map.json``, ``map.md`` and ``map.png`` (SCALe minus vanilla accuracy per cell).
+Writes ``map.json``, ``map.md`` and ``map_<arm>.png`` (that arm minus vanilla accuracy per cell) to the output folder,
+and to the records folder when one is given.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 import time
-from dataclasses import fields, replace
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 
 # arm name -> (method, DemoConfig overrides); "adaptive" uses the loss-driven schedule progress
@@ -55,6 +65,33 @@ def cells(grid: dict[str, list]) -> list[dict]:
     return out
 
 
+def parse_cells(items: list[str]) -> tuple[list[dict], dict[str, str]]:
+    """``["r22:trace_repeat=2,trace_entropy=0", "trace_repeat=1"]`` -> the cells, typed by the benchmark knobs'
+    defaults, and each labelled cell's row label by cell name."""
+    cell_list, rows = [], {}
+    for item in items:
+        label, sep, spec = item.partition(":")
+        if "=" in label:  # no label: the colon belongs to a value
+            label, sep, spec = "", "", item
+        # one value per knob: "trace_repeat=2,3" splits into "trace_repeat=2" and "3", which parse_grid refuses
+        cell = {k: v[0] for k, v in parse_grid(spec.split(",")).items()}
+        if cell in cell_list:
+            raise SystemExit(f"--cells {item!r}: the same cell twice")
+        cell_list.append(cell)
+        if sep:
+            rows[cell_name(cell)] = label
+    return cell_list, rows
+
+
+def git_commit() -> str | None:
+    """The commit of the code that runs (recorded with each run), or None outside a git checkout."""
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent, capture_output=True,
+                              text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
 def cell_name(cell: dict) -> str:
     return "_".join(f"{k}={v}" for k, v in cell.items()) or "default"
 
@@ -75,8 +112,9 @@ def token_ratio(rows) -> dict:
     return {"think_tokens": mt, "answer_tokens": ma, "think_answer_ratio": mt / ma}
 
 
-def run_one(cfg, arm: str, folder: Path) -> dict:
-    """One arm of one cell and seed: train, evaluate, diagnose; writes and returns ``record.json``."""
+def run_one(cfg, arm: str, folder: Path, record_path: Path | None = None) -> dict:
+    """One arm of one cell and seed: train, evaluate, diagnose; writes and returns ``record.json`` (and its copy at
+    ``record_path``)."""
     import torch
 
     from scale_vlm.bench.dataset import make_benchmark, to_training_format
@@ -97,7 +135,7 @@ def run_one(cfg, arm: str, folder: Path) -> dict:
     # malformed. Give every cell room for 1.5x its longest training response.
     longest = max(sum(label != -100 for label in r) for r in rows["labels"])
     cfg = replace(cfg, max_new_tokens=max(cfg.max_new_tokens, int(1.5 * longest)))
-    t0 = time.time()
+    t0, cpu0 = time.time(), time.process_time()
     # train_one keeps the model in folder / method; the record sits next to it
     sft = train_one(method, cfg, folder, rows, SHIPPED_BASE)
     metrics = evaluate_stage(folder / method, builtin_examples(test), folder / method, batch_size=cfg.eval_batch_size,
@@ -110,12 +148,18 @@ def run_one(cfg, arm: str, folder: Path) -> dict:
         "letter_consistency": diag["letter_consistent_with_trace"], "value_accuracy": diag["value_correct"],
         "final_loss_think": final_logged(hist, "loss_think"), "final_loss_answer": final_logged(hist, "loss_answer"),
         "train_seconds": sft["train_seconds"], "wall_seconds": round(time.time() - t0, 1),
+        "cpu_seconds": round(time.process_time() - cpu0, 1), "commit": git_commit(), "arm": arm,
+        "config": {k: v for k, v in asdict(cfg).items() if k not in ("output_dir", "progress")},
         "max_new_tokens": cfg.max_new_tokens, "longest_training_response": longest,
         "majority": majority_baseline(train["answer"], test["answer"])["accuracy"], **token_ratio(rows),
         "loss_curve": [{k: h[k] for k in ("step", "loss_think", "loss_answer", "w_think", "schedule_progress")
                         if k in h} for h in hist if "loss_think" in h],
     }
-    (folder / "record.json").write_text(json.dumps(record, indent=1) + "\n")
+    text = json.dumps(record, indent=1) + "\n"
+    (folder / "record.json").write_text(text)
+    if record_path is not None:
+        record_path.parent.mkdir(parents=True, exist_ok=True)
+        record_path.write_text(text)
     return record
 
 
@@ -170,14 +214,25 @@ def format_markdown(entries: list[dict], arms: list[str], command: str) -> str:
                       "seeds; differences are paired per seed)", "", markdown_table(header, rows), ""])
 
 
-def plot_map(entries: list[dict], grid: dict[str, list], arm: str, path: Path) -> None:
-    """Heat map of ``arm`` minus vanilla accuracy over a two-knob grid (mean, with the std written in each cell)."""
+def heat_axes(cell_list: list[dict], rows: dict[str, str], heat_x: str) -> tuple[str, list, str, list] | None:
+    """The heat map's axes: ``heat_x``'s values across and the row labels down when the cells are labelled, else the
+    two knobs of a two-knob grid; None when neither applies."""
+    if rows:
+        xs = sorted({c[heat_x] for c in cell_list if heat_x in c})
+        ys = list(dict.fromkeys(rows.values()))
+        return (heat_x, xs, "row", ys) if xs else None
+    names = list(dict.fromkeys(k for c in cell_list for k in c))
+    if len(names) != 2:
+        return None
+    xs, ys = (list(dict.fromkeys(c[n] for c in cell_list)) for n in names)
+    return names[0], xs, names[1], ys
+
+
+def plot_map(entries: list[dict], axes: tuple[str, list, str, list], arm: str, path: Path) -> None:
+    """Heat map of ``arm`` minus vanilla accuracy over the cells (mean, with the std written in each cell)."""
     from scale_vlm.report import pyplot, save_figure
 
-    names = list(grid)
-    if len(names) != 2:
-        return
-    (xn, xs), (yn, ys) = (names[0], grid[names[0]]), (names[1], grid[names[1]])
+    xn, xs, yn, ys = axes
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(1.6 * len(xs) + 2, 1.3 * len(ys) + 1.5))
     import math
@@ -186,8 +241,9 @@ def plot_map(entries: list[dict], grid: dict[str, list], arm: str, path: Path) -
     labels = [[""] * len(xs) for _ in ys]
     for e in entries:
         d = e["minus_vanilla"].get(arm, {}).get("accuracy")
-        if d:
-            i, j = ys.index(e["cell"][yn]), xs.index(e["cell"][xn])
+        y = e.get("row") if yn == "row" else e["cell"].get(yn)
+        if d and y in ys and e["cell"].get(xn) in xs:
+            i, j = ys.index(y), xs.index(e["cell"][xn])
             values[i][j] = d["mean"]
             labels[i][j] = f"{d['mean']:+.3f}\n± {d['std']:.3f}\nratio {e['think_answer_ratio']:.0f}"
     im = ax.imshow(values, cmap="RdBu", vmin=-0.1, vmax=0.1, origin="lower")
@@ -197,7 +253,7 @@ def plot_map(entries: list[dict], grid: dict[str, list], arm: str, path: Path) -
     ax.set_xticks(range(len(xs)), [str(x) for x in xs])
     ax.set_yticks(range(len(ys)), [str(y) for y in ys])
     ax.set_xlabel(xn)
-    ax.set_ylabel(yn)
+    ax.set_ylabel("think/answer ratio row" if yn == "row" else yn)
     ax.set_title(f"{arm} minus vanilla accuracy")
     fig.colorbar(im, ax=ax)
     save_figure(fig, path)
@@ -207,7 +263,12 @@ def main(argv: list[str] | None = None) -> int:
     from scale_vlm.demo import DemoConfig
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--grid", nargs="+", default=["trace_verbosity=0,2", "trace_entropy=0,2"])
+    design = parser.add_mutually_exclusive_group()
+    design.add_argument("--grid", nargs="+", help="KNOB=v1,v2 ...: the cells are every combination")
+    design.add_argument("--cells", nargs="+", help="[ROW:]KNOB=v,KNOB=v ...: the cells one by one")
+    parser.add_argument("--heat_x", default="trace_entropy", help="the heat map's column knob for labelled --cells")
+    parser.add_argument("--records_dir", help="also write each run's record here (small JSON, to commit) and "
+                                              "resume from it")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--arms", nargs="+", default=["vanilla", "scale"], choices=list(ARMS))
     parser.add_argument("--output_dir", default="runs/regime-map")
@@ -223,9 +284,12 @@ def main(argv: list[str] | None = None) -> int:
         extra[name] = (rest[i + 1].lower() in ("1", "true", "yes")) if isinstance(default, bool) else \
             type(default)(rest[i + 1])
         i += 2
-    grid = parse_grid(args.grid)
+    if args.cells:
+        cell_list, rows = parse_cells(args.cells)
+    else:
+        cell_list, rows = cells(parse_grid(args.grid or ["trace_verbosity=0,2", "trace_entropy=0,2"])), {}
     out = Path(args.output_dir)
-    cell_list = cells(grid)
+    records_dir = Path(args.records_dir) if args.records_dir else None
     jobs = []
     for cell in cell_list:
         for seed in args.seeds:
@@ -233,29 +297,40 @@ def main(argv: list[str] | None = None) -> int:
                 folder = out / cell_name(cell) / f"seed{seed}" / arm
                 cfg = DemoConfig(**{**extra, **cell, "seed": seed, "output_dir": str(folder), "progress": False,
                                     "parallel_methods": False})
-                jobs.append(((cell_name(cell), seed, arm), cfg, folder))
-    records = {key: json.loads((folder / "record.json").read_text()) for key, _, folder in jobs
-               if (folder / "record.json").exists()}
-    todo = [(key, cfg, folder) for key, cfg, folder in jobs if key not in records]
+                kept = records_dir / cell_name(cell) / f"seed{seed}" / f"{arm}.json" if records_dir else None
+                jobs.append(((cell_name(cell), seed, arm), cfg, folder, kept))
+    records = {}
+    for key, _, folder, kept in jobs:
+        for path in (kept, folder / "record.json"):
+            if path is not None and path.exists():
+                records[key] = json.loads(path.read_text())
+                break
+    todo = [job for job in jobs if job[0] not in records]
     print(f"{len(jobs)} runs, {len(records)} already done, {len(todo)} to train", flush=True)
     if todo:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
         with ProcessPoolExecutor(max(1, args.jobs), mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = {pool.submit(run_one, cfg, key[2], folder): key for key, cfg, folder in todo}
+            futures = {pool.submit(run_one, cfg, key[2], folder, kept): key for key, cfg, folder, kept in todo}
             for fut in as_completed(futures):
                 key = futures[fut]
                 records[key] = fut.result()
                 print(f"done {key}: accuracy {records[key]['accuracy']:.3f}", flush=True)
     entries = aggregate(records, cell_list, args.seeds, args.arms)
+    for e in entries:
+        if cell_name(e["cell"]) in rows:
+            e["row"] = rows[cell_name(e["cell"])]
     command = "python scripts/regime_map.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    (out / "map.json").write_text(json.dumps({"command": command, "grid": grid, "cells": entries}, indent=1) + "\n")
     text = format_markdown(entries, args.arms, command)
-    (out / "map.md").write_text("# SCALe regime map\n\n" + text)
-    for arm in args.arms:
-        if arm != "vanilla":
-            plot_map(entries, grid, arm, out / f"map_{arm}.png")
+    axes = heat_axes(cell_list, rows, args.heat_x)
+    for folder in [out] + ([records_dir] if records_dir else []):
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "map.json").write_text(json.dumps({"command": command, "cells": entries}, indent=1) + "\n")
+        (folder / "map.md").write_text("# SCALe regime map\n\n" + text)
+        for arm in args.arms:
+            if arm != "vanilla" and axes:
+                plot_map(entries, axes, arm, folder / f"map_{arm}.png")
     print("\n" + text)
     return 0
 

@@ -79,3 +79,42 @@ def test_aggregate_pairs_arms_seed_by_seed_and_skips_unfinished_seeds(regime_map
     table = regime_map.format_markdown([entry], ["vanilla", "scale"], "cmd")
     assert "| trace_entropy=2 | 20.0 | 1.050 ± 0.071 | 0.250 ± 0.000 | 0.550 ± 0.071 | 0.570 ± 0.014 | 0.020 ± 0.057 |" \
         in table
+
+
+def test_cells_are_listed_one_by_one_with_optional_row_labels(regime_map):
+    cell_list, rows = regime_map.parse_cells(["r30:trace_verbosity=0,trace_repeat=3,trace_entropy=0",
+                                              "trace_repeat=1,trace_entropy=2"])
+    assert cell_list == [{"trace_verbosity": 0, "trace_repeat": 3, "trace_entropy": 0},
+                         {"trace_repeat": 1, "trace_entropy": 2}]
+    assert rows == {"trace_verbosity=0_trace_repeat=3_trace_entropy=0": "r30"}
+    with pytest.raises(SystemExit, match="benchmark knob"):  # two values of one knob in a cell
+        regime_map.parse_cells(["trace_repeat=2,3"])
+    with pytest.raises(SystemExit, match="twice"):
+        regime_map.parse_cells(["a:trace_repeat=2", "b:trace_repeat=2"])
+
+
+def test_heat_axes_use_row_labels_for_listed_cells_and_knobs_for_a_grid(regime_map):
+    cell_list, rows = regime_map.parse_cells(["r22:trace_repeat=2,trace_entropy=0", "r22:trace_repeat=1,trace_entropy=1",
+                                              "r30:trace_repeat=3,trace_entropy=0"])
+    assert regime_map.heat_axes(cell_list, rows, "trace_entropy") == ("trace_entropy", [0, 1], "row", ["r22", "r30"])
+    grid = regime_map.cells(regime_map.parse_grid(["trace_verbosity=0,2", "trace_entropy=1,0"]))
+    assert regime_map.heat_axes(grid, {}, "trace_entropy") == ("trace_verbosity", [0, 2], "trace_entropy", [1, 0])
+    assert regime_map.heat_axes(regime_map.cells({"trace_entropy": [0, 1]}), {}, "trace_entropy") is None
+
+
+def test_records_dir_resumes_a_map_without_training(regime_map, tmp_path, capsys):
+    cell = {"trace_entropy": 2}
+    name = regime_map.cell_name(cell)
+    for seed, (v, s) in enumerate([(0.5, 0.56), (0.6, 0.58)]):
+        for arm, acc in (("vanilla", v), ("scale", s)):
+            path = tmp_path / "rec" / name / f"seed{seed}" / f"{arm}.json"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(__import__("json").dumps(_record(acc, 0.9, 1.0)))
+    assert regime_map.main(["--cells", "r:trace_entropy=2", "--seeds", "0", "1", "--records_dir", str(tmp_path / "rec"),
+                            "--output_dir", str(tmp_path / "runs")]) == 0
+    assert "4 runs, 4 already done, 0 to train" in capsys.readouterr().out
+    saved = __import__("json").loads((tmp_path / "rec" / "map.json").read_text())
+    [entry] = saved["cells"]
+    assert entry["row"] == "r"
+    assert entry["minus_vanilla"]["scale"]["accuracy"]["values"] == pytest.approx([0.06, -0.02])
+    assert (tmp_path / "rec" / "map_scale.png").stat().st_size > 0
