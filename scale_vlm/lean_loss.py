@@ -17,8 +17,8 @@ Two autograd functions:
 Both take the head's post-processing of its logits (``logit_scale``, ``softcap``; see ``head_transform``).
 
 SCALe and vanilla are both linear in the per-token NLL once the step's normalisers (``SegmentCounts``) are known:
-``segment_token_weights`` returns those coefficients, so ``(weights * nll).sum()`` equals ``scale_loss(...).loss``
-(or ``vanilla_loss(...).loss``). ``add_lean_lm_head`` patches a model so that
+``scale_vlm.loss.segment_token_weights`` (their one definition) gives those coefficients before the forward, so the
+lean loss is ``scale_vlm.loss.segment_loss`` computed without the logits. ``add_lean_lm_head`` patches a model so that
 ``model(**inputs, lean_token_weights=w)`` runs the backbone and ``weighted_token_nll`` (the forward goes through
 the model's own ``forward``, so DDP/accelerate wrappers keep working, and the NLL runs inside a call of the
 ``lm_head`` module, so ZeRO-3 and FSDP gather its weight and reduce its gradient), and ``lean_segment_loss`` is the
@@ -37,8 +37,7 @@ from dataclasses import dataclass
 import torch
 from transformers.utils import ModelOutput
 
-from .loss import SegmentCounts, SegmentLossOutput, per_example_sum, scale_loss, vanilla_loss
-from .segments import SEGMENT_ANSWER, SEGMENT_THINK
+from .loss import SegmentCounts, SegmentLossOutput, segment_statistics, segment_token_weights
 
 IGNORE_INDEX = -100
 # Tokens per tile. At vocab 152k a fp32 tile is 0.6 MB per token: 1024 tokens -> 0.6 GB, which keeps GEMMs large
@@ -246,51 +245,6 @@ def _check_head_args(chunk_size, logit_scale, softcap) -> None:
         raise ValueError(f"logit_scale must be positive, got {logit_scale}")
 
 
-def segment_token_weights(
-    segment_ids: torch.Tensor,
-    method: str,
-    w_think: float = 1.0,
-    w_answer: float = 1.0,
-    normalization: str = "sample",
-    counts: SegmentCounts | None = None,
-    example_ids: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Coefficients ``c[b, t]`` with ``(c * nll).sum()`` == ``scale_loss(...)`` / ``vanilla_loss(...)`` ``.loss``.
-
-    segment_ids: [B, T] aligned with the next-token labels; ``counts`` as for the loss (``None``: this batch);
-    example_ids: [B, T] example of each label in packed rows (``None``: one example per row).
-    """
-    if counts is None:
-        counts = SegmentCounts.from_batch(segment_ids, example_ids)
-    think = (segment_ids == SEGMENT_THINK).float()
-    answer = (segment_ids == SEGMENT_ANSWER).float()
-    if method == "vanilla":
-        return (think + answer) / max(counts.tokens, 1.0)
-    if method != "scale":
-        raise ValueError(f"method must be 'scale' or 'vanilla', got {method!r}")
-    if normalization == "sample":
-        if example_ids is None:
-            think_n = think.sum(-1, keepdim=True).clamp(min=1)  # [B, 1]
-            answer_n = answer.sum(-1, keepdim=True).clamp(min=1)
-        else:
-            think_n = _segment_size_per_token(think, example_ids)  # [B, T]
-            answer_n = _segment_size_per_token(answer, example_ids)
-        return (w_think * think / (think_n * max(counts.think_examples, 1.0))
-                + w_answer * answer / (answer_n * max(counts.answer_examples, 1.0)))
-    if normalization == "batch":
-        return w_think * think / max(counts.think_tokens, 1.0) + w_answer * answer / max(counts.answer_tokens, 1.0)
-    raise ValueError(f"normalization must be 'sample' or 'batch', got {normalization!r}")
-
-
-def _segment_size_per_token(mask: torch.Tensor, example_ids: torch.Tensor) -> torch.Tensor:
-    """mask, example_ids: [B, T] -> [B, T]: the number of ``mask`` tokens of each position's example (at least 1;
-    padding, example -1, gets 1, its weight is 0 anyway)."""
-    sizes = per_example_sum(mask, example_ids).clamp(min=1)  # [E]
-    if sizes.numel() == 0:
-        return torch.ones_like(mask)
-    return sizes[example_ids.clamp(min=0)]
-
-
 @dataclass
 class LeanLMOutput(ModelOutput):
     """What the lean forward returns. A ``ModelOutput`` (not a plain dataclass), so engines that walk a module's
@@ -475,19 +429,14 @@ def lean_segment_loss(
 
     ``inputs``: the collator's batch without ``segment_ids`` / ``example_ids`` (``labels`` included);
     ``segment_ids``, ``example_ids`` (packed rows; None: one example per row): [B, T-1].
-    Returns the same ``SegmentLossOutput`` as ``scale_loss`` / ``vanilla_loss`` (its ``loss`` from the lean head,
-    its statistics from the detached NLL) and the model output.
+    Returns the same ``SegmentLossOutput`` as ``scale_vlm.loss.segment_loss`` (its ``loss`` from the lean head, its
+    statistics from the detached NLL) and the model output.
     """
     if counts is None:
         counts = SegmentCounts.from_batch(segment_ids, example_ids)
     weights = segment_token_weights(segment_ids, method, w_think, w_answer, normalization, counts, example_ids)
     outputs = model(**inputs, lean_token_weights=weights)
-    if method == "scale":
-        stats = scale_loss(outputs.nll, segment_ids, w_think, w_answer, normalization, counts, example_ids)
-    else:
-        stats = vanilla_loss(outputs.nll, segment_ids, counts, example_ids)
-    stats.loss = outputs.loss
-    return stats, outputs
+    return SegmentLossOutput(loss=outputs.loss, **segment_statistics(outputs.nll, segment_ids)), outputs
 
 
 def check_data_parallel_only(trainer) -> None:

@@ -9,6 +9,10 @@ SCALe:   L = w_think * L_think + w_answer * L_answer, each segment term a mean o
          of the think span no longer decides how much the answer is trained.
 Vanilla: L = sum(nll) / N, the ordinary token mean over every supervised token.
 
+Both are linear in the per-token NLL once the step's normalisers are known: ``segment_token_weights`` is the one
+definition of their per-token coefficients, used by the plain path (``segment_loss``) and by the lean head
+(``scale_vlm.lean_loss``) alike.
+
 Gradient accumulation and data parallelism are exact because every normaliser is a *global* count for the
 optimizer step (over all micro-batches and all ranks), passed in as ``SegmentCounts``; each micro-batch contributes
 its partial sums divided by those counts, and the partial losses add up to the loss of the whole batch.
@@ -106,17 +110,91 @@ class SegmentLossOutput:
     answer_tokens: torch.Tensor  # scalar, detached
 
 
-def segment_sums(nll: torch.Tensor, segment_ids: torch.Tensor, example_ids: torch.Tensor | None = None
-                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per-example NLL sums and token counts of each segment.
+METHODS = ("scale", "vanilla")
 
-    nll, segment_ids, example_ids: [B, T]  ->  think_sum, answer_sum, think_count, answer_count: each [E]
-    (E = B without ``example_ids``).
+
+def segment_token_weights(
+    segment_ids: torch.Tensor,
+    method: str,
+    w_think: float = 1.0,
+    w_answer: float = 1.0,
+    normalization: str = "sample",
+    counts: SegmentCounts | None = None,
+    example_ids: torch.Tensor | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """The one definition of both losses: coefficients ``c[b, t]`` so that a micro-batch's loss is
+    ``(c * nll).sum()``. Both are linear in the per-token NLL once the step's normalisers are known, so the plain
+    path (``segment_loss``) and the lean head (``scale_vlm.lean_loss``, which needs the coefficients before its
+    forward) share this function.
+
+    segment_ids, example_ids (packed rows; None: one example per row): [B, T] aligned with the next-token labels
+    -> [B, T] in ``dtype``; ``counts``: the step's global normalisers (``None``: this batch is the whole step).
+
+    scale, ``sample``: c = w_think / (n_think(example) * E_think) on think tokens, likewise on answer tokens
+                       (the mean over examples of each example's segment mean);
+    scale, ``batch``:  c = w_think / N_think on think tokens, w_answer / N_answer on answer tokens;
+    vanilla:           c = 1 / N on every supervised token (the token mean).
+    A segment with no tokens in the whole step gets no weight (never 0/0 = NaN).
     """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if normalization not in NORMALIZATIONS:
+        raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
+    if counts is None:
+        counts = SegmentCounts.from_batch(segment_ids, example_ids)
+    think = (segment_ids == SEGMENT_THINK).to(dtype)  # [B, T]
+    answer = (segment_ids == SEGMENT_ANSWER).to(dtype)  # [B, T]
+    if method == "vanilla":
+        return (think + answer) / max(counts.tokens, 1.0)
+    if normalization == "batch":
+        return w_think * think / max(counts.think_tokens, 1.0) + w_answer * answer / max(counts.answer_tokens, 1.0)
+    # sample: each token divided by its example's segment size (an example without a segment adds 0 to it)
+    think_n = segment_size_per_token(think, example_ids)  # [B, T] or [B, 1]
+    answer_n = segment_size_per_token(answer, example_ids)
+    return (w_think * think / (think_n * max(counts.think_examples, 1.0))
+            + w_answer * answer / (answer_n * max(counts.answer_examples, 1.0)))
+
+
+def segment_size_per_token(mask: torch.Tensor, example_ids: torch.Tensor | None) -> torch.Tensor:
+    """mask, example_ids: [B, T] -> the number of ``mask`` tokens of each position's example, at least 1: [B, 1]
+    when each row is one example (``example_ids`` None), else [B, T] (padding, example -1, gets 1; its weight is 0)."""
+    if example_ids is None:
+        return mask.sum(-1, keepdim=True).clamp(min=1)
+    sizes = per_example_sum(mask, example_ids).clamp(min=1)  # [E]
+    if sizes.numel() == 0:
+        return torch.ones_like(mask)
+    return sizes[example_ids.clamp(min=0)]
+
+
+def segment_statistics(nll: torch.Tensor, segment_ids: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The logged statistics of a micro-batch, detached scalars: the NLL sums and token counts of each segment.
+
+    nll, segment_ids: [B, T]."""
+    nll = nll.detach()
     think = (segment_ids == SEGMENT_THINK).to(nll.dtype)
     answer = (segment_ids == SEGMENT_ANSWER).to(nll.dtype)
-    return (per_example_sum(nll * think, example_ids), per_example_sum(nll * answer, example_ids),
-            per_example_sum(think, example_ids), per_example_sum(answer, example_ids))
+    return {"think_sum": (nll * think).sum(), "answer_sum": (nll * answer).sum(),
+            "think_tokens": think.sum(), "answer_tokens": answer.sum()}
+
+
+def segment_loss(
+    nll: torch.Tensor,
+    segment_ids: torch.Tensor,
+    method: str,
+    w_think: float = 1.0,
+    w_answer: float = 1.0,
+    normalization: str = "sample",
+    counts: SegmentCounts | None = None,
+    example_ids: torch.Tensor | None = None,
+) -> SegmentLossOutput:
+    """The SCALe or vanilla loss of one micro-batch from its per-token NLL: ``(segment_token_weights * nll).sum()``.
+
+    nll: [B, T] per-token NLL (0 where ignored); segment_ids, example_ids: [B, T] (see ``segment_token_weights``).
+    """
+    weights = segment_token_weights(segment_ids, method, w_think, w_answer, normalization, counts, example_ids,
+                                    dtype=nll.dtype)  # [B, T]
+    return SegmentLossOutput(loss=(weights * nll).sum(), **segment_statistics(nll, segment_ids))
 
 
 def scale_loss(
@@ -128,55 +206,16 @@ def scale_loss(
     counts: SegmentCounts | None = None,
     example_ids: torch.Tensor | None = None,
 ) -> SegmentLossOutput:
-    """SCALe loss of one micro-batch.
-
-    nll: [B, T] per-token NLL (0 where ignored); segment_ids: [B, T] segment of each label; example_ids: [B, T]
-    example of each label for packed rows (None: one example per row).
-    ``counts``: global normalisers of the optimizer step; ``None`` means this micro-batch is the whole batch.
+    """SCALe loss of one micro-batch (``segment_loss`` with ``method="scale"``).
 
     ``sample``: L = w_think * mean_b(mean_t∈think_b nll) + w_answer * mean_b(mean_t∈answer_b nll)
     ``batch``:  L = w_think * sum_think(nll) / N_think + w_answer * sum_answer(nll) / N_answer
-    A segment with no tokens in the whole step contributes 0 (never 0/0 = NaN).
     """
-    if normalization not in NORMALIZATIONS:
-        raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
-    if counts is None:
-        counts = SegmentCounts.from_batch(segment_ids, example_ids)
-    think_sum, answer_sum, think_n, answer_n = segment_sums(nll, segment_ids, example_ids)  # each [E]
-    if normalization == "sample":
-        # Per-example segment means; an example without a segment adds 0 and is not counted for it.
-        think_means = think_sum / think_n.clamp(min=1)  # [E]
-        answer_means = answer_sum / answer_n.clamp(min=1)  # [E]
-        l_think = think_means.sum() / max(counts.think_examples, 1.0)
-        l_answer = answer_means.sum() / max(counts.answer_examples, 1.0)
-    else:
-        l_think = think_sum.sum() / max(counts.think_tokens, 1.0)
-        l_answer = answer_sum.sum() / max(counts.answer_tokens, 1.0)
-    loss = w_think * l_think + w_answer * l_answer
-    return SegmentLossOutput(
-        loss=loss,
-        think_sum=think_sum.sum().detach(),
-        answer_sum=answer_sum.sum().detach(),
-        think_tokens=think_n.sum().detach(),
-        answer_tokens=answer_n.sum().detach(),
-    )
+    return segment_loss(nll, segment_ids, "scale", w_think, w_answer, normalization, counts, example_ids)
 
 
 def vanilla_loss(nll: torch.Tensor, segment_ids: torch.Tensor, counts: SegmentCounts | None = None,
                  example_ids: torch.Tensor | None = None) -> SegmentLossOutput:
-    """Token-mean cross-entropy over every supervised token (the SFT baseline), with the same segment statistics.
-
-    nll, segment_ids, example_ids (optional, packed rows): [B, T].
-    """
-    if counts is None:
-        counts = SegmentCounts.from_batch(segment_ids, example_ids)
-    think_sum, answer_sum, think_n, answer_n = segment_sums(nll, segment_ids, example_ids)
-    supervised = (segment_ids == SEGMENT_THINK) | (segment_ids == SEGMENT_ANSWER)
-    loss = (nll * supervised.to(nll.dtype)).sum() / max(counts.tokens, 1.0)
-    return SegmentLossOutput(
-        loss=loss,
-        think_sum=think_sum.sum().detach(),
-        answer_sum=answer_sum.sum().detach(),
-        think_tokens=think_n.sum().detach(),
-        answer_tokens=answer_n.sum().detach(),
-    )
+    """Token-mean cross-entropy over every supervised token (the SFT baseline), with the same segment statistics
+    (``segment_loss`` with ``method="vanilla"``)."""
+    return segment_loss(nll, segment_ids, "vanilla", counts=counts, example_ids=example_ids)

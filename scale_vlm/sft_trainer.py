@@ -20,7 +20,7 @@ from .adaptive_schedule import attach_adaptive_progress, record_think_loss, sche
 from .data.collator import ScaleCollator
 from .data.prepare import PreparationReport, prepare_dataset
 from .lean_loss import add_lean_lm_head, check_data_parallel_only, lean_segment_loss
-from .loss import SegmentCounts, count_vector, per_token_nll, scale_loss, vanilla_loss
+from .loss import SegmentCounts, count_vector, per_token_nll, segment_loss
 from .packing import check_packing_supported, packed_position_ids
 from .processors import load_processor
 from .run_guard import attach_run_fingerprint, check_output_writable, check_resume
@@ -173,10 +173,8 @@ class ScaleSFTTrainer(SFTTrainer):
             labels = inputs.pop("labels")
             outputs = model(**inputs)
             nll = per_token_nll(outputs.logits, labels)  # [B, T-1], 0 where the label is ignored
-            if self.args.method == "scale":
-                out = scale_loss(nll, segment_ids, w_think, w_answer, self.args.normalization, counts, example_ids)
-            else:
-                out = vanilla_loss(nll, segment_ids, counts, example_ids)
+            out = segment_loss(nll, segment_ids, self.args.method, w_think, w_answer, self.args.normalization,
+                               counts, example_ids)
         loss = out.loss
         if mode == "train" and self.accelerator.num_processes > 1:
             # DDP averages gradients over ranks while our normalisers already span all ranks.

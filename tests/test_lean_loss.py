@@ -6,14 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from scale_vlm.lean_loss import (
-    add_lean_lm_head,
-    chunked_token_nll,
-    lean_segment_loss,
-    segment_token_weights,
-    weighted_token_nll,
-)
-from scale_vlm.loss import SegmentCounts, per_token_nll, scale_loss, vanilla_loss
+from scale_vlm.lean_loss import add_lean_lm_head, chunked_token_nll, lean_segment_loss, weighted_token_nll
+from scale_vlm.loss import SegmentCounts, per_token_nll, scale_loss, segment_token_weights, vanilla_loss
 from scale_vlm.sft_config import ScaleSFTConfig
 from scale_vlm.sft_trainer import ScaleSFTTrainer
 
@@ -95,18 +89,38 @@ def _segments(seed=0, B=4, T=30):
     return seg, nll
 
 
+def _loss_written_out(nll, seg, method, w_think, w_answer, normalization, counts):
+    """The paper's formulas with explicit loops over examples and tokens: the independent reference."""
+    rows = [([n for n, s in zip(nll[b].tolist(), seg[b].tolist()) if s == 1],
+             [n for n, s in zip(nll[b].tolist(), seg[b].tolist()) if s == 2]) for b in range(len(seg))]
+    think_tokens = counts.think_tokens if counts else sum(len(t) for t, _ in rows)
+    answer_tokens = counts.answer_tokens if counts else sum(len(a) for _, a in rows)
+    if method == "vanilla":
+        tokens = counts.tokens if counts else think_tokens + answer_tokens
+        return sum(sum(t) + sum(a) for t, a in rows) / tokens
+    if normalization == "batch":
+        return w_think * sum(sum(t) for t, _ in rows) / think_tokens + \
+            w_answer * sum(sum(a) for _, a in rows) / answer_tokens
+    think_examples = counts.think_examples if counts else sum(1 for t, _ in rows if t)
+    answer_examples = counts.answer_examples if counts else sum(1 for _, a in rows if a)
+    return w_think * sum(sum(t) / len(t) for t, _ in rows if t) / think_examples + \
+        w_answer * sum(sum(a) / len(a) for _, a in rows if a) / answer_examples
+
+
 @pytest.mark.parametrize("method,normalization", [("scale", "sample"), ("scale", "batch"), ("vanilla", "sample")])
 @pytest.mark.parametrize("global_counts", [False, True])
-def test_segment_token_weights_reproduce_the_segment_loss(method, normalization, global_counts):
+def test_segment_token_weights_are_the_written_out_formulas(method, normalization, global_counts):
+    # row 1 has no answer token, so a presence count that counted every example would change the "sample" loss
     seg, nll = _segments()
     counts = SegmentCounts(think_tokens=200, answer_tokens=90, think_examples=9, answer_examples=7, tokens=290) \
         if global_counts else None
-    coef = segment_token_weights(seg, method, 0.7, 0.3, normalization, counts)
-    if method == "scale":
-        want = scale_loss(nll, seg, 0.7, 0.3, normalization, counts).loss
-    else:
-        want = vanilla_loss(nll, seg, counts).loss
-    torch.testing.assert_close((coef.double() * nll).sum(), want, rtol=1e-6, atol=1e-9)
+    coef = segment_token_weights(seg, method, 0.7, 0.3, normalization, counts, dtype=torch.float64)
+    want = _loss_written_out(nll, seg, method, 0.7, 0.3, normalization, counts)
+    assert (coef * nll).sum().item() == pytest.approx(want, rel=1e-12)
+    # the plain path's loss is the same function of the NLL
+    got = (scale_loss(nll, seg, 0.7, 0.3, normalization, counts) if method == "scale"
+           else vanilla_loss(nll, seg, counts)).loss
+    assert got.item() == pytest.approx(want, rel=1e-12)
 
 
 # -- through the trainer ---------------------------------------------------------------------------------------------

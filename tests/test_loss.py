@@ -132,3 +132,16 @@ def test_micro_batches_with_global_counts_sum_to_the_full_batch(normalization):
 def test_bad_normalization_is_rejected():
     with pytest.raises(ValueError, match="normalization"):
         scale_loss(torch.zeros(1, 2), torch.tensor([[T, A]]), 0.5, 0.5, "token")
+
+
+def test_sample_normalisation_counts_only_examples_that_have_the_segment():
+    # example 1 has no answer, example 2 no think: each segment's mean is over the examples that have it
+    logits, labels, seg = _batch([[P, T, T, T, A, A], [T, T, P, P, P, P], [P, A, A, A, P, P]], seed=5)
+    nll = per_token_nll(logits, labels)
+    out = scale_loss(nll, seg, 0.4, 0.6, "sample")
+    think = (_ce_mean(logits[0:1], labels[0:1], seg[0:1] == T) + _ce_mean(logits[1:2], labels[1:2], seg[1:2] == T)) / 2
+    answer = (_ce_mean(logits[0:1], labels[0:1], seg[0:1] == A) + _ce_mean(logits[2:3], labels[2:3], seg[2:3] == A)) / 2
+    torch.testing.assert_close(out.loss, 0.4 * think + 0.6 * answer)
+    counts = SegmentCounts.from_batch(seg)
+    assert (counts.think_examples, counts.answer_examples) == (2, 2)
+    assert (counts.think_tokens, counts.answer_tokens, counts.tokens) == (5, 5, 10)

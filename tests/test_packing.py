@@ -9,8 +9,7 @@ import pytest
 import torch
 
 from scale_vlm.data.collator import ScaleCollator
-from scale_vlm.lean_loss import segment_token_weights
-from scale_vlm.loss import SegmentCounts, count_vector, scale_loss, vanilla_loss
+from scale_vlm.loss import SegmentCounts, count_vector, scale_loss, segment_token_weights, vanilla_loss
 from scale_vlm.packing import (
     PACKING_REFUSED,
     example_spans,
@@ -231,8 +230,12 @@ def test_pack_rows_positions_example_ids_and_boundaries():
     # the label a boundary token "predicts" is the next example's first token: a prompt token, never supervised
     labels = batch["labels"][:, 1:]
     assert labels[1, 5] == -100 and batch["segment_ids"][1, 6] == SEGMENT_PROMPT
-    batch, _ = pack_rows(rows[:2], keys, {"input_ids": 0, "labels": -100, "segment_ids": 0}, capacity=20)
-    # one row of 9 tokens, no padding; with padding to 12 the tail restarts at 0 and belongs to no example
+    batch, order = pack_rows(rows[:2], keys, {"input_ids": 0, "labels": -100, "segment_ids": 0}, capacity=20)
+    # one row of 9 tokens, no padding
+    assert order == [0, 1] and batch["input_ids"].shape == (1, 9)
+    assert batch["position_ids"].tolist() == [list(range(6)) + list(range(3))]
+    assert batch["example_ids"].tolist() == [[0] * 6 + [1] * 3]
+    # with padding to 12 the tail restarts at 0 and belongs to no example
     batch, _ = pack_rows(rows[:2], keys, {"input_ids": 0, "labels": -100, "segment_ids": 0}, capacity=20,
                          pad_to_multiple_of=12)
     assert batch["position_ids"].tolist() == [list(range(6)) + list(range(3)) + list(range(3))]
