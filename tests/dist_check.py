@@ -140,3 +140,6 @@ def full_parameters(model, zero_stage: int) -> np.ndarray:
 
 if __name__ == "__main__":
     main()
+    from reliability_support import end_distributed_worker
+
+    end_distributed_worker(0)

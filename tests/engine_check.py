@@ -27,6 +27,7 @@ import traceback
 
 import torch
 import torch.distributed as dist
+from reliability_support import end_distributed_worker
 
 LR = 1.0
 # The global batch: 4 examples whose think AND answer lengths differ, so a normaliser counted per rank or per
@@ -265,13 +266,32 @@ def run_variant(engine, variant, rank, world):
             "head_grad": max((g.abs().max().item() for g in head), default=0.0)}
 
 
+def import_before_process_group(engine: str) -> None:
+    """Import what the check uses before the process group exists: ``torch._dynamo`` (pulled in by transformers,
+    DDP's constructor, FSDP) keeps references to the default group when first imported after it, and the group
+    then outlives ``destroy_process_group`` (see ``reliability_support.end_distributed_worker``)."""
+    import peft  # noqa: F401
+    import torch._dynamo  # noqa: F401
+    import torch.distributed.fsdp  # noqa: F401
+    import torch.nn.parallel  # noqa: F401
+    import transformers.models.qwen2_vl.modeling_qwen2_vl  # noqa: F401
+
+    import scale_vlm.lean_loss  # noqa: F401
+
+    if engine.startswith("zero"):
+        import deepspeed  # noqa: F401
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--engine", required=True)
     parser.add_argument("--variants", required=True)
     parser.add_argument("--out", required=True)
+    parser.add_argument("--exit_status_of_rank1", type=int, default=0,
+                        help="rank 1 ends with this status after the check (to test that a failing worker fails)")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    import_before_process_group(args.engine)
     dist.init_process_group("gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
     results = []
@@ -287,7 +307,7 @@ def main() -> None:
     if rank == 0:
         with open(args.out, "w") as f:
             json.dump([r for per_rank in gathered_results for r in per_rank], f, indent=1)
-    dist.destroy_process_group()
+    end_distributed_worker(args.exit_status_of_rank1 if rank == 1 else 0)
 
 
 if __name__ == "__main__":

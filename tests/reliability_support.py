@@ -116,3 +116,24 @@ def subprocess_env(**extra: str) -> dict:
 
 
 PYTHON = sys.executable
+
+
+def end_distributed_worker(status: int = 0) -> None:
+    """End a multi-process check's worker once its results are written: destroy the process group, flush, and
+    leave with ``status`` without the interpreter's shutdown.
+
+    Why not a normal exit: the libraries under test keep references to the process group in caches of their own
+    (``torch._dynamo`` when first imported after the group exists, DTensor's sharding-propagation cache under FSDP2,
+    DeepSpeed's ``groups`` module), so the group outlives ``destroy_process_group`` and gloo's worker threads
+    (``pt_gloo_runloop``, ``gloo_tcp_loop``) are still running while the interpreter and the C++ runtime tear down;
+    now and then that aborts the process ("terminate called without an active exception", SIGABRT) after its
+    results were written. ``os._exit`` skips that teardown; ``status`` is still the process's exit status, so a
+    worker that fails still fails its test.
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)

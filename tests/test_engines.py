@@ -58,16 +58,30 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def launch_engine_check(engine: str, variants: list[dict], out, *extra: str) -> subprocess.CompletedProcess:
+    cmd = [PYTHON, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
+           SCRIPT, "--engine", engine, "--out", str(out), "--variants", json.dumps(variants), *extra]
+    return subprocess.run(cmd, env=subprocess_env(DS_ACCELERATOR="cpu"), capture_output=True, text=True,
+                          timeout=600, cwd=REPO_ROOT)
+
+
+@pytest.mark.slow
+def test_a_worker_that_exits_non_zero_fails_the_launch(tmp_path):
+    # The workers end without the interpreter's shutdown (reliability_support.end_distributed_worker): their exit
+    # status must still reach the launcher, or a failing rank would pass.
+    proc = launch_engine_check("ddp", [TIED], tmp_path / "results.json", "--exit_status_of_rank1", "3")
+    assert proc.returncode != 0
+    assert "exitcode  : 3" in proc.stderr + proc.stdout
+    assert len(json.loads((tmp_path / "results.json").read_text())) == 2  # it failed after writing its results
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("engine", list(MATRIX))
 def test_engine_matches_one_process(engine, tmp_path):
     if engine.startswith("zero") and importlib.util.find_spec("deepspeed") is None:
         pytest.skip("DeepSpeed is not installed (pip install -e '.[test]')")
     out = tmp_path / "results.json"
-    cmd = [PYTHON, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
-           SCRIPT, "--engine", engine, "--out", str(out), "--variants", json.dumps(MATRIX[engine])]
-    proc = subprocess.run(cmd, env=subprocess_env(DS_ACCELERATOR="cpu"), capture_output=True, text=True,
-                          timeout=600, cwd=REPO_ROOT)
+    proc = launch_engine_check(engine, MATRIX[engine], out)
     assert proc.returncode == 0, f"{engine} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
     results = json.loads(out.read_text())
     assert len(results) == 2 * len(MATRIX[engine])  # every variant on both ranks

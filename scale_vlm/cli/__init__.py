@@ -46,7 +46,18 @@ def main(argv: list[str] | None = None) -> int:
     from .common import run_command
 
     module = importlib.import_module(COMMANDS[name][0])
-    return run_command(name, module.main, rest)
+    try:
+        return run_command(name, module.main, rest)
+    finally:
+        end_process_group()
+
+
+def end_process_group() -> None:
+    """Destroy the process group ``accelerate launch`` / ``torchrun`` runs set up (Trainer never does), so its
+    communication threads end before the interpreter shuts down instead of running through its teardown."""
+    dist = sys.modules.get("torch.distributed")  # never imports torch for a command that did not
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":
