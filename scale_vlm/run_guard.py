@@ -16,17 +16,18 @@ import logging
 import os
 import tempfile
 
+from .sft_config import SEGMENT_LOSS_FIELDS
+
 logger = logging.getLogger(__name__)
 
 FINGERPRINT_FILE = "scale_run.json"
 # Settings that change what a resumed step computes. A checkpoint written under other values cannot continue this run.
+# The segment loss's settings (derived from the config's declarations) and the upstream training settings.
 FINGERPRINT_FIELDS = (
-    "method", "schedule", "think_weight_start", "think_weight_end", "answer_weight_start", "answer_weight_end",
-    "schedule_step_at", "progress_mode", "adaptive_ema", "adaptive_window", "adaptive_tolerance", "adaptive_ramp",
-    "adaptive_floor_delay", "normalization", "think_open", "think_close", "answer_open", "answer_close", "max_length",
+    *SEGMENT_LOSS_FIELDS, "max_length", "freeze_vision_tower",
     "learning_rate", "lr_scheduler_type", "warmup_steps", "weight_decay", "max_steps", "num_train_epochs",
     "per_device_train_batch_size", "gradient_accumulation_steps", "seed", "data_seed", "optim", "adam_beta1",
-    "adam_beta2", "adam_epsilon", "max_grad_norm", "freeze_vision_tower",
+    "adam_beta2", "adam_epsilon", "max_grad_norm",
 )
 DATA_EXTENSIONS = (".json", ".jsonl", ".parquet", ".csv", ".arrow", ".txt")
 
@@ -125,18 +126,46 @@ def fingerprint_mismatch(saved: dict, current: dict) -> list[str]:
     return problems
 
 
-def check_resume(trainer, resume_from_checkpoint):
-    """Resolve ``resume_from_checkpoint`` as Trainer does (``True`` -> the newest ``checkpoint-N``) and refuse a
-    checkpoint written by another run. Returns the value to pass on to ``Trainer.train``."""
-    if resume_from_checkpoint in (None, False):
-        return resume_from_checkpoint
-    path = resume_from_checkpoint
-    if path is True:
-        from transformers.trainer_utils import get_last_checkpoint
+def is_complete_checkpoint(path: str) -> bool:
+    """Trainer writes ``trainer_state.json`` last: a checkpoint without a readable one was cut short by a crash."""
+    state = os.path.join(path, "trainer_state.json")
+    try:
+        with open(state) as f:
+            json.load(f)
+    except (OSError, ValueError):
+        return False
+    return any(os.path.exists(os.path.join(path, w)) for w in ("model.safetensors", "model.safetensors.index.json",
+                                                                 "adapter_model.safetensors"))
 
-        path = get_last_checkpoint(trainer.args.output_dir) if os.path.isdir(trainer.args.output_dir) else None
-        if path is None:
-            raise ValueError(f"no checkpoint to resume from in {trainer.args.output_dir!r}")
+
+def resolve_resume_checkpoint(output_dir: str, resume) -> str | None:
+    """``--resume_from_checkpoint true`` -> the newest *complete* checkpoint of ``output_dir``; a path is checked."""
+    if resume in (None, False, "", "false", "False"):
+        return None
+    if resume is True or str(resume).lower() in ("true", "last"):
+        steps = []
+        for name in os.listdir(output_dir) if os.path.isdir(output_dir) else []:
+            if name.startswith("checkpoint-") and name.split("-", 1)[1].isdigit():
+                steps.append((int(name.split("-", 1)[1]), os.path.join(output_dir, name)))
+        for _, path in sorted(steps, reverse=True):
+            if is_complete_checkpoint(path):
+                return path
+            logger.warning("skipping incomplete checkpoint %s (the run died while writing it)", path)
+        raise ValueError(f"no complete checkpoint to resume from in {output_dir!r}; start without "
+                         "--resume_from_checkpoint")
+    if not is_complete_checkpoint(str(resume)):
+        raise ValueError(f"{resume!r} is not a complete checkpoint (no trainer_state.json or weights); pass "
+                         "--resume_from_checkpoint true to take the newest complete one")
+    return str(resume)
+
+
+def check_resume(trainer, resume_from_checkpoint):
+    """Resolve ``resume_from_checkpoint`` by the one rule of ``resolve_resume_checkpoint`` (``True`` -> the newest
+    complete ``checkpoint-N``, never a half-written one) and refuse a checkpoint written by another run. Returns the
+    value to pass on to ``Trainer.train``."""
+    path = resolve_resume_checkpoint(trainer.args.output_dir, resume_from_checkpoint)
+    if path is None:
+        return resume_from_checkpoint
     current = getattr(trainer, "run_fingerprint", None)
     stored = os.path.join(path, FINGERPRINT_FILE)
     if current is None:

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import torch
 from trl import SFTConfig
 
 from .loss import NORMALIZATIONS
 from .schedules import DEFAULT_ANSWER_WEIGHTS, ScheduleFields
-from .segments import TagFields, tag_field
+from .segments import TAG_FIELDS, TagFields, tag_field
 
 METHODS = ("scale", "vanilla")
 LOSS_IMPLS = ("fused", "plain")
@@ -95,6 +95,14 @@ class ScaleSFTConfig(SFTConfig, ScheduleFields, TagFields):
                     f"weight, e.g. --answer_weight_start {DEFAULT_ANSWER_WEIGHTS[0]} "
                     f"--answer_weight_end {DEFAULT_ANSWER_WEIGHTS[1]}"
                 )
+
+
+# The options scale-vlm adds to TRL's SFTConfig (its own fields and the schedule and tag fields it inherits),
+# derived so that a field added to ScheduleFields or the config is never missing from the lists built from it.
+SCALE_SFT_FIELDS = tuple(f.name for f in fields(ScaleSFTConfig) if f.name not in {f.name for f in fields(SFTConfig)})
+SCHEDULE_FIELDS = tuple(f.name for f in fields(ScheduleFields))
+# Everything the segment loss of a step depends on: a resumed run must not change any of them.
+SEGMENT_LOSS_FIELDS = ("method", "normalization", *SCHEDULE_FIELDS, *TAG_FIELDS)
 
 
 def check_training_length(args) -> None:

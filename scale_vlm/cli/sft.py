@@ -13,8 +13,8 @@ from dataclasses import asdict, dataclass, field
 import yaml
 from trl import ModelConfig, ScriptArguments, TrlParser
 
-from ..segments import TAG_FIELDS
-from ..sft_config import ScaleSFTConfig
+from ..run_guard import resolve_resume_checkpoint
+from ..sft_config import SCALE_SFT_FIELDS, ScaleSFTConfig
 from .common import parse
 
 logger = logging.getLogger(__name__)
@@ -71,39 +71,6 @@ def move_previous_run_aside(args: ScaleSFTConfig) -> str | None:
     print(f"scale-vlm sft: --overwrite_output_dir: moved the previous run's {', '.join(found[:4])}"
           f"{' ...' if len(found) > 4 else ''} to {aside} (delete it when no longer needed)", file=sys.stderr)
     return aside
-
-
-def is_complete_checkpoint(path: str) -> bool:
-    """Trainer writes ``trainer_state.json`` last: a checkpoint without a readable one was cut short by a crash."""
-    state = os.path.join(path, "trainer_state.json")
-    try:
-        with open(state) as f:
-            json.load(f)
-    except (OSError, ValueError):
-        return False
-    return any(os.path.exists(os.path.join(path, w)) for w in ("model.safetensors", "model.safetensors.index.json",
-                                                                 "adapter_model.safetensors"))
-
-
-def resolve_resume_checkpoint(output_dir: str, resume) -> str | None:
-    """``--resume_from_checkpoint true`` -> the newest *complete* checkpoint of ``output_dir``; a path is checked."""
-    if resume in (None, False, "", "false", "False"):
-        return None
-    if resume is True or str(resume).lower() in ("true", "last"):
-        steps = []
-        for name in os.listdir(output_dir) if os.path.isdir(output_dir) else []:
-            if name.startswith("checkpoint-") and name.split("-", 1)[1].isdigit():
-                steps.append((int(name.split("-", 1)[1]), os.path.join(output_dir, name)))
-        for _, path in sorted(steps, reverse=True):
-            if is_complete_checkpoint(path):
-                return path
-            logger.warning("skipping incomplete checkpoint %s (the run died while writing it)", path)
-        raise ValueError(f"no complete checkpoint to resume from in {output_dir!r}; start without "
-                         "--resume_from_checkpoint")
-    if not is_complete_checkpoint(str(resume)):
-        raise ValueError(f"{resume!r} is not a complete checkpoint (no trainer_state.json or weights); pass "
-                         "--resume_from_checkpoint true to take the newest complete one")
-    return str(resume)
 
 
 def check_unsupported_options(script_args: SFTScriptArguments) -> None:
@@ -273,14 +240,12 @@ def _plain(value):
     return str(value)
 
 
-SCALE_OPTIONS = ("method", "schedule", "think_weight_start", "think_weight_end", "answer_weight_start",
-                 "answer_weight_end", "schedule_step_at", "progress_mode", "adaptive_ema", "adaptive_window",
-                 "adaptive_tolerance", "adaptive_ramp", "adaptive_floor_delay", "normalization", "loss_impl", *TAG_FIELDS,
-                 "bad_example_policy", "image_root", "freeze_vision_tower")
 ESSENTIAL_OPTIONS = ("config", "model_name_or_path", "dataset_name", "dataset_train_split", "dataset_test_split",
                      "output_dir", "overwrite_output_dir", "resume_from_checkpoint", "max_steps", "num_train_epochs",
                      "per_device_train_batch_size", "gradient_accumulation_steps", "learning_rate", "max_length",
                      "save_steps", "use_cpu", "use_peft", "lora_r")
+# every option ScaleSFTConfig adds to TRL's, derived from its declarations; the method first
+SCALE_OPTIONS = ("method", *(name for name in SCALE_SFT_FIELDS if name not in (*ESSENTIAL_OPTIONS, "method")))
 
 
 def group_options_first(parser) -> None:
