@@ -11,14 +11,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from scale_vlm.adaptive_schedule import (
-    AdaptiveParams,
-    AdaptiveProgressCallback,
-    AdaptiveState,
-    advance,
-    floor_progress,
-    is_plateau,
-)
+from scale_vlm.adaptive_schedule import AdaptiveProgressCallback
+from scale_vlm.schedules import AdaptiveParams, AdaptiveState, advance, floor_progress, is_plateau
 
 
 def _run(losses, max_steps, params, tokens=10.0):
