@@ -9,7 +9,7 @@ from trl import SFTConfig
 
 from .loss import NORMALIZATIONS
 from .schedules import DEFAULT_ANSWER_WEIGHTS, ScheduleFields
-from .segments import TagFields, tag_field
+from .segments import TagFields, tag_field, untagged_answer_field
 
 METHODS = ("scale", "vanilla")
 LOSS_IMPLS = ("fused", "plain")
@@ -37,6 +37,7 @@ class ScaleSFTConfig(SFTConfig, ScheduleFields, TagFields):
     think_close: str = tag_field("think_close")
     answer_open: str = tag_field("answer_open")
     answer_close: str = tag_field("answer_close")
+    untagged_answer: bool = untagged_answer_field()
     bad_example_policy: str = field(
         default="error", metadata={"help": "'error': stop at the first bad example; 'skip': drop, count and report."}
     )
