@@ -311,17 +311,19 @@ def qwen_vocab_and_merges() -> tuple[dict[str, int], list[tuple[str, str]]]:
     return _QWEN_VOCAB
 
 
-def _qwen_tokenizer(family: str):
-    """Qwen2Tokenizer (the real class) over the real vocabulary, with the family's added tokens at their real ids."""
+def _qwen_tokenizer(family: str, tokenizer_class=None):
+    """Qwen2Tokenizer (the real class; ``tokenizer_class`` for Qwen3.5's) over the real vocabulary, with the family's
+    added tokens at their real ids."""
     from transformers import Qwen2Tokenizer
 
+    tokenizer_class = tokenizer_class or Qwen2Tokenizer
     spec = special_tokens(family)
     vocab, merges = qwen_vocab_and_merges()
     vocab = dict(vocab)
     for tok in spec["added_tokens"]:
         vocab[tok["content"]] = tok["id"]
     smap = spec["special_tokens_map"]
-    tokenizer = Qwen2Tokenizer(
+    tokenizer = tokenizer_class(
         vocab=vocab, merges=merges, eos_token=smap["eos_token"], pad_token=smap["pad_token"], unk_token=None,
         # the additional special tokens of special_tokens_map.json (the processor finds <|image_pad|> by name)
         extra_special_tokens=smap["additional_special_tokens"], clean_up_tokenization_spaces=False, model_max_length=4096,
@@ -423,6 +425,53 @@ def build_qwen3_vl_instruct(path: Path) -> Path:
 
 def build_qwen3_vl_thinking(path: Path) -> Path:
     return _build_qwen3_vl("qwen3_vl_thinking", path)
+
+
+def _build_qwen3_5(family: str, path: Path) -> Path:
+    """Qwen3_5ForConditionalGeneration (hybrid Gated DeltaNet / full attention) with Qwen3.5's template, its real
+    tokenizer class and added-token layout, over Qwen's 151,643-rank byte-level BPE (Qwen3.5's own 248k vocabulary
+    is not available offline; the ids of every template token are the real ones)."""
+    from transformers import Qwen3_5Config, Qwen3_5ForConditionalGeneration, Qwen3VLProcessor
+    from transformers.models.qwen3_5.tokenization_qwen3_5 import Qwen3_5Tokenizer
+
+    from scale_vlm.processors import build_image_only_processor
+
+    tokenizer, spec = _qwen_tokenizer(family, Qwen3_5Tokenizer)
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in ("<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>")}
+    head_dim = 16
+    config = Qwen3_5Config(
+        text_config=dict(
+            vocab_size=248320, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+            num_key_value_heads=1, head_dim=head_dim, max_position_embeddings=4096,
+            # one linear-attention (Gated DeltaNet) layer and one full-attention layer, as the real 3:1 pattern
+            layer_types=["linear_attention", "full_attention"], linear_conv_kernel_dim=4, linear_key_head_dim=8,
+            linear_value_head_dim=8, linear_num_key_heads=2, linear_num_value_heads=2,
+            rope_parameters={"rope_type": "default", "rope_theta": 10000000.0, "mrope_section": _mrope(head_dim),
+                             "mrope_interleaved": True, "partial_rotary_factor": 1.0},
+            bos_token_id=None, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+            tie_word_embeddings=True,
+        ),
+        vision_config=dict(
+            depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=32, patch_size=16,
+            spatial_merge_size=2, temporal_patch_size=2, num_position_embeddings=16,
+        ),
+        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
+        tie_word_embeddings=True,
+    )
+    torch.manual_seed(0)
+    model = Qwen3_5ForConditionalGeneration(config)
+    _set_generation_ids(model, tokenizer, spec["generation_eos"])
+    processor = build_image_only_processor(Qwen3VLProcessor, _qwen_image_processor(16, 64), tokenizer, chat_template=chat_template(family))
+    return _save(model, processor, path)
+
+
+def build_qwen3_5_think(path: Path) -> Path:
+    return _build_qwen3_5("qwen3_5_think", path)
+
+
+def build_qwen3_5_nothink(path: Path) -> Path:
+    return _build_qwen3_5("qwen3_5_nothink", path)
 
 
 def build_llava_1_5(path: Path) -> Path:
@@ -545,6 +594,10 @@ FAMILIES: dict[str, Family] = {
         Family("llava_1_5", "LlavaForConditionalGeneration", "llava-hf/llava-1.5-7b-hf", build_llava_1_5, None),
         Family("smolvlm", "Idefics3ForConditionalGeneration", "HuggingFaceTB/SmolVLM-256M-Instruct", build_smolvlm,
                "<end_of_utterance>"),
+        Family("qwen3_5_think", "Qwen3_5ForConditionalGeneration", "Qwen/Qwen3.5-4B (qwen3_5_think template)",
+               build_qwen3_5_think, "<|im_end|>", think_in_prompt=True),
+        Family("qwen3_5_nothink", "Qwen3_5ForConditionalGeneration", "Qwen/Qwen3.5-2B (qwen3_5_nothink template)",
+               build_qwen3_5_nothink, "<|im_end|>", think_in_prompt=True),
     ]
 }
 
@@ -617,8 +670,14 @@ def _render_examples():
     return [_example(0, 1), _example(1, 3), _two_turn_example(2)]
 
 
-def _conversation(example, with_pixels: bool) -> list[dict]:
-    """The example as a chat, images inside the content (apply_chat_template(tokenize=True) reads them there)."""
+def _conversation(example, with_pixels: bool, processor=None, field: bool | None = None) -> list[dict]:
+    """The example as a chat, images inside the content (apply_chat_template(tokenize=True) reads them there).
+
+    Assistant turns carry their reasoning in the ``reasoning_content`` field (``field``; by default where
+    ``processor``'s template renders the field with delimiters of its own, as scale-vlm then renders it), else as
+    the tags in the content, as written in the data."""
+    if field is None:
+        field = processor is not None and _format(processor).from_field
     images = iter(example.images)
     messages = []
     for msg in example.prompt_messages:
@@ -628,8 +687,32 @@ def _conversation(example, with_pixels: bool) -> list[dict]:
                 content.append({"type": "image", "image": next(images)} if with_pixels else {"type": "image"})
             else:
                 content.append(dict(part))
-        messages.append({"role": msg["role"], "content": content})
-    return messages + [{"role": "assistant", "content": [{"type": "text", "text": example.response.strip()}]}]
+        messages.append(_assistant_turn(content, field) if msg["role"] == "assistant" else {"role": msg["role"], "content": content})
+    return messages + [_assistant_turn([{"type": "text", "text": example.response.strip()}], field)]
+
+
+def _assistant_turn(content: list[dict], field: bool) -> dict:
+    from scale_vlm.segments import DEFAULT_TAGS as T
+
+    text = "".join(p.get("text", "") for p in content)
+    if not field or T.think_close not in text:
+        return {"role": "assistant", "content": content}
+    reasoning, answer = text.split(T.think_close, 1)
+    return {"role": "assistant", "content": [{"type": "text", "text": answer.strip()}],
+            "reasoning_content": reasoning.split(T.think_open, 1)[-1]}
+
+
+def _format(processor):
+    from scale_vlm.data.render import reasoning_format
+
+    return reasoning_format(processor)
+
+
+def _kw(processor) -> dict:
+    """The template variables scale-vlm renders with (thinking on where the template reads ``enable_thinking``)."""
+    from scale_vlm.data.render import chat_template_kwargs
+
+    return chat_template_kwargs(processor)
 
 
 def _right_padded(processor):
@@ -649,7 +732,7 @@ def _right_padded(processor):
 
 def processor_ids(processor, example) -> list[int]:
     """The processor's own tokenization of the template's full conversation (image tokens expanded)."""
-    out = processor.apply_chat_template(_conversation(example, True), tokenize=True, return_dict=True)
+    out = processor.apply_chat_template(_conversation(example, True, processor), tokenize=True, return_dict=True, **_kw(processor))
     ids = out["input_ids"]
     return list(ids[0]) if ids and isinstance(ids[0], (list, tuple)) else list(ids)
 
@@ -680,7 +763,7 @@ def check_tokens(family: Family, path) -> None:
     """Rendered ids == the processor's own tokenization of the template's full conversation text."""
     processor = family_processor(path)
     for example in _render_examples():
-        full = processor.apply_chat_template(_conversation(example, False), tokenize=False)
+        full = processor.apply_chat_template(_conversation(example, False, processor), tokenize=False, **_kw(processor))
         rendered = _render(processor, example)
         assert rendered.text == full, f"rendered text differs from the template's:\n{rendered.text!r}\n{full!r}"
         reference = processor_ids(processor, example)
@@ -702,9 +785,13 @@ def expected_segments(family: Family, processor, full: str, prefix: str) -> tupl
     (ids, segment per id). The response runs from the end of the generation prompt to ``</answer>``; a token covering
     any response character is supervised, ANSWER if it covers any character after ``</think>``; the end-of-turn
     token right after ``</answer>`` is ANSWER; everything else is PROMPT."""
+    import dataclasses
+
     from scale_vlm.segments import DEFAULT_TAGS, SEGMENT_ANSWER, SEGMENT_PROMPT, SEGMENT_THINK
 
-    tags = DEFAULT_TAGS
+    fmt = _format(processor)
+    # A template with delimiters of its own (Gemma-4's thought channel): think runs through its closing delimiter.
+    tags = dataclasses.replace(DEFAULT_TAGS, think_open=fmt.think_open, think_close=fmt.think_close) if fmt.from_field else DEFAULT_TAGS
     tok = _tok(processor)
     assert full.startswith(prefix), "the template's full text does not start with its generation prompt"
     # Everything the model has to generate after the generation prompt is supervised: whitespace the template puts
@@ -714,6 +801,7 @@ def expected_segments(family: Family, processor, full: str, prefix: str) -> tupl
         assert full[start:full.index(tags.think_open, start)].strip() == "", f"text before {tags.think_open}"
     think_end = full.index(tags.think_close, start) + len(tags.think_close)
     answer_end = full.index(tags.answer_close, think_end) + len(tags.answer_close)
+    assert family.think_in_prompt == fmt.opened_by_prompt, "the probed format disagrees on who opens the think block"
     enc = tok(full, return_offsets_mapping=True, add_special_tokens=False)
     ids, offsets = list(enc["input_ids"]), [tuple(o) for o in enc["offset_mapping"]]
     segs = []
@@ -740,9 +828,9 @@ def check_segments(family: Family, path) -> None:
     processor = family_processor(path)
     tok = _tok(processor)
     for example in _render_examples():
-        conversation = _conversation(example, False)
-        full = processor.apply_chat_template(conversation, tokenize=False)
-        prefix = processor.apply_chat_template(conversation[:-1], tokenize=False, add_generation_prompt=True)
+        conversation = _conversation(example, False, processor)
+        full = processor.apply_chat_template(conversation, tokenize=False, **_kw(processor))
+        prefix = processor.apply_chat_template(conversation[:-1], tokenize=False, add_generation_prompt=True, **_kw(processor))
         rendered = _render(processor, example)
         ids, segs = list(rendered.input_ids), list(rendered.segment_ids)
         assert rendered.labels == [t if s != SEGMENT_PROMPT else -100 for t, s in zip(ids, segs)], "labels do not follow the segments"
@@ -782,7 +870,7 @@ def collated_and_reference(family: Family, path, processor, examples):
         rows.append(row)
     batch = ScaleCollator(processor)(rows)
     with _right_padded(processor):
-        reference = processor.apply_chat_template([_conversation(ex, True) for ex in examples], tokenize=True,
+        reference = processor.apply_chat_template([_conversation(ex, True, processor) for ex in examples], tokenize=True, **_kw(processor),
                                                   return_dict=True, return_tensors="pt",
                                                   processor_kwargs={"padding": True})
     return batch, reference
@@ -805,7 +893,7 @@ def check_model_inputs(family: Family, path) -> None:
         swapped = [_example(0, 1), _example(1, 3)]
         swapped[0].images, swapped[1].images = examples[1].images, examples[0].images
         with _right_padded(processor):
-            other = processor.apply_chat_template([_conversation(ex, True) for ex in swapped], tokenize=True,
+            other = processor.apply_chat_template([_conversation(ex, True, processor) for ex in swapped], tokenize=True, **_kw(processor),
                                                   return_dict=True, return_tensors="pt",
                                                   processor_kwargs={"padding": True})
         assert not torch.allclose(model(**other, use_cache=False).logits, want, rtol=1e-4, atol=1e-4), \
@@ -982,6 +1070,83 @@ def check_lora(family: Family, path, tmp_dir) -> None:
                                    rtol=1e-4, atol=1e-4, msg=lambda m: f"reloaded LoRA model differs: {m}")
 
 
+def _renders_field(processor) -> bool:
+    """The template itself renders an assistant's ``reasoning_content`` (Qwen3.5, Qwen3-VL Thinking, Gemma-4)."""
+    from scale_vlm.data.render import PROBE_REASONING
+
+    turn = {"role": "assistant", "content": [{"type": "text", "text": "A"}], "reasoning_content": PROBE_REASONING}
+    text = processor.apply_chat_template([{"role": "user", "content": [{"type": "text", "text": "Q"}]}, turn],
+                                         tokenize=False, **_kw(processor))
+    return PROBE_REASONING in text
+
+
+def check_reasoning_shapes(family: Family, path) -> None:
+    """The same example given as a ``reasoning_content`` field and as tags in the content renders to the same ids
+    and segments, which are the template's own tokenization (the field form where the template renders the field,
+    the tags otherwise: re-inserted); the supervised tokens, decoded as generation decodes them, parse back to the
+    reasoning and the answer through the family's format (malformed: no; well formed: yes); an untagged answer is
+    refused without ``untagged_answer`` and is the whole text after the reasoning with it."""
+    from scale_vlm.data.formats import ExampleError, normalize_example
+    from scale_vlm.data.render import render_example
+    from scale_vlm.eval.generate import decode_completions, delimiter_token_ids
+    from scale_vlm.parsing import as_tagged, is_well_formed, parse_output
+    from scale_vlm.segments import SEGMENT_ANSWER, SEGMENT_PROMPT, SEGMENT_THINK, Tags
+
+    processor = family_processor(path)
+    tok, fmt = _tok(processor), _format(processor)
+    reasoning, answer = "I look at the image.\nThe square is green, option (B).", "(B)"
+    tagged_row = messages_row(1)
+    tagged_row["messages"][1]["content"] = [{"type": "text", "text": f"<think>{reasoning}</think><answer>{answer}</answer>"}]
+    field_row = messages_row(1)
+    field_row["messages"][1] = {"role": "assistant", "content": f"<answer>{answer}</answer>", "reasoning_content": reasoning}
+    tagged, field = normalize_example(tagged_row, 0), normalize_example(field_row, 1)
+    r_tagged, r_field = render_example(tagged, processor), render_example(field, processor)
+    assert r_field.input_ids == r_tagged.input_ids, "the reasoning field and think tags render to different ids"
+    assert r_field.segment_ids == r_tagged.segment_ids, "the reasoning field and think tags give different segments"
+    reference = processor_ids_of(processor, _conversation(field, True, field=_renders_field(processor)))
+    if family.end_of_turn is None:
+        _appended_eos(family, processor, r_field, reference)
+    else:
+        assert r_field.input_ids == reference, (
+            f"rendered ids differ from the template's own rendering of the reasoning field "
+            f"({len(r_field.input_ids)} vs {len(reference)} tokens)")
+    supervised = [t for t, s in zip(r_field.input_ids, r_field.segment_ids) if s != SEGMENT_PROMPT]
+    think = [t for t, s in zip(r_field.input_ids, r_field.segment_ids) if s == SEGMENT_THINK]
+    generated = as_tagged(decode_completions(tok, [supervised], delimiter_token_ids(tok, fmt))[0], fmt)
+    parsed = parse_output(generated)
+    assert (parsed.think, parsed.answer, parsed.malformed) == (reasoning, answer, False), (
+        f"the trained response does not parse back: {generated!r} -> think {parsed.think!r}, answer "
+        f"{parsed.answer!r}, malformed {parsed.malformed} ({parsed.reason})")
+    assert is_well_formed(generated), f"the trained response is not well formed for the format reward: {generated!r}"
+    if fmt.from_field:  # the think segment is the template's rendering: its own delimiters, not the configured tags
+        think_text = tok.decode(think, skip_special_tokens=False)
+        assert fmt.think_close in think_text and "<think>" not in think_text, f"think segment {think_text!r}"
+    # An untagged answer (Vision-R1 style): an error without the option, everything after the reasoning with it.
+    untagged_row = messages_row(2)
+    untagged_row["messages"][1]["content"] = [{"type": "text", "text": f"<think>{reasoning}</think> Final Answer: (C)"}]
+    untagged = normalize_example(untagged_row, 2)
+    try:
+        render_example(untagged, processor, index=2)
+    except ExampleError as err:
+        assert err.reason == "missing_tag", err
+    else:
+        raise AssertionError("an untagged answer was accepted without untagged_answer")
+    option = Tags(untagged_answer=True)
+    r_untagged = render_example(untagged, processor, option)
+    answer_ids = [t for t, s in zip(r_untagged.input_ids, r_untagged.segment_ids) if s == SEGMENT_ANSWER]
+    answer_text = decode_completions(tok, [answer_ids], set())[0]
+    assert answer_text.strip() == "Final Answer: (C)", f"untagged answer segment {answer_text!r}"
+    supervised = [t for t, s in zip(r_untagged.input_ids, r_untagged.segment_ids) if s != SEGMENT_PROMPT]
+    out = parse_output(as_tagged(decode_completions(tok, [supervised], delimiter_token_ids(tok, fmt))[0], fmt, option), option)
+    assert (out.answer, out.malformed) == ("Final Answer: (C)", False), out
+
+
+def processor_ids_of(processor, conversation) -> list[int]:
+    out = processor.apply_chat_template(conversation, tokenize=True, return_dict=True, **_kw(processor))
+    ids = out["input_ids"]
+    return list(ids[0]) if ids and isinstance(ids[0], (list, tuple)) else list(ids)
+
+
 CHECKS: dict[str, tuple[str, Callable]] = {
     "tokens": ("rendered ids = processor's tokenization", check_tokens),
     "segments": ("think/answer/end-of-turn segments", check_segments),
@@ -989,6 +1154,7 @@ CHECKS: dict[str, tuple[str, Callable]] = {
     "lean_loss": ("lean loss = plain loss (+ gradients)", check_lean_loss),
     "eval_batching": ("eval batch N = batch 1, eval prompt = train prompt", check_eval_batching),
     "grpo_lora": ("GRPO step, LoRA save/reload", check_grpo_and_lora),
+    "reasoning_shapes": ("reasoning field = tags = template ids; parses back; untagged answer", check_reasoning_shapes),
 }
 NEEDS_TMP = {"lean_loss", "grpo_lora"}
 
