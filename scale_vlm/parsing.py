@@ -70,6 +70,9 @@ class ReasoningFormat:
     """Chat-template variables to render with (``(("enable_thinking", True),)``)."""
     opened_by_prompt: bool = False
     """The generation prompt already wrote ``think_open``: generated text starts inside the think block."""
+    assistant_text: bool = False
+    """The template prints assistant content as it is (GLM-4.1V): assistant turns are passed as a string, since a
+    list of parts would be written as its Python repr."""
 
 
 def as_tagged(text: str, fmt: ReasoningFormat | None, tags: Tags = DEFAULT_TAGS) -> str:

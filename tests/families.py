@@ -617,6 +617,69 @@ def build_smolvlm(path: Path) -> Path:
     return _save(model, processor, path)
 
 
+def _byte_level_bpe(spec: dict):
+    """A GPT-2-style byte-level BPE trained locally, specials at their real relative order (SmolLM2, GLM-4)."""
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.train_from_iterator(list(CORPUS) + TEMPLATE_WORDS, trainer=trainers.BpeTrainer(
+        vocab_size=500, show_progress=False, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    data = json.loads(tok.to_str())
+    pieces = sorted(data["model"]["vocab"], key=data["model"]["vocab"].get)
+    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in data["model"]["merges"]]
+    return _spm_vocab(spec["added_tokens"], pieces, byte_fallback=False), merges
+
+
+def build_glm4v_thinking(path: Path) -> Path:
+    """Glm4vForConditionalGeneration with GLM-4.1V-9B-Thinking's template (native <think>/<answer> in the content),
+    special tokens and processor layout."""
+    from tokenizers import decoders
+    from transformers import Glm4vConfig, Glm4vForConditionalGeneration, Glm4vProcessor, PreTrainedTokenizerFast
+    from transformers.models.glm4v.image_processing_pil_glm4v import Glm4vImageProcessorPil
+
+    from scale_vlm.processors import build_image_only_processor
+
+    family = "glm4v_thinking"
+    spec = special_tokens(family)
+    smap = spec["special_tokens_map"]
+    vocab, merges = _byte_level_bpe(spec)
+    backend = Tokenizer(models.BPE(vocab=vocab, merges=merges))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token=smap["eos_token"], pad_token=smap["pad_token"],
+                                        unk_token=smap["unk_token"],
+                                        extra_special_tokens={"image_token": smap["image_token"], "video_token": smap["video_token"]},
+                                        model_max_length=4096, clean_up_tokenization_spaces=False)
+    _mark_specials(tokenizer, spec)
+    tokenizer.chat_template = chat_template(family)
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in ("<|begin_of_image|>", "<|end_of_image|>", "<|begin_of_video|>",
+                                                          "<|end_of_video|>", "<|image|>", "<|video|>")}
+    head_dim = 16
+    config = Glm4vConfig(
+        text_config=dict(
+            vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+            num_key_value_heads=1, max_position_embeddings=4096,
+            # half the head is rotary (as the real config), so the mrope sections split a quarter of it
+            rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": _mrope(head_dim // 2),
+                             "partial_rotary_factor": 0.5},
+            pad_token_id=tokenizer.pad_token_id,
+        ),
+        vision_config=dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=32, patch_size=8,
+                           image_size=32, spatial_merge_size=2, temporal_patch_size=2),
+        image_token_id=ids["<|image|>"], video_token_id=ids["<|video|>"],
+        image_start_token_id=ids["<|begin_of_image|>"], image_end_token_id=ids["<|end_of_image|>"],
+        video_start_token_id=ids["<|begin_of_video|>"], video_end_token_id=ids["<|end_of_video|>"],
+    )
+    torch.manual_seed(0)
+    model = Glm4vForConditionalGeneration(config)
+    _set_generation_ids(model, tokenizer, spec["generation_eos"])
+    # 32-px images, 8-px patches merged 2x2: 4 image tokens (real: 14-px patches, dynamic resolution).
+    image_processor = Glm4vImageProcessorPil(patch_size=8, temporal_patch_size=2, merge_size=2,
+                                             size={"shortest_edge": 32 * 32, "longest_edge": 32 * 32},
+                                             image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5])
+    processor = build_image_only_processor(Glm4vProcessor, image_processor, tokenizer, chat_template=chat_template(family))
+    return _save(model, processor, path)
+
+
 @dataclass(frozen=True)
 class Family:
     name: str
@@ -651,6 +714,8 @@ FAMILIES: dict[str, Family] = {
                "<end_of_utterance>"),
         Family("gemma4", "Gemma4ForConditionalGeneration", "google/gemma-4-E2B-it (TRL gemma4_v5.jinja)", build_gemma4,
                "<turn|>", lora_targets=r".*language_model.*\.(q_proj|v_proj)"),
+        Family("glm4v_thinking", "Glm4vForConditionalGeneration", "zai-org/GLM-4.1V-9B-Thinking", build_glm4v_thinking,
+               None),
         Family("qwen3_5_think", "Qwen3_5ForConditionalGeneration", "Qwen/Qwen3.5-4B (qwen3_5_think template)",
                build_qwen3_5_think, "<|im_end|>", think_in_prompt=True),
         Family("qwen3_5_nothink", "Qwen3_5ForConditionalGeneration", "Qwen/Qwen3.5-2B (qwen3_5_nothink template)",
@@ -735,6 +800,8 @@ def _conversation(example, with_pixels: bool, processor=None, field: bool | None
     the tags in the content, as written in the data."""
     if field is None:
         field = processor is not None and _format(processor).from_field
+    # GLM-4.1V's template prints assistant content as it is: a string, as scale-vlm then passes it
+    as_text = processor is not None and _format(processor).assistant_text
     images = iter(example.images)
     messages = []
     for msg in example.prompt_messages:
@@ -744,18 +811,20 @@ def _conversation(example, with_pixels: bool, processor=None, field: bool | None
                 content.append({"type": "image", "image": next(images)} if with_pixels else {"type": "image"})
             else:
                 content.append(dict(part))
-        messages.append(_assistant_turn(content, field) if msg["role"] == "assistant" else {"role": msg["role"], "content": content})
-    return messages + [_assistant_turn([{"type": "text", "text": example.response.strip()}], field)]
+        messages.append(_assistant_turn(content, field, as_text) if msg["role"] == "assistant"
+                        else {"role": msg["role"], "content": content})
+    return messages + [_assistant_turn([{"type": "text", "text": example.response.strip()}], field, as_text)]
 
 
-def _assistant_turn(content: list[dict], field: bool) -> dict:
+def _assistant_turn(content: list[dict], field: bool, as_text: bool = False) -> dict:
     from scale_vlm.segments import DEFAULT_TAGS as T
 
     text = "".join(p.get("text", "") for p in content)
     if not field or T.think_close not in text:
-        return {"role": "assistant", "content": content}
+        return {"role": "assistant", "content": text if as_text else content}
     reasoning, answer = text.split(T.think_close, 1)
-    return {"role": "assistant", "content": [{"type": "text", "text": answer.strip()}],
+    answer = answer.strip()
+    return {"role": "assistant", "content": answer if as_text else [{"type": "text", "text": answer}],
             "reasoning_content": reasoning.split(T.think_open, 1)[-1]}
 
 
@@ -961,9 +1030,13 @@ def check_model_inputs(family: Family, path) -> None:
         # Causal logits at a position depend on the tokens up to it only: compare where the sequences agree
         # (everything, except past the EOS appended for a template that ends the turn with none).
         same = next((j for j, (x, y) in enumerate(zip(ids, ref_ids)) if x != y), min(len(ids), len(ref_ids)))
-        # Without an end-of-turn token the sequences part at the appended EOS, before the template's trailing ' '.
-        expected_same = len(ref_ids) if family.end_of_turn is not None else len(ref_ids) - 1
         tok = _tok(processor)
+        if family.end_of_turn is None:
+            # Without an end-of-turn token the sequences part at the appended EOS (before the template's trailing
+            # ' ' for LLaVA-1.5, at the very end for GLM-4.1V), and only there.
+            expected_same = same if ids[same:same + 1] == [tok.eos_token_id] and ids[:same] + ids[same + 1:] == ref_ids else -1
+        else:
+            expected_same = len(ref_ids)
         assert same == expected_same and len(ids) == len(ref_ids) + (family.end_of_turn is None), (
             f"sample {b}: collated ids differ from the processor's at token {same}: collated "
             f"{tok.convert_ids_to_tokens(ids[same:same + 3])} processor {tok.convert_ids_to_tokens(ref_ids[same:same + 3])}")
@@ -1161,7 +1234,7 @@ def check_reasoning_shapes(family: Family, path) -> None:
     r_tagged, r_field = render_example(tagged, processor), render_example(field, processor)
     assert r_field.input_ids == r_tagged.input_ids, "the reasoning field and think tags render to different ids"
     assert r_field.segment_ids == r_tagged.segment_ids, "the reasoning field and think tags give different segments"
-    reference = processor_ids_of(processor, _conversation(field, True, field=_renders_field(processor)))
+    reference = processor_ids_of(processor, _conversation(field, True, processor, field=_renders_field(processor)))
     if family.end_of_turn is None:
         _appended_eos(family, processor, r_field, reference)
     else:

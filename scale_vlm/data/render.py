@@ -160,8 +160,16 @@ def _probe_reasoning_format(processor, tags: Tags) -> ReasoningFormat:
         full = processor.apply_chat_template(user + [turn], tokenize=False, **kwargs)
     except Exception:  # noqa: BLE001 - a template that cannot render the probe is used with the configured tags
         prefix = full = ""
+    # A template that prints assistant content as it is would write a list of parts as its Python repr.
+    assistant_text = "{'type': 'text'" in full[len(prefix):] if full.startswith(prefix) else False
+    if assistant_text:
+        turn = dict(turn, content=PROBE_ANSWER)
+        try:
+            full = processor.apply_chat_template(user + [turn], tokenize=False, **kwargs)
+        except Exception:  # noqa: BLE001 - as above
+            full = ""
     tag_format = ReasoningFormat(tags.think_open, tags.think_close, from_field=False, template_kwargs=tuple(kwargs.items()),
-                                 opened_by_prompt=prefix.rstrip().endswith(tags.think_open))
+                                 opened_by_prompt=prefix.rstrip().endswith(tags.think_open), assistant_text=assistant_text)
     if not full.startswith(prefix) or PROBE_REASONING not in full[len(prefix):]:
         return tag_format
     r = full.index(PROBE_REASONING, len(prefix))
@@ -173,7 +181,7 @@ def _probe_reasoning_format(processor, tags: Tags) -> ReasoningFormat:
     if not opening or not closing or (opening, closing) == (tags.think_open, tags.think_close):
         return tag_format
     return ReasoningFormat(opening, closing, from_field=True, template_kwargs=tuple(kwargs.items()),
-                           opened_by_prompt=opened_by_prompt)
+                           opened_by_prompt=opened_by_prompt, assistant_text=assistant_text)
 
 
 def _split_think(text: str, tags: Tags) -> tuple[str, str] | None:
@@ -204,6 +212,8 @@ def _prompt_turns(messages: list[dict], fmt: ReasoningFormat, tags: Tags) -> lis
             reasoning = None
         if reasoning is not None:
             message["reasoning_content"] = reasoning
+        if fmt.assistant_text:
+            message["content"] = "".join(p.get("text", "") for p in message["content"] if p.get("type") == "text")
         out.append(message)
     return out
 
@@ -233,6 +243,8 @@ def render_example(
         align_tags = dataclasses.replace(tags, think_open=fmt.think_open, think_close=fmt.think_close)
     else:
         assistant = {"role": "assistant", "content": [{"type": "text", "text": response}]}
+    if fmt.assistant_text:
+        assistant["content"] = assistant["content"][0]["text"]
     full_text = processor.apply_chat_template(prompt + [assistant], tokenize=False, **kwargs)
     prefix = processor.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True, **kwargs)
     resp_start = len(prefix)
