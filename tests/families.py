@@ -526,6 +526,50 @@ def build_qwen3_5_nothink(path: Path) -> Path:
     return _build_qwen3_5("qwen3_5_nothink", path)
 
 
+def build_internvl3(path: Path) -> Path:
+    """InternVLForConditionalGeneration with OpenGVLab/InternVL3-1B-hf's template, Qwen2.5 vocabulary and InternVL's
+    image tokens (<img> <IMG_CONTEXT>... </img>)."""
+    from transformers import InternVLConfig, InternVLForConditionalGeneration, InternVLProcessor, Qwen2Tokenizer
+    from transformers.models.got_ocr2.image_processing_pil_got_ocr2 import GotOcr2ImageProcessorPil
+
+    from scale_vlm.processors import build_image_only_processor
+
+    family = "internvl3"
+    spec = special_tokens(family)
+    smap = spec["special_tokens_map"]
+    vocab, merges = qwen_vocab_and_merges()
+    vocab = dict(vocab)
+    for tok in spec["added_tokens"]:
+        vocab[tok["content"]] = tok["id"]
+    tokenizer = Qwen2Tokenizer(
+        vocab=vocab, merges=merges, eos_token=smap["eos_token"], pad_token=smap["pad_token"], unk_token=None,
+        extra_special_tokens=smap["named_tokens"], clean_up_tokenization_spaces=False, model_max_length=4096,
+    )
+    tokenizer.add_tokens([AddedToken(t["content"], special=t["special"], normalized=False) for t in spec["added_tokens"]])
+    tokenizer.chat_template = chat_template(family)
+    # 32-px images, 8-px patches (4x4), pixel shuffle by 0.5 -> 4 image tokens (real: 448 px, 14-px patches -> 256).
+    image_size, patch, seq_len = 32, 8, 4
+    config = InternVLConfig(
+        text_config=dict(
+            model_type="qwen2", vocab_size=151936, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+            num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=4096,
+            eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True,
+        ),
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                           image_size=[image_size, image_size], patch_size=[patch, patch]),
+        image_token_id=tokenizer.convert_tokens_to_ids("<IMG_CONTEXT>"), image_seq_length=seq_len,
+        downsample_ratio=0.5,
+    )
+    torch.manual_seed(0)
+    model = InternVLForConditionalGeneration(config)
+    _set_generation_ids(model, tokenizer, spec["generation_eos"])
+    image_processor = GotOcr2ImageProcessorPil(size={"height": image_size, "width": image_size}, crop_to_patches=False,
+                                               image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5])
+    processor = build_image_only_processor(InternVLProcessor, image_processor, tokenizer, chat_template=chat_template(family),
+                                           image_seq_length=seq_len)
+    return _save(model, processor, path)
+
+
 def build_llava_1_5(path: Path) -> Path:
     """LlavaForConditionalGeneration with llava-1.5-7b-hf's template, tokens and processor layout."""
     from transformers import (
@@ -680,6 +724,23 @@ def build_glm4v_thinking(path: Path) -> Path:
     return _save(model, processor, path)
 
 
+class FamilyUnavailable(RuntimeError):
+    """A family whose exact transformers classes cannot be built on this machine (the reason names the class)."""
+
+
+def build_lfm2_5_vl(path: Path) -> Path:
+    """Lfm2VlForConditionalGeneration with LiquidAI/LFM2.5-VL's template (TRL lfm2_2_5_vl.jinja). transformers'
+    Lfm2VlImageProcessor exists only as a torchvision backend (no PIL one), so without torchvision the family's
+    processor cannot be built: FamilyUnavailable names the class."""
+    try:
+        from transformers.models.lfm2_vl.image_processing_lfm2_vl import Lfm2VlImageProcessor  # noqa: F401
+    except ImportError as err:
+        raise FamilyUnavailable(
+            f"lfm2_5_vl: transformers' Lfm2VlImageProcessor (LFM2.5-VL's only image processor) needs torchvision, "
+            f"which is not installed ({err}); the CPU torch of this project has no torchvision") from None
+    raise FamilyUnavailable("lfm2_5_vl: torchvision is installed but this build is not written yet")
+
+
 @dataclass(frozen=True)
 class Family:
     name: str
@@ -716,6 +777,9 @@ FAMILIES: dict[str, Family] = {
                "<turn|>", lora_targets=r".*language_model.*\.(q_proj|v_proj)"),
         Family("glm4v_thinking", "Glm4vForConditionalGeneration", "zai-org/GLM-4.1V-9B-Thinking", build_glm4v_thinking,
                None),
+        Family("internvl3", "InternVLForConditionalGeneration", "OpenGVLab/InternVL3-1B-hf", build_internvl3, "<|im_end|>"),
+        Family("lfm2_5_vl", "Lfm2VlForConditionalGeneration", "LiquidAI/LFM2.5-VL-3B (TRL lfm2_2_5_vl.jinja)",
+               build_lfm2_5_vl, "<|im_end|>"),
         Family("qwen3_5_think", "Qwen3_5ForConditionalGeneration", "Qwen/Qwen3.5-4B (qwen3_5_think template)",
                build_qwen3_5_think, "<|im_end|>", think_in_prompt=True),
         Family("qwen3_5_nothink", "Qwen3_5ForConditionalGeneration", "Qwen/Qwen3.5-2B (qwen3_5_nothink template)",
@@ -998,7 +1062,7 @@ def collated_and_reference(family: Family, path, processor, examples):
     with _right_padded(processor):
         reference = processor.apply_chat_template([_conversation(ex, True, processor) for ex in examples], tokenize=True, **_kw(processor),
                                                   return_dict=True, return_tensors="pt",
-                                                  processor_kwargs={"padding": True})
+                                                  processor_kwargs={"padding": True, "padding_side": "right"})
     return batch, reference
 
 
@@ -1021,7 +1085,7 @@ def check_model_inputs(family: Family, path) -> None:
         with _right_padded(processor):
             other = processor.apply_chat_template([_conversation(ex, True, processor) for ex in swapped], tokenize=True, **_kw(processor),
                                                   return_dict=True, return_tensors="pt",
-                                                  processor_kwargs={"padding": True})
+                                                  processor_kwargs={"padding": True, "padding_side": "right"})
         assert not torch.allclose(model(**other, use_cache=False).logits, want, rtol=1e-4, atol=1e-4), \
             "the logits do not depend on the images"
     for b in range(len(examples)):

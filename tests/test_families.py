@@ -13,7 +13,11 @@ FAMILY_NAMES = list(F.FAMILIES)
 @pytest.mark.parametrize("check", list(F.CHECKS))
 @pytest.mark.parametrize("family", FAMILY_NAMES)
 def test_family_conforms(family, check, family_dirs, tmp_path):
-    F.run_check(check, family, family_dirs(family), tmp_path)
+    try:
+        path = family_dirs(family)
+    except F.FamilyUnavailable as err:  # the table (docs/families.md) says so too
+        pytest.skip(str(err))
+    F.run_check(check, family, path, tmp_path)
 
 
 # The paper's three models: each shipped config trains on the conformance model of its family (CPU overrides
