@@ -384,3 +384,20 @@ def _processor_of(path):
     from scale_vlm.processors import load_processor
 
     return load_processor(path)
+
+
+def test_inspect_data_untagged_answers_need_the_option(tiny_qwen_dir, tmp_path, capsys):
+    from scale_vlm.cli import main
+
+    row = messages_row(0)
+    row["images"][0].save(tmp_path / "img0.png")
+    row["images"] = ["img0.png"]
+    row["messages"][1]["content"] = "<think>The square is red.</think>\nFinal Answer: (A)"
+    path = tmp_path / "train.jsonl"
+    path.write_text(json.dumps(row))
+    args = ["inspect-data", "--model_name_or_path", tiny_qwen_dir, "--dataset_name", str(path), "--json"]
+    assert main(args) == 2
+    assert "example 0: missing tag '<answer>' in the response" in capsys.readouterr().err
+    assert main(args + ["--untagged_answer"]) == 0
+    (shown,) = json.loads(capsys.readouterr().out)["examples"]
+    assert (shown["think_text"], shown["answer_text"]) == ("<think>The square is red.</think>", "\nFinal Answer: (A)<|im_end|>")
