@@ -46,7 +46,7 @@ locally trained sentencepiece-style or byte-level BPE for the others, with the r
 | reasoning_shapes | the same example given as a `reasoning_content` field and as `<think>` tags in the content renders to the same ids and segments, which are the template's own tokenization of it (the field where the template renders it, the tags otherwise); the supervised tokens, decoded as generation decodes them, parse back to the reasoning and the answer through the family's format (not malformed, well formed for the format reward); an untagged answer (`</think> Final Answer: (C)`) is refused without `untagged_answer` and is the whole text after the reasoning with it |
 
 The think segment is the template's own rendering of the reasoning: Gemma-4's thought channel
-`<|channel>thought\n...\n<channel|>`, Qwen3.5's and Qwen3-VL Thinking's `<think>\n...\n</think>` (the generation
+`<|channel>thought\\n...\\n<channel|>`, Qwen3.5's and Qwen3-VL Thinking's `<think>\\n...\\n</think>` (the generation
 prompt opens `<think>`), the configured tags elsewhere (docs/segments.md, "Reasoning formats").
 
 Regenerate with `python scripts/conformance_table.py` (a few minutes on 2 CPU cores).
@@ -100,7 +100,7 @@ def markdown(families: list[str], checks: list[str], results) -> str:
                 cells.append(f"**FAIL** [{len(notes)}]")
         lines.append(f"| {family} | `{fam.model_class}` | {fam.checkpoint} | " + " | ".join(cells) + " |")
     if notes:
-        lines += ["", "Failures:", ""] + [f"{i}. {note.replace('|', '/')}" for i, note in enumerate(notes, 1)]
+        lines += ["", "Failures:" if any("not built" not in n for n in notes) else "Notes:", ""] + [f"{i}. {note.replace('|', '/')}" for i, note in enumerate(notes, 1)]
     return "\n".join(lines) + "\n"
 
 
