@@ -705,7 +705,7 @@ def build_glm4v_thinking(path: Path) -> Path:
             # half the head is rotary (as the real config), so the mrope sections split a quarter of it
             rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": _mrope(head_dim // 2),
                              "partial_rotary_factor": 0.5},
-            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
         ),
         vision_config=dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=32, patch_size=8,
                            image_size=32, spatial_merge_size=2, temporal_patch_size=2),
