@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import torch
 from trl import GRPOConfig
 
-from .segments import TagFields, tag_field
+from .segments import TagFields, tag_field, untagged_answer_field
 from .sft_config import check_training_length
 
 
@@ -25,6 +25,7 @@ class ScaleGRPOConfig(GRPOConfig, TagFields):
     think_close: str = tag_field("think_close")
     answer_open: str = tag_field("answer_open")
     answer_close: str = tag_field("answer_close")
+    untagged_answer: bool = untagged_answer_field()
     overwrite_output_dir: bool = field(
         default=False, metadata={"help": "Allow writing into an output_dir that already holds another run."}
     )

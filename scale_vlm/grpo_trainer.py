@@ -15,6 +15,7 @@ from collections.abc import Iterable, Sequence
 from trl import GRPOTrainer
 from trl.trainer.utils import get_config_model_id
 
+from .data.render import chat_template_kwargs, reasoning_format
 from .eval.adapters import EvalExample, load_eval_dataset
 from .eval.generate import reset_rope_cache
 from .grpo_config import ScaleGRPOConfig
@@ -75,11 +76,15 @@ class ScaleGRPOTrainer(GRPOTrainer):
             args = ScaleGRPOConfig(output_dir="scale-grpo")
         if not isinstance(args, ScaleGRPOConfig):
             raise TypeError(f"args must be a ScaleGRPOConfig, got {type(args).__name__}")
-        if reward_funcs is None:
-            reward_funcs = make_reward_funcs(("accuracy", "format"), tags=args.tags)
         if processing_class is None:
             name = model if isinstance(model, str) else get_config_model_id(model.config)
             processing_class = load_processor(name, trust_remote_code=args.trust_remote_code)
+        # The family's reasoning format: its generation prompt with thinking on, its completions read in the tags.
+        args.chat_template_kwargs = {**chat_template_kwargs(processing_class), **(args.chat_template_kwargs or {})}
+        if reward_funcs is None:
+            reward_funcs = make_reward_funcs(("accuracy", "format"), tags=args.tags,
+                                             reasoning=reasoning_format(processing_class, args.tags),
+                                             tokenizer=getattr(processing_class, "tokenizer", processing_class))
         if isinstance(model, str):
             from transformers import AutoModelForImageTextToText
 

@@ -26,6 +26,15 @@ Rules (also tabled in ``docs/evaluation.md``):
   was followed exactly is :func:`is_well_formed`, the GRPO format reward.
 * Text before ``<think>`` or after ``</answer>`` is ignored by :func:`parse_output` but fails
   :func:`is_well_formed`.
+* ``Tags(untagged_answer=True)`` (responses like ``<think>...</think> Final Answer: X``): an output with a complete
+  think block and no answer tag at all has the text after ``</think>`` as its answer (``answer_source``
+  ``"untagged"``), is not malformed, and is well formed when that text is non-empty and nothing precedes the think
+  block. Outputs with answer tags are read as above.
+
+Family formats: a model whose template writes reasoning with its own delimiters (Gemma-4's
+``<|channel>thought ... <channel|>``) or whose generation prompt already opened the think block (Qwen3.5, Qwen3-VL
+Thinking: the output starts inside it) is read through :func:`as_tagged`, which rewrites the output in the configured
+tags first, so the rules above (accuracy, malformed rate, format reward) mean the same for every family.
 """
 
 from __future__ import annotations
@@ -43,6 +52,39 @@ SOURCE_TAG = "tag"  # a complete <answer>...</answer> block
 SOURCE_TRUNCATED = "truncated"  # an <answer> that was never closed
 SOURCE_BARE = "bare"  # no answer tag: the reply itself
 SOURCE_NONE = "none"  # nothing to score
+SOURCE_UNTAGGED = "untagged"  # Tags(untagged_answer=True): the text after the think block
+
+
+@dataclass(frozen=True)
+class ReasoningFormat:
+    """How a model family writes its reasoning (probed from its chat template by
+    :func:`scale_vlm.data.render.reasoning_format`)."""
+
+    think_open: str
+    """Opening delimiter as the template writes it (``<think>``, ``<|channel>thought``), whitespace stripped."""
+    think_close: str
+    """Closing delimiter (``</think>``, ``<channel|>``)."""
+    from_field: bool = False
+    """The template renders the ``reasoning_content`` field with these (non-configured) delimiters."""
+    template_kwargs: tuple = ()
+    """Chat-template variables to render with (``(("enable_thinking", True),)``)."""
+    opened_by_prompt: bool = False
+    """The generation prompt already wrote ``think_open``: generated text starts inside the think block."""
+    assistant_text: bool = False
+    """The template prints assistant content as it is (GLM-4.1V): assistant turns are passed as a string, since a
+    list of parts would be written as its Python repr."""
+
+
+def as_tagged(text: str, fmt: ReasoningFormat | None, tags: Tags = DEFAULT_TAGS) -> str:
+    """A generated ``text`` in the configured tags: the opening delimiter the generation prompt wrote put back in
+    front, the family's own delimiters replaced by ``tags``' think tags. ``fmt=None`` leaves ``text`` as it is."""
+    if fmt is None:
+        return text
+    if fmt.opened_by_prompt and not text.lstrip().startswith(fmt.think_open):
+        text = fmt.think_open + text
+    if fmt.from_field:
+        text = text.replace(fmt.think_open, tags.think_open).replace(fmt.think_close, tags.think_close)
+    return text
 
 
 @dataclass(frozen=True)
@@ -148,6 +190,8 @@ def parse_output(text: str, tags: Tags = DEFAULT_TAGS) -> ParsedOutput:
             answer = strip_tags(answer, tags)
     elif partial is not None:
         answer, source = strip_tags(partial, tags), SOURCE_TRUNCATED
+    elif tags.untagged_answer and has_think and not any(t.kind in (ANSWER_OPEN, ANSWER_CLOSE) for t in found):
+        answer, source = strip_tags(text[after[0] : after[1]], tags), SOURCE_UNTAGGED
     else:
         problems.append(f"no {tags.answer_open} block")
         if first_open is not None and first_close is None:
@@ -157,7 +201,10 @@ def parse_output(text: str, tags: Tags = DEFAULT_TAGS) -> ParsedOutput:
     if answer is not None:
         answer = answer.strip()
         if not answer:
-            if source == SOURCE_TAG:
+            if source == SOURCE_UNTAGGED:
+                problems.append(f"nothing after {tags.think_close}")
+                answer, source = None, SOURCE_NONE
+            elif source == SOURCE_TAG:
                 problems.append(f"empty {tags.answer_open} block")
             else:
                 answer, source = None, SOURCE_NONE
@@ -201,6 +248,8 @@ def is_well_formed(text: str, tags: Tags = DEFAULT_TAGS) -> bool:
     """Exactly one think block, then exactly one non-empty answer block, both closed, in that order, and nothing
     but whitespace before the think block, between the blocks and after the answer block (the GRPO format check)."""
     found = _find_tags(text, tags)
+    if tags.untagged_answer and [t.kind for t in found] == [THINK_OPEN, THINK_CLOSE]:
+        return not text[: found[0].start].strip() and bool(text[found[1].end :].strip())
     if [t.kind for t in found] != [THINK_OPEN, THINK_CLOSE, ANSWER_OPEN, ANSWER_CLOSE]:
         return False
     think_open, think_close, answer_open, answer_close = found

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .parsing import is_well_formed, parse_output
+from .parsing import ReasoningFormat, as_tagged, is_well_formed, parse_output
 from .scoring import score_answer
 from .segments import DEFAULT_TAGS, Tags
 
@@ -68,9 +68,19 @@ def format_reward(prompts, completions, tags: Tags = DEFAULT_TAGS, **kwargs) -> 
 REWARDS: dict[str, RewardFunc] = {"accuracy": accuracy_reward, "format": format_reward}
 
 
-def make_reward_funcs(names: Sequence[str] = ("accuracy", "format"), tags: Tags = DEFAULT_TAGS) -> list[RewardFunc]:
+def make_reward_funcs(names: Sequence[str] = ("accuracy", "format"), tags: Tags = DEFAULT_TAGS,
+                      reasoning: ReasoningFormat | None = None, tokenizer=None) -> list[RewardFunc]:
     """Reward functions bound to ``tags``, named ``accuracy_reward`` / ``format_reward`` (TRL logs
-    ``rewards/<name>/mean`` per function)."""
+    ``rewards/<name>/mean`` per function). ``reasoning``: the policy family's format
+    (:func:`scale_vlm.data.render.reasoning_format`); completions are read through :func:`as_tagged` first, as
+    evaluation reads its outputs, so the rewards mean what accuracy and malformed rate mean. Where the family's
+    delimiters are special tokens (Gemma-4's ``<|channel>``), which TRL's decoded completions drop, the completions
+    are decoded again from TRL's ``completion_ids`` with ``tokenizer``, keeping them, as evaluation decodes."""
+    keep: set[int] = set()
+    if reasoning is not None and tokenizer is not None:
+        from .eval.generate import delimiter_token_ids
+
+        keep = delimiter_token_ids(tokenizer, reasoning)
     funcs = []
     for name in names:
         if name not in REWARDS:
@@ -79,6 +89,12 @@ def make_reward_funcs(names: Sequence[str] = ("accuracy", "format"), tags: Tags 
 
         def bound(prompts, completions, _base=base, **kwargs):
             kwargs.pop("tags", None)
+            if reasoning is not None:
+                if keep and kwargs.get("completion_ids") is not None:
+                    from .eval.generate import decode_completions
+
+                    completions = decode_completions(tokenizer, kwargs["completion_ids"], keep)
+                completions = [as_tagged(completion_text(c), reasoning, tags) for c in completions]
             return _base(prompts, completions, tags=tags, **kwargs)
 
         bound.__name__ = bound.__qualname__ = base.__name__

@@ -19,6 +19,9 @@ class Tags:
     think_close: str = "</think>"
     answer_open: str = "<answer>"
     answer_close: str = "</answer>"
+    # Responses whose answer is not wrapped (Vision-R1 style ``<think>...</think> ... Final Answer: X``): the answer
+    # is everything after the closing think tag. Off by default, so a missing answer tag stays an error.
+    untagged_answer: bool = False
 
     def __post_init__(self):
         names = [self.think_open, self.think_close, self.answer_open, self.answer_close]
@@ -48,4 +51,11 @@ class TagFields:
 
     @property
     def tags(self) -> Tags:
-        return Tags(*(getattr(self, name) for name in TAG_FIELDS))
+        return Tags(*(getattr(self, name) for name in TAG_FIELDS), untagged_answer=getattr(self, "untagged_answer", False))
+
+
+def untagged_answer_field():
+    """The config field of the untagged-answer option (same default and help in every command)."""
+    return field(default=False, metadata={"help": "The answer is everything after the closing think tag (responses "
+                                          "like '<think>...</think> Final Answer: X' with no answer tags). Off: "
+                                          "a response without answer tags is an error."})

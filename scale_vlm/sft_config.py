@@ -9,7 +9,7 @@ from trl import SFTConfig
 
 from .loss import NORMALIZATIONS
 from .schedules import DEFAULT_ANSWER_WEIGHTS, ScheduleFields
-from .segments import TAG_FIELDS, TagFields, tag_field
+from .segments import Tags, TagFields, tag_field, untagged_answer_field
 
 METHODS = ("scale", "vanilla")
 LOSS_IMPLS = ("fused", "plain")
@@ -37,6 +37,7 @@ class ScaleSFTConfig(SFTConfig, ScheduleFields, TagFields):
     think_close: str = tag_field("think_close")
     answer_open: str = tag_field("answer_open")
     answer_close: str = tag_field("answer_close")
+    untagged_answer: bool = untagged_answer_field()
     bad_example_policy: str = field(
         default="error", metadata={"help": "'error': stop at the first bad example; 'skip': drop, count and report."}
     )
@@ -101,8 +102,9 @@ class ScaleSFTConfig(SFTConfig, ScheduleFields, TagFields):
 # derived so that a field added to ScheduleFields or the config is never missing from the lists built from it.
 SCALE_SFT_FIELDS = tuple(f.name for f in fields(ScaleSFTConfig) if f.name not in {f.name for f in fields(SFTConfig)})
 SCHEDULE_FIELDS = tuple(f.name for f in fields(ScheduleFields))
-# Everything the segment loss of a step depends on: a resumed run must not change any of them.
-SEGMENT_LOSS_FIELDS = ("method", "normalization", *SCHEDULE_FIELDS, *TAG_FIELDS)
+# Everything the segment loss of a step depends on (the tags and the untagged-answer option decide the segments): a
+# resumed run must not change any of them.
+SEGMENT_LOSS_FIELDS = ("method", "normalization", *SCHEDULE_FIELDS, *(f.name for f in fields(Tags)))
 
 
 def check_training_length(args) -> None:

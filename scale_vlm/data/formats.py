@@ -1,16 +1,29 @@
 """Input formats, normalised to one ``ChatExample`` (images + prompt turns + response text).
 
 Accepted rows:
-- TRL conversational: ``messages`` (last turn from the assistant) + ``images`` (or ``image``);
+- TRL conversational: ``messages`` (last turn from the assistant) + ``images`` (or ``image``); content as a string
+  or as a list of parts, turn by turn;
 - ShareGPT / LLaVA (the Vision-R1 cold-start format): ``conversations`` with ``from: human|gpt|system`` and an
   ``<image>`` placeholder in the text + ``image`` / ``images`` (paths or PIL images);
 - prompt/completion: ``prompt`` and ``completion`` as strings or message lists + ``images`` / ``image``.
 Images may be PIL images, paths (relative to ``image_root``), or ``{"bytes": ..., "path": ...}`` dicts.
+
+The reasoning of the response comes in either of two shapes, which give the same example:
+- tags inside the content: ``<think>reasoning</think><answer>X</answer>``;
+- a separate ``reasoning_content`` (or ``reasoning``) field of the assistant message next to the final ``content``
+  (``<answer>X</answer>``), the TRL / transformers convention. The response is then
+  ``think_open + reasoning + think_close + content``; the renderer hands the reasoning back to templates that render
+  the field themselves (see ``scale_vlm.data.render``).
+
+A JSON file whose rows Arrow cannot hold in one table (a content that is a list of parts in one turn and a string
+in another) arrives as one ``_raw_json`` column of JSON text per row; :func:`normalize_example` decodes it, so every
+command that reads examples through it (sft, inspect-data, eval and grpo's ``sft`` adapter) reads the same rows.
 """
 
 from __future__ import annotations
 
 import io
+import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -18,8 +31,13 @@ from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
+from ..segments import DEFAULT_TAGS, Tags
+
 # A decompression-bomb guard of our own: PIL's default raises only above ~179 Mpx and warns below.
 MAX_IMAGE_PIXELS = 64_000_000
+# Rows Arrow cannot hold in one table are kept as JSON text in this one column (see scale_vlm.data.prepare).
+RAW_JSON_COLUMN = "_raw_json"
+REASONING_FIELDS = ("reasoning_content", "reasoning")
 SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
 
 
@@ -40,11 +58,26 @@ class ChatExample:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
-def normalize_example(row: dict, index: int | None = None, image_root: str | None = None) -> ChatExample:
-    """Detect the format of ``row`` and return its ``ChatExample`` (images loaded and converted to RGB)."""
+def decode_row(row: Any, index: int | None = None) -> dict:
+    """``row`` as a plain dict: a ``_raw_json`` row (see :data:`RAW_JSON_COLUMN`) decoded, anything else copied."""
     if not isinstance(row, Mapping):
         raise ExampleError(index, f"expected a mapping, got {type(row).__name__}", "bad_row")
-    row = dict(row)
+    if set(row) == {RAW_JSON_COLUMN}:
+        try:
+            row = json.loads(row[RAW_JSON_COLUMN])
+        except (TypeError, json.JSONDecodeError) as err:
+            raise ExampleError(index, f"the row is not valid JSON ({err})", "bad_row") from err
+        if not isinstance(row, Mapping):
+            raise ExampleError(index, f"expected a JSON object, got {type(row).__name__}", "bad_row")
+    return dict(row)
+
+
+def normalize_example(row: dict, index: int | None = None, image_root: str | None = None,
+                      tags: Tags = DEFAULT_TAGS) -> ChatExample:
+    """Detect the format of ``row`` and return its ``ChatExample`` (images loaded and converted to RGB).
+
+    ``tags`` are the think tags a separate reasoning field is wrapped in (the response is always tagged text)."""
+    row = decode_row(row, index)
     if row.get("messages") is not None:
         messages = _as_messages(row["messages"], index)
     elif row.get("conversations") is not None:
@@ -60,6 +93,12 @@ def normalize_example(row: dict, index: int | None = None, image_root: str | Non
     if not messages or messages[-1]["role"] != "assistant":
         raise ExampleError(index, "the last turn must be the assistant's response", "no_response")
     response = _text_of(messages[-1]["content"])
+    reasoning = messages[-1].get("reasoning_content")
+    if reasoning is not None:
+        if tags.think_open in response or tags.think_close in response:
+            raise ExampleError(index, f"the response has both a reasoning field and {tags.think_open!r} tags in its "
+                               "content; keep one of them", "duplicate_reasoning")
+        response = f"{tags.think_open}{reasoning}{tags.think_close}{response}"
     if not response.strip():
         raise ExampleError(index, "the assistant response is empty", "empty_response")
     prompt_messages = messages[:-1]
@@ -80,7 +119,8 @@ def normalize_example(row: dict, index: int | None = None, image_root: str | Non
         raise ExampleError(
             index, f"{n_placeholders} image placeholder(s) in the prompt but {len(images)} image(s)", "image_count"
         )
-    return ChatExample(images=images, prompt_messages=prompt_messages, response=response)
+    return ChatExample(images=images, prompt_messages=prompt_messages, response=response,
+                       meta={"reasoning_field": reasoning is not None})
 
 
 def load_image(image: Any, index: int | None = None, image_root: str | None = None) -> Image.Image:
@@ -154,8 +194,29 @@ def _as_messages(messages: Any, index: int | None) -> list[dict]:
     for turn in messages:
         if not isinstance(turn, dict) or "role" not in turn or "content" not in turn:
             raise ExampleError(index, f"each message needs 'role' and 'content', got {turn!r:.80}", "bad_messages")
-        out.append({"role": turn["role"], "content": _as_parts(turn["content"], index)})
+        message = {"role": turn["role"], "content": _as_parts(turn["content"], index)}
+        reasoning = _reasoning_of(turn, index)
+        if reasoning is not None:
+            message["reasoning_content"] = reasoning
+        out.append(message)
     return out
+
+
+def _reasoning_of(turn: dict, index: int | None) -> str | None:
+    """The reasoning field of an assistant turn (``reasoning_content``, else ``reasoning``), None when absent.
+
+    datasets fills a missing key with None, and an empty string is no reasoning either."""
+    if turn.get("role") != "assistant":
+        return None
+    for name in REASONING_FIELDS:
+        value = turn.get(name)
+        if value is None or value == "":
+            continue
+        if not isinstance(value, str):
+            raise ExampleError(index, f"the assistant's {name!r} must be a string, got {type(value).__name__}",
+                               "bad_messages")
+        return value
+    return None
 
 
 def _as_parts(content: Any, index: int | None) -> list[dict]:

@@ -24,16 +24,16 @@ from datasets import (
 )
 
 from ..segments import DEFAULT_TAGS, SEGMENT_ANSWER, SEGMENT_THINK, Tags
-from .formats import ExampleError, normalize_example
+from .formats import RAW_JSON_COLUMN, ExampleError, normalize_example
 from .render import render_example
 
 logger = logging.getLogger(__name__)
 POLICIES = ("error", "skip")
 _SKIP = "_skip_reason"
 # Rows of a JSON/JSONL file that Arrow cannot hold in one table (a column that is a string in one row and a list in
-# another, a line that is not an object) are kept as JSON text in this one column and decoded per example, so a
-# messy row is an ``ExampleError`` naming its index (or a counted skip), not a crash of the whole load.
-RAW_JSON_COLUMN = "_raw_json"
+# another, a line that is not an object) are kept as JSON text in RAW_JSON_COLUMN and decoded per example by
+# normalize_example, so a messy row is an ``ExampleError`` naming its index (or a counted skip), not a crash of the
+# whole load, in every command that reads examples.
 
 
 @dataclass
@@ -95,9 +95,7 @@ def prepare_dataset(
         raise ValueError("the training dataset is empty")
 
     def render(row: dict, index: int) -> dict:
-        if set(row) == {RAW_JSON_COLUMN}:
-            row = json.loads(row[RAW_JSON_COLUMN])
-        example = normalize_example(row, index, image_root)
+        example = normalize_example(row, index, image_root, tags)
         rendered = render_example(example, processor, tags, max_length, index)
         return {**rendered.as_row(), "images": example.images, _SKIP: ""}
 

@@ -22,14 +22,25 @@ Rules (documented in docs/segments.md and tested on every model family of tests/
   response with no special token, the tokenizer's EOS token is appended;
 - everything else (system/user turns, image tokens, the generation prompt, template text after the end of turn)
   is PROMPT with label -100.
+
+**Reasoning formats** (:func:`reasoning_format`, probed once per chat template): a template that renders the
+assistant's ``reasoning_content`` field with delimiters of its own (Gemma-4's ``<|channel>thought\n...\n<channel|>``)
+gets the reasoning through that field, and THINK is the template's rendering of it, through its closing delimiter;
+ANSWER is the rest of the turn, as above. A template that renders the field with the configured tags (Qwen3.5,
+Qwen3-VL Thinking: ``<think>\n...\n</think>\n\n``) or does not render it at all (Qwen2-VL, LLaVA) gets the
+reasoning as the configured tags inside the content, as written in the data; both give the same tokens where the
+template treats them alike. Where the template reads ``enable_thinking``, it is rendered with thinking on, in
+training and at generation alike.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
 
+from ..parsing import ReasoningFormat
 from ..segments import DEFAULT_TAGS, SEGMENT_ANSWER, SEGMENT_PROMPT, SEGMENT_THINK, Tags
 from .collator import PER_TOKEN_EXTRAS
 from .formats import ChatExample, ExampleError
@@ -61,7 +72,11 @@ def split_response(response: str, tags: Tags = DEFAULT_TAGS, index: int | None =
 
     Requires exactly one think block followed by exactly one answer block, nothing but whitespace around them,
     and non-empty think and answer text. Tag matching is exact (case-sensitive), as in the training data.
+    With ``tags.untagged_answer`` a response without answer tags is accepted: the answer is everything after the
+    closing think tag (which must be non-empty); a response that has answer tags is checked as above.
     """
+    if tags.untagged_answer and tags.answer_open not in response and tags.answer_close not in response:
+        return _split_untagged(response, tags, index)
     counts = {tag: response.count(tag) for tag in (tags.think_open, tags.think_close, tags.answer_open, tags.answer_close)}
     for tag, n in counts.items():
         if n == 0:
@@ -92,6 +107,117 @@ def split_response(response: str, tags: Tags = DEFAULT_TAGS, index: int | None =
     return tc + len(tags.think_close)
 
 
+def _split_untagged(response: str, tags: Tags, index: int | None) -> int:
+    for tag in (tags.think_open, tags.think_close):
+        n = response.count(tag)
+        if n != 1:
+            raise ExampleError(index, f"tag {tag!r} appears {n} times in the response" if n else
+                               f"missing tag {tag!r} in the response", "duplicate_tag" if n else "missing_tag")
+    to, tc = response.index(tags.think_open), response.index(tags.think_close)
+    if not to < tc:
+        raise ExampleError(index, f"{tags.think_close!r} comes before {tags.think_open!r}", "misordered_tags")
+    if response[:to].strip():
+        raise ExampleError(index, f"text before {tags.think_open!r}: {response[:to].strip()[:40]!r}", "text_outside_tags")
+    if not response[to + len(tags.think_open) : tc].strip():
+        raise ExampleError(index, "empty think segment", "empty_think")
+    if not response[tc + len(tags.think_close) :].strip():
+        raise ExampleError(index, f"empty answer segment (nothing after {tags.think_close!r})", "empty_answer")
+    return tc + len(tags.think_close)
+
+
+PROBE_REASONING = "scale-vlm reasoning probe"
+PROBE_ANSWER = "scale-vlm answer probe"
+_FORMATS: dict = {}
+
+
+def chat_template_kwargs(processor) -> dict:
+    """Template variables every rendering passes: ``enable_thinking=True`` where the template reads the flag (Qwen3.5
+    nothink defaults to an empty think block, Gemma-4 to no thinking), so training and generation both think."""
+    template = getattr(processor, "chat_template", None) or getattr(getattr(processor, "tokenizer", None), "chat_template", None)
+    return {"enable_thinking": True} if isinstance(template, str) and "enable_thinking" in template else {}
+
+
+def reasoning_format(processor, tags: Tags = DEFAULT_TAGS) -> ReasoningFormat:
+    """How ``processor``'s chat template writes the reasoning of an assistant turn, probed once per template.
+
+    A text-only probe turn with ``reasoning_content`` is rendered: if the reasoning appears with delimiters other
+    than the configured think tags, the template's own delimiters are returned with ``from_field=True`` (the renderer
+    passes the reasoning through the field); otherwise the configured tags (``from_field=False``). ``opened_by_prompt``
+    says the generation prompt already wrote the opening delimiter (Qwen3's thinking templates)."""
+    template = getattr(processor, "chat_template", None) or getattr(getattr(processor, "tokenizer", None), "chat_template", None)
+    key = (template if isinstance(template, str) else repr(template), tags)
+    if key not in _FORMATS:
+        _FORMATS[key] = _probe_reasoning_format(processor, tags)
+    return _FORMATS[key]
+
+
+def _probe_reasoning_format(processor, tags: Tags) -> ReasoningFormat:
+    kwargs = chat_template_kwargs(processor)
+    user = [{"role": "user", "content": [{"type": "text", "text": "?"}]}]
+    turn = {"role": "assistant", "content": [{"type": "text", "text": PROBE_ANSWER}], "reasoning_content": PROBE_REASONING}
+    try:
+        prefix = processor.apply_chat_template(user, tokenize=False, add_generation_prompt=True, **kwargs)
+        full = processor.apply_chat_template(user + [turn], tokenize=False, **kwargs)
+    except Exception:  # noqa: BLE001 - a template that cannot render the probe is used with the configured tags
+        prefix = full = ""
+    # A template that prints assistant content as it is would write a list of parts as its Python repr.
+    assistant_text = "{'type': 'text'" in full[len(prefix):] if full.startswith(prefix) else False
+    if assistant_text:
+        turn = dict(turn, content=PROBE_ANSWER)
+        try:
+            full = processor.apply_chat_template(user + [turn], tokenize=False, **kwargs)
+        except Exception:  # noqa: BLE001 - as above
+            full = ""
+    tag_format = ReasoningFormat(tags.think_open, tags.think_close, from_field=False, template_kwargs=tuple(kwargs.items()),
+                                 opened_by_prompt=prefix.rstrip().endswith(tags.think_open), assistant_text=assistant_text)
+    if not full.startswith(prefix) or PROBE_REASONING not in full[len(prefix):]:
+        return tag_format
+    r = full.index(PROBE_REASONING, len(prefix))
+    a = full.find(PROBE_ANSWER, r)
+    opening, closing = full[len(prefix):r].strip(), full[r + len(PROBE_REASONING):a].strip() if a > r else ""
+    opened_by_prompt = not opening
+    if opened_by_prompt:
+        opening = prefix.rstrip().split()[-1] if prefix.strip() else ""
+    if not opening or not closing or (opening, closing) == (tags.think_open, tags.think_close):
+        return tag_format
+    return ReasoningFormat(opening, closing, from_field=True, template_kwargs=tuple(kwargs.items()),
+                           opened_by_prompt=opened_by_prompt, assistant_text=assistant_text)
+
+
+def _split_think(text: str, tags: Tags) -> tuple[str, str] | None:
+    """(reasoning, rest) of a tagged ``text``, None when it has no think block."""
+    if tags.think_open not in text or tags.think_close not in text:
+        return None
+    to = text.index(tags.think_open)
+    tc = text.index(tags.think_close, to)
+    return text[to + len(tags.think_open):tc], text[tc + len(tags.think_close):]
+
+
+def _prompt_turns(messages: list[dict], fmt: ReasoningFormat, tags: Tags) -> list[dict]:
+    """Earlier assistant turns in the reasoning shape the template reads: the field for ``from_field`` templates,
+    tags in the content otherwise."""
+    out = []
+    for message in messages:
+        if message.get("role") != "assistant":
+            out.append(message)
+            continue
+        message = dict(message)
+        text = "".join(p.get("text", "") for p in message["content"] if p.get("type") == "text")
+        reasoning = message.pop("reasoning_content", None)
+        if fmt.from_field and reasoning is None and (split := _split_think(text, tags)) is not None:
+            reasoning, text = split
+            message["content"] = [{"type": "text", "text": text.strip()}]
+        elif not fmt.from_field and reasoning is not None:
+            message["content"] = [{"type": "text", "text": f"{tags.think_open}{reasoning}{tags.think_close}{text}"}]
+            reasoning = None
+        if reasoning is not None:
+            message["reasoning_content"] = reasoning
+        if fmt.assistant_text:
+            message["content"] = "".join(p.get("text", "") for p in message["content"] if p.get("type") == "text")
+        out.append(message)
+    return out
+
+
 def render_example(
     example: ChatExample,
     processor,
@@ -103,12 +229,26 @@ def render_example(
     tokenizer = getattr(processor, "tokenizer", processor)
     response = example.response.strip()
     think_end = split_response(response, tags, index)
-
-    assistant = {"role": "assistant", "content": [{"type": "text", "text": response}]}
-    full_text = processor.apply_chat_template(example.prompt_messages + [assistant], tokenize=False)
-    prefix = processor.apply_chat_template(example.prompt_messages, tokenize=False, add_generation_prompt=True)
+    fmt = reasoning_format(processor, tags)
+    kwargs = dict(fmt.template_kwargs)
+    prompt = _prompt_turns(example.prompt_messages, fmt, tags)
+    align_tags = tags
+    if fmt.from_field:
+        # The template writes the reasoning itself, with its own delimiters: align against that rendering.
+        reasoning, content = _split_think(response, tags)
+        content = content.strip()
+        assistant = {"role": "assistant", "content": [{"type": "text", "text": content}], "reasoning_content": reasoning}
+        response = f"{fmt.think_open}{reasoning}{fmt.think_close}{content}"
+        think_end = len(response) - len(content)
+        align_tags = dataclasses.replace(tags, think_open=fmt.think_open, think_close=fmt.think_close)
+    else:
+        assistant = {"role": "assistant", "content": [{"type": "text", "text": response}]}
+    if fmt.assistant_text:
+        assistant["content"] = assistant["content"][0]["text"]
+    full_text = processor.apply_chat_template(prompt + [assistant], tokenize=False, **kwargs)
+    prefix = processor.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True, **kwargs)
     resp_start = len(prefix)
-    think_end_at, resp_end = align_response(full_text, prefix, response, think_end, tags, index,
+    think_end_at, resp_end = align_response(full_text, prefix, response, think_end, align_tags, index,
                                             template_name=getattr(tokenizer, "name_or_path", "") or type(processor).__name__)
     call = dict(text=[full_text], return_offsets_mapping=True, add_special_tokens=add_special_tokens(tokenizer, full_text))
     if example.images:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..parsing import parse_output
 from ..scoring import score_answer
-from ..segments import DEFAULT_TAGS, TagFields, Tags, tag_field
+from ..segments import DEFAULT_TAGS, TagFields, Tags, tag_field, untagged_answer_field
 from .adapters import ADAPTERS, ColumnMapping, EvalExample, load_eval_dataset
 from .generate import count_tokens, generate_batch
 
@@ -36,6 +36,7 @@ class EvalConfig(TagFields):
     think_close: str = tag_field("think_close")
     answer_open: str = tag_field("answer_open")
     answer_close: str = tag_field("answer_close")
+    untagged_answer: bool = untagged_answer_field()
     image_column: str | None = field(default="image", metadata={"help": "generic adapter: image column ('' = none)"})
     question_column: str = field(default="question", metadata={"help": "generic adapter: question column"})
     answer_column: str = field(default="answer", metadata={"help": "generic adapter: answer column"})
@@ -139,7 +140,7 @@ def evaluate_model(
     if not examples:
         raise ValueError("no examples to evaluate")
     outputs = generate_batch(model, processor, examples, max_new_tokens=max_new_tokens, batch_size=batch_size,
-                             progress=progress)
+                             progress=progress, tags=tags)
     predictions = score_outputs(examples, outputs, getattr(processor, "tokenizer", processor), tags)
     return summarize(predictions), predictions
 

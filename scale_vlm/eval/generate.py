@@ -9,16 +9,39 @@ from collections.abc import Iterator, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from ..data.render import add_special_tokens
+from ..data.render import add_special_tokens, chat_template_kwargs, reasoning_format, special_token_ids
+from ..parsing import as_tagged
+from ..segments import DEFAULT_TAGS, Tags
 from .adapters import EvalExample
 
 
 def chat_text(processor, example: EvalExample) -> str:
-    """The prompt as the model's chat template renders it, one image placeholder per image, ready to generate."""
+    """The prompt as the model's chat template renders it, one image placeholder per image, ready to generate
+    (thinking on where the template reads ``enable_thinking``, as in training)."""
     content = [{"type": "image"} for _ in example.images] + [{"type": "text", "text": example.prompt}]
     return processor.apply_chat_template(
-        [{"role": "user", "content": content}], tokenize=False, add_generation_prompt=True
+        [{"role": "user", "content": content}], tokenize=False, add_generation_prompt=True,
+        **chat_template_kwargs(processor),
     )
+
+
+def decode_completions(tokenizer, new_tokens, keep: set[int]) -> list[str]:
+    """Generated ids as text with special tokens dropped, except ``keep`` (a family's reasoning delimiters that are
+    special tokens, e.g. Gemma-4's ``<|channel>`` / ``<channel|>``, which the parser must see)."""
+    if not keep:
+        return tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+    drop = special_token_ids(tokenizer) - keep
+    rows = new_tokens.tolist() if hasattr(new_tokens, "tolist") else new_tokens
+    return [tokenizer.decode([t for t in row if t not in drop], skip_special_tokens=False) for row in rows]
+
+
+def delimiter_token_ids(tokenizer, fmt) -> set[int]:
+    """Ids of the special tokens inside the family's reasoning delimiters (empty when the tags are plain text)."""
+    if not fmt.from_field:
+        return set()
+    specials = special_token_ids(tokenizer)
+    ids = tokenizer(fmt.think_open + " " + fmt.think_close, add_special_tokens=False)["input_ids"]
+    return {i for i in ids if i in specials}
 
 
 def _tokenizer(processor):
@@ -64,14 +87,18 @@ def reset_rope_cache(model) -> None:
 @torch.no_grad()
 def generate_batch(
     model, processor, examples: Sequence[EvalExample], max_new_tokens: int = 256, batch_size: int = 16,
-    progress: bool = True,
+    progress: bool = True, tags: Tags = DEFAULT_TAGS,
 ) -> list[str]:
-    """Greedy completions for ``examples``, decoded with special tokens skipped, in input order."""
+    """Greedy completions for ``examples``, decoded with special tokens skipped, in input order, written in ``tags``
+    (:func:`scale_vlm.parsing.as_tagged`: a think block the generation prompt opened is closed back in front, a
+    family's own reasoning delimiters become the configured think tags)."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
     tokenizer = _tokenizer(processor)
+    fmt = reasoning_format(processor, tags)
+    keep = delimiter_token_ids(tokenizer, fmt)
     config = _greedy_config(model, tokenizer, max_new_tokens)
     was_training = model.training
     model.eval()
@@ -92,7 +119,7 @@ def generate_batch(
                 reset_rope_cache(model)
                 generated = model.generate(**inputs, generation_config=config)
                 new_tokens = generated[:, inputs["input_ids"].shape[1] :]
-                outputs += tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+                outputs += [as_tagged(text, fmt, tags) for text in decode_completions(tokenizer, new_tokens, keep)]
                 bar.update(len(batch))
     finally:
         bar.close()
