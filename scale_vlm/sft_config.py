@@ -9,7 +9,7 @@ from trl import SFTConfig
 
 from .loss import NORMALIZATIONS
 from .schedules import DEFAULT_ANSWER_WEIGHTS, ScheduleFields
-from .segments import Tags, TagFields, tag_field, untagged_answer_field
+from .segments import TagFields, Tags, tag_field, untagged_answer_field
 
 METHODS = ("scale", "vanilla")
 LOSS_IMPLS = ("fused", "plain")
