@@ -17,21 +17,24 @@ and prints both accuracies: the figure in docs/evaluation.md comes from
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
-lmms_eval = pytest.importorskip("lmms_eval", reason="lmms-eval is installed only in the lmms-eval test environment")
+from scale_vlm.cli import main
+from scale_vlm.eval.adapters import iconqa_examples, scienceqa_examples
+from scale_vlm.lmms_eval import TASK_NAMES, TASKS_DIR, task_utils
+from scale_vlm.parsing import parse_output
+from scale_vlm.tiny.shipped import SHIPPED_BASE
 
-from scale_vlm.cli import main  # noqa: E402
-from scale_vlm.eval.adapters import iconqa_examples, scienceqa_examples  # noqa: E402
-from scale_vlm.lmms_eval import TASK_NAMES, TASKS_DIR  # noqa: E402
-from scale_vlm.parsing import parse_output  # noqa: E402
-from scale_vlm.tiny.shipped import SHIPPED_BASE  # noqa: E402
-
-pytestmark = pytest.mark.slow
+# The evaluator runs need lmms-eval (its own environment); the task files and functions are checked everywhere.
+lmms_eval_installed = pytest.mark.skipif(
+    importlib.util.find_spec("lmms_eval") is None,
+    reason="lmms-eval is installed only in the lmms-eval test environment (.ci/run)")
 
 BUDGET = 40  # new tokens: the trained model's traces (~25 tokens) fit, the base model's prose runs into it
 SQA_SPLIT, ICONQA_SPLIT = "test", "val"
@@ -144,7 +147,7 @@ def trained_model(fixtures):
     data = _write_sft_data(root / "sft.jsonl", fixtures["scienceqa"], fixtures["iconqa"])
     out = root / "scale-sft"
     assert main(["sft", "--model_name_or_path", str(SHIPPED_BASE), "--dataset_name", str(data), "--output_dir",
-                 str(out), "--max_steps", "60", "--per_device_train_batch_size", "3", "--learning_rate", "3e-3",
+                 str(out), "--max_steps", "120", "--per_device_train_batch_size", "3", "--learning_rate", "1e-3",
                  "--save_strategy", "no", "--use_cpu", "true", "--disable_tqdm", "true", "--report_to", "none",
                  "--seed", "0"]) == 0
     return out
@@ -218,6 +221,8 @@ def _our_tasks(fixtures, folder: Path) -> list[str]:
     return ["fx_sqa", "fx_iconqa"]
 
 
+@pytest.mark.slow
+@lmms_eval_installed
 @pytest.mark.parametrize("which", ["base", "trained"])
 def test_lmms_eval_runs_agree_with_scale_vlm_eval_example_by_example(which, fixtures, request, tmp_path):
     model_dir = SHIPPED_BASE if which == "base" else request.getfixturevalue("trained_model")
@@ -236,6 +241,8 @@ def test_lmms_eval_runs_agree_with_scale_vlm_eval_example_by_example(which, fixt
         assert all(parse_output(o).answer_source != "tag" for o in outputs), outputs
 
 
+@pytest.mark.slow
+@lmms_eval_installed
 def test_stock_scienceqa_img_on_the_same_outputs(fixtures, trained_model, tmp_path):
     """The stock task's scoring (and its reasoning stripping) on the outputs the tag-aware task scored."""
     import lmms_eval.tasks.scienceqa.utils as stock_utils
@@ -267,6 +274,8 @@ def test_stock_scienceqa_img_on_the_same_outputs(fixtures, trained_model, tmp_pa
     assert tag_aware > stock  # the tagged answers the stock task cannot read
 
 
+@pytest.mark.slow
+@lmms_eval_installed
 def test_tasks_are_found_through_the_printed_include_path(capsys):
     """``scale-vlm lmms-eval-path`` prints the folder lmms-eval indexes: every shipped task is there."""
     from lmms_eval.tasks import TaskManager
@@ -276,3 +285,78 @@ def test_tasks_are_found_through_the_printed_include_path(capsys):
     assert Path(printed) == TASKS_DIR
     manager = TaskManager(include_path=printed)
     assert set(TASK_NAMES) <= set(manager.all_tasks)
+
+
+# ------------------------------------------------------------------ the task files and functions (no lmms-eval needed)
+
+
+class _TaskLoader(yaml.SafeLoader):
+    """Reads lmms-eval task YAMLs: ``!function a.b.fn`` becomes the string ``a.b.fn``."""
+
+
+_TaskLoader.add_constructor("!function", lambda loader, node: f"!function {loader.construct_scalar(node)}")
+
+
+def _task_config(name: str) -> dict:
+    config = yaml.load((TASKS_DIR / f"{name}.yaml").read_text(), Loader=_TaskLoader)
+    if "include" in config:
+        base = yaml.load((TASKS_DIR / config.pop("include")).read_text(), Loader=_TaskLoader)
+        config = {**base, **config}
+    return config
+
+
+@pytest.mark.parametrize("name", TASK_NAMES)
+def test_task_files_configure_the_scale_vlm_scoring(name):
+    config = _task_config(name)
+    assert config["task"] == name
+    # the stock tasks' data (lmms-eval 0.7.3's scienceqa_img and iconqa YAMLs)
+    expected_data = ({"dataset_path": "lmms-lab-encoder/ScienceQA", "dataset_name": "ScienceQA-IMG", "test_split": "test"}
+                     if "scienceqa" in name else
+                     {"dataset_path": "lmms-lab-encoder/ICON-QA", "test_split": name.rsplit("_", 1)[1]})
+    assert {k: config.get(k) for k in expected_data} == expected_data
+    assert config["reasoning_tags"] == "none"  # the scorer needs the <think> block lmms-eval strips by default
+    assert config["generation_kwargs"] == {"max_new_tokens": 2048, "temperature": 0, "do_sample": False, "until": []}
+    assert [m["metric"] for m in config["metric_list"]] == ["accuracy", "malformed_rate", "think_words"]
+    functions = {k: v for k, v in config.items() if isinstance(v, str) and v.startswith("!function ")}
+    assert set(functions) == {"doc_to_visual", "doc_to_text", "doc_to_target", "process_results"}
+    for value in functions.values():
+        module, _, function = value.removeprefix("!function ").rpartition(".")
+        assert module == "scale_vlm.lmms_eval.task_utils" and callable(getattr(task_utils, function))
+
+
+def test_task_files_ship_with_the_package():
+    text = (Path(__file__).parent.parent / "pyproject.toml").read_text()
+    assert '"lmms_eval/tasks/*"' in text
+    assert {p.name for p in TASKS_DIR.iterdir()} >= {f"{n}.yaml" for n in TASK_NAMES} | {"_scale_vlm_iconqa_yaml"}
+
+
+SQA_DOC = {"image": None, "question": "Which is a mammal?", "choices": ["shark", "whale", "trout"], "answer": 1,
+           "hint": "Mammals breathe air."}
+ICONQA_DOC = {"question_id": "7", "query_image": None, "question": "How many dots are there?", "choices": "",
+              "answer": "3", "ques_type": "fill_in_blank"}
+
+
+@pytest.mark.parametrize("output, expected", [
+    ("<think>Whales breathe air, so whale.</think><answer>B</answer>", (1.0, 0.0, 5.0)),
+    ("<think>A shark is a fish</think>\n<answer>(B) whale</answer>", (1.0, 0.0, 5.0)),
+    ("<think>Sharks first.</think><answer>A</answer>", (0.0, 0.0, 2.0)),
+    ("B", (1.0, 1.0, 0.0)),  # bare letter: scored, and malformed
+    ("<think>still weighing shark against whale", (0.0, 1.0, 5.0)),  # truncated: all of it is think, no answer
+    ("<think>one two three</think> whale", (1.0, 1.0, 3.0)),  # no answer tag: the text after </think> is scored
+])
+def test_scienceqa_process_results_are_scale_vlm_scores(output, expected):
+    assert task_utils.scienceqa_doc_to_target(SQA_DOC) == "B"
+    metrics = task_utils.scienceqa_process_results(SQA_DOC, [output])
+    assert (metrics["accuracy"], metrics["malformed_rate"], metrics["think_words"]) == expected
+
+
+def test_task_prompts_are_the_adapters_prompts():
+    assert task_utils.scienceqa_doc_to_text(SQA_DOC) == (
+        "Context: Mammals breathe air.\nQuestion: Which is a mammal?\nOptions: (A) shark (B) whale (C) trout\n"
+        "Think step by step inside <think></think>, then give only the final answer inside <answer></answer>.")
+    assert task_utils.iconqa_doc_to_text(ICONQA_DOC) == (
+        "Question: How many dots are there?\n"
+        "Think step by step inside <think></think>, then give only the final answer inside <answer></answer>.")
+    assert task_utils.iconqa_doc_to_target(ICONQA_DOC) == "3"
+    assert task_utils.iconqa_process_results(ICONQA_DOC, ["<think>1 2 3</think><answer>three</answer>"]) == {
+        "accuracy": 1.0, "malformed_rate": 0.0, "think_words": 3.0}
