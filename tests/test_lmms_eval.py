@@ -111,8 +111,6 @@ def _trace(example) -> str:
 
 def _write_sft_data(path: Path, sqa_dir: Path, iconqa_dir: Path) -> Path:
     """SFT rows (TRL messages) for every fixture question: the adapter's prompt, a tagged trace as the reply."""
-    import datasets
-
     from scale_vlm.eval.adapters import load_rows
 
     examples = (scienceqa_examples(load_rows(str(sqa_dir), SQA_SPLIT)[0])
@@ -129,7 +127,6 @@ def _write_sft_data(path: Path, sqa_dir: Path, iconqa_dir: Path) -> Path:
             f.write(json.dumps({"messages": [{"role": "user", "content": content},
                                              {"role": "assistant", "content": [{"type": "text", "text": _trace(ex)}]}],
                                 "images": names}) + "\n")
-    del datasets
     return path
 
 
@@ -197,13 +194,21 @@ def _samples(results: dict, task: str) -> list[dict]:
     return sorted(results["samples"][task], key=lambda s: s["doc_id"])
 
 
+def _response(sample: dict) -> str:
+    """The one raw output of a sample: lmms-eval logs ``resps`` as ``[[text]]`` or ``[text]`` (one request)."""
+    (response,) = sample["resps"]
+    if isinstance(response, list):
+        (response,) = response
+    return response
+
+
 def _assert_agreement(results: dict, task: str, metrics: dict, predictions: list[dict]) -> None:
     samples = _samples(results, task)
     assert len(samples) == len(predictions) == metrics["num_examples"]
     for sample, row in zip(samples, predictions):
         where = (task, sample["doc_id"], row["output"])
         assert sample["arguments"][0] == row["prompt"], where  # the same prompt ...
-        assert sample["resps"][0][0] == row["output"], where  # ... the same output ...
+        assert _response(sample) == row["output"], where  # ... the same output ...
         assert sample["target"] == row["gold"], where
         assert sample["accuracy"] == float(row["correct"]), where  # ... the same scores
         assert sample["malformed_rate"] == float(row["malformed"]), where
@@ -260,14 +265,14 @@ def test_stock_scienceqa_img_on_the_same_outputs(fixtures, trained_model, tmp_pa
                generation_kwargs="{max_new_tokens: 2048, temperature: 0, do_sample: false, until: []}")
     results = _lmms_evaluate(trained_model, folder, ["fx_sqa", "fx_stock"])
     ours_samples, stock_samples = _samples(results, "fx_sqa"), _samples(results, "fx_stock")
-    assert [s["resps"] for s in stock_samples] == [s["resps"] for s in ours_samples]  # the same outputs
+    assert [_response(s) for s in stock_samples] == [_response(s) for s in ours_samples]  # the same outputs
     tag_aware = results["results"]["fx_sqa"]["accuracy,none"]
     stock = results["results"]["fx_stock"]["exact_match,none"]
     print(f"\nScienceQA-IMG fixtures, {len(ours_samples)} questions, trained tiny model, the same outputs: "
           f"tag-aware accuracy {tag_aware:.3f}, stock scienceqa_img exact_match {stock:.3f}, "
           f"malformed rate {results['results']['fx_sqa']['malformed_rate,none']:.3f}")
     for ours_sample, stock_sample in zip(ours_samples, stock_samples):
-        output = ours_sample["resps"][0][0]
+        output = _response(ours_sample)
         parsed = parse_output(output)
         if parsed.answer_source == "tag":  # "<answer>B</answer>" is neither a letter nor "B. ...": never a match
             assert stock_sample["exact_match"] == 0.0, output
