@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "compare": ("scale_vlm.cli.compare", "the four-arm comparison: SFT, SCALe, SFT+GRPO, SCALe+GRPO"),
     "make-data": ("scale_vlm.cli.make_data", "write the built-in benchmark to disk"),
     "build-base": ("scale_vlm.cli.build_base", "build the tiny base VLM of the embedded default"),
+    "lmms-eval-path": ("scale_vlm.cli.lmms_eval_path", "print the --include_path of the tag-aware lmms-eval tasks"),
 }
 
 
