@@ -756,3 +756,117 @@ def test_a_config_file_may_use_the_older_option_names(monkeypatch, tmp_path):
     parsed = _parsed(monkeypatch, "eval", ["--config", str(config)])
     assert (parsed["model_name_or_path"], parsed["dataset_name"], parsed["dataset_test_split"]) == ("m", "d",
                                                                                                    "validation")
+
+
+# ------------------------------------------------------------------------ issue 26: the practitioner's path
+# LoRA SFT then GRPO, evaluation prompts that match training, a run that reports itself: each test replays the
+# user's commands through the CLI.
+
+SHIPPED_TRAIN = ["--use_cpu", "true", "--disable_tqdm", "true", "--report_to", "none", "--seed", "0"]
+
+
+@pytest.fixture(scope="module")
+def bench_data(tmp_path_factory):
+    """The built-in benchmark written as the user's data (``make-data``): train (8) and test (6) JSONL files."""
+    folder = tmp_path_factory.mktemp("bench-data")
+    # option-letter answers: the base model guesses a letter often enough that GRPO's rewards differ in a group
+    assert main(["make-data", "--output_dir", str(folder), "--num_examples", "8", "--num_test", "6",
+                 "--option_letter_fraction", "1.0", "--overwrite_output_dir", "true"]) == 0
+    return folder
+
+
+def _shipped_base():
+    from scale_vlm.tiny.shipped import SHIPPED_BASE, has_shipped_base
+
+    if not has_shipped_base():
+        pytest.skip("no shipped tiny base")
+    return str(SHIPPED_BASE)
+
+
+def _tensors(path):
+    from safetensors.torch import load_file
+
+    return load_file(str(path))
+
+
+def test_grpo_continues_the_adapter_of_a_lora_sft_run(bench_data, tmp_path, caplog):
+    """The issue's commands: sft --use_peft with q/k/v/o targets, then grpo on that output (a raw 'does not
+    require grad' crash before). GRPO trains the SFT adapter itself: same keys, changed values, no base weights."""
+    import logging
+
+    caplog.set_level(logging.INFO, logger="scale_vlm")
+    base, train = _shipped_base(), str(bench_data / "train.jsonl")
+    sft_out, grpo_out = tmp_path / "sft-lora", tmp_path / "grpo"
+    assert main(["sft", "--model_name_or_path", base, "--dataset_name", train, "--output_dir", str(sft_out),
+                 "--use_peft", "true", "--lora_target_modules", "q_proj", "k_proj", "v_proj", "o_proj",
+                 "--max_steps", "1", "--per_device_train_batch_size", "2", "--save_strategy", "no",
+                 *SHIPPED_TRAIN]) == 0
+    assert main(["grpo", "--model_name_or_path", str(sft_out), "--dataset_name", train, "--output_dir",
+                 str(grpo_out), "--max_steps", "1", "--num_generations", "4", "--per_device_train_batch_size", "16",
+                 "--max_completion_length", "4", "--learning_rate", "1e-3", *SHIPPED_TRAIN]) == 0
+    assert any("is a LoRA run: continuing its adapter (r=16)" in r.getMessage() for r in caplog.records)
+    before, after = _tensors(sft_out / "adapter_model.safetensors"), _tensors(grpo_out / "adapter_model.safetensors")
+    assert sorted(before) == sorted(after) and len(before) == 4 * 4 * 2  # 4 layers x q/k/v/o x lora_A/B
+    changed = [k for k in before if not (before[k] == after[k]).all()]
+    assert changed, "GRPO left the adapter unchanged"
+    assert not (grpo_out / "model.safetensors").exists() and not (grpo_out / "ref").exists()
+    config = json.loads((grpo_out / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == base and sorted(config["target_modules"]) == \
+        ["k_proj", "o_proj", "q_proj", "v_proj"]
+    history = json.loads((grpo_out / "log_history.json").read_text())
+    assert history[0]["grad_norm"] > 0 and history[0]["reward"] > 0  # a real policy gradient moved the adapter
+
+
+def test_grpo_takes_lora_options_like_sft(bench_data, tmp_path, capsys):
+    """A full model plus --use_peft: TRL's GRPOTrainer gets the peft_config; only the adapter is saved."""
+    base, train = _shipped_base(), str(bench_data / "train.jsonl")
+    out = tmp_path / "grpo"
+    assert main(["grpo", "--model_name_or_path", base, "--dataset_name", train, "--output_dir", str(out),
+                 "--use_peft", "true", "--lora_r", "4", "--lora_target_modules", "q_proj", "v_proj", "--max_steps",
+                 "1", "--num_generations", "4", "--per_device_train_batch_size", "16", "--max_completion_length", "4",
+                 "--learning_rate", "1e-3", *SHIPPED_TRAIN]) == 0
+    adapter = _tensors(out / "adapter_model.safetensors")
+    assert len(adapter) == 4 * 2 * 2 and {tuple(t.shape) for k, t in adapter.items() if "lora_A" in k} == {(4, 128)}
+    assert any(t.abs().sum() > 0 for k, t in adapter.items() if "lora_B" in k)  # B starts at zero: it trained
+    # a LoRA run given --use_peft is refused (TRL refuses a PeftModel with a peft_config), with what to do
+    (tmp_path / "lora").mkdir()
+    (tmp_path / "lora" / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": base}))
+    rc = main(["grpo", "--model_name_or_path", str(tmp_path / "lora"), "--use_peft", "true", "--output_dir",
+               str(tmp_path / "g2"), "--use_cpu", "true"])
+    _assert_user_error(capsys, rc, "is a LoRA run", "GRPO continues its adapter", "drop --use_peft", command="grpo")
+
+
+def test_use_peft_alone_adapts_the_language_model_and_says_so(tiny_qwen_dir, tmp_path, caplog):
+    import logging
+
+    caplog.set_level(logging.INFO, logger="scale_vlm")
+    out = tmp_path / "run"
+    assert _sft(tiny_qwen_dir, _data(tmp_path / "d"), out, "--use_peft", "true", "--save_strategy", "no") == 0
+    (said,) = [r.getMessage() for r in caplog.records if "LoRA on the language model's linear layers" in r.getMessage()]
+    assert "(down_proj, gate_proj, k_proj, o_proj, q_proj, up_proj, v_proj; vision tower" in said
+    assert "--lora_target_modules all-linear" in said
+    keys = sorted(_tensors(out / "adapter_model.safetensors"))
+    assert keys and all(".language_model.layers." in k for k in keys)  # no vision tower, projector or lm_head
+    assert len(keys) == 2 * 7 * 2  # 2 layers x 7 linear layers x lora_A/B
+
+
+@pytest.mark.parametrize("extra, fragment", [
+    (["--use_peft", "true", "--lora_target_modules", "qproj"],
+     "--lora_target_modules qproj: no linear layer of Qwen2VLForConditionalGeneration has that name; its linear "
+     "layers are named down_proj, fc1, fc2, gate_proj, k_proj, lm_head, mlp.0, mlp.2, o_proj, proj, q_proj, qkv, "
+     "up_proj, v_proj"),
+    (["--use_peft", "true", "--lora_r", "0"], "--lora_r must be a positive integer"),
+    (["--use_peft", "true", "--lora_dropout", "1.5"], "--lora_dropout must be in [0, 1)"),
+    (["--lora_r", "8"], "--lora_r set without --use_peft"),
+])
+def test_lora_options_are_checked_before_the_model_loads(extra, fragment, tiny_qwen_dir, tmp_path, capsys,
+                                                        monkeypatch):
+    import transformers
+
+    monkeypatch.setattr(transformers.AutoModelForImageTextToText, "from_pretrained",
+                        lambda *a, **k: pytest.fail("the model was loaded before the LoRA options were checked"))
+    rc = _sft(tiny_qwen_dir, _data(tmp_path / "d"), tmp_path / "out", *extra)
+    _assert_user_error(capsys, rc, fragment)
+    rc = main(["grpo", "--model_name_or_path", tiny_qwen_dir, "--output_dir", str(tmp_path / "g"), "--use_cpu",
+               "true", *extra])
+    _assert_user_error(capsys, rc, fragment, command="grpo")

@@ -172,9 +172,9 @@ def load_eval_split(script_args: SFTScriptArguments, training_args: ScaleSFTConf
 def run_sft(script_args: SFTScriptArguments, training_args: ScaleSFTConfig, model_args: ModelConfig):
     """Load model, processor and data, train, and save model + processor + resolved config to ``output_dir``."""
     from transformers import AutoModelForImageTextToText
-    from trl import get_peft_config
 
     from ..data.prepare import load_training_dataset
+    from ..lora import check_lora_options, lora_config, model_skeleton
     from ..processors import load_processor
     from ..run_guard import check_local_path, check_output_writable
     from ..sft_trainer import ScaleSFTTrainer
@@ -184,9 +184,14 @@ def run_sft(script_args: SFTScriptArguments, training_args: ScaleSFTConfig, mode
     if not script_args.dataset_name:
         raise ValueError("--dataset_name is required")
     check_unsupported_options(script_args)
+    check_lora_options(model_args, "sft")
     quantization = quantization_config(model_args, training_args)
     check_output_dir(training_args)
     check_local_path(model_args.model_name_or_path, "model")
+    # LoRA targets are resolved (and checked) on the model's module tree before its weights load
+    skeleton = model_skeleton(model_args.model_name_or_path, model_args.model_revision,
+                              training_args.trust_remote_code) if model_args.use_peft else None
+    peft_config = lora_config(model_args, skeleton, "sft") if skeleton is not None else None
     check_local_path(script_args.dataset_name, "dataset")
     check_output_writable(training_args.output_dir)  # before training, not at the final save
     move_previous_run_aside(training_args)
@@ -205,6 +210,8 @@ def run_sft(script_args: SFTScriptArguments, training_args: ScaleSFTConfig, mode
         # Each process holds its whole quantised model on its own GPU (bitsandbytes cannot be moved afterwards).
         model_kwargs.update(quantization_config=quantization, device_map={"": PartialState().local_process_index})
     model = AutoModelForImageTextToText.from_pretrained(model_args.model_name_or_path, **model_kwargs)
+    if model_args.use_peft and peft_config is None:
+        peft_config = lora_config(model_args, model, "sft")
     processor = load_processor(model_args.model_name_or_path, trust_remote_code=training_args.trust_remote_code,
                                revision=model_args.model_revision)
     dataset, image_root = load_training_dataset(script_args.dataset_name, script_args.dataset_train_split, training_args.image_root)
@@ -214,7 +221,7 @@ def run_sft(script_args: SFTScriptArguments, training_args: ScaleSFTConfig, mode
 
     trainer = ScaleSFTTrainer(
         model=model, args=training_args, train_dataset=dataset, eval_dataset=eval_dataset, processing_class=processor,
-        peft_config=get_peft_config(model_args),
+        peft_config=peft_config,
     )
     trainer.train(resume_from_checkpoint=resume)
     if eval_dataset is not None and training_args.eval_strategy == "no":
