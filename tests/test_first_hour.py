@@ -815,6 +815,9 @@ def test_grpo_continues_the_adapter_of_a_lora_sft_run(bench_data, tmp_path, capl
         ["k_proj", "o_proj", "q_proj", "v_proj"]
     history = json.loads((grpo_out / "log_history.json").read_text())
     assert history[0]["grad_norm"] > 0 and history[0]["reward"] > 0  # a real policy gradient moved the adapter
+    # GRPO's prompts (the SFT file's, as written) agree with the SFT run's record, and are recorded in turn
+    assert json.loads((grpo_out / "prompt_form.json").read_text())["common_prefix"] == \
+        json.loads((sft_out / "prompt_form.json").read_text())["common_prefix"]
 
 
 def test_grpo_takes_lora_options_like_sft(bench_data, tmp_path, capsys):
@@ -870,3 +873,64 @@ def test_lora_options_are_checked_before_the_model_loads(extra, fragment, tiny_q
     rc = main(["grpo", "--model_name_or_path", tiny_qwen_dir, "--output_dir", str(tmp_path / "g"), "--use_cpu",
                "true", *extra])
     _assert_user_error(capsys, rc, fragment, command="grpo")
+
+
+def _columns_copy(folder, out):
+    """The held-out questions of a messages file as image/question/answer columns (the issue's second file)."""
+    from scale_vlm.parsing import parse_output
+
+    rows = []
+    for line in (folder / "test.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        user, assistant = row["messages"][0]["content"], row["messages"][1]["content"]
+        rows.append({"image": str(folder / row["images"][0]), "question": user[-1]["text"],
+                     "answer": parse_output(assistant[0]["text"]).answer})
+    return write_jsonl(out, rows)
+
+
+def test_eval_refuses_prompts_other_than_training(bench_data, tmp_path, capsys):
+    """sft records the form of its prompts; eval of the held-out split as written agrees with it, eval through
+    the column mapping (its own 'Question: ...' template) is refused before the model loads, or said loudly."""
+    from scale_vlm.eval.prompt_form import AS_WRITTEN, TEMPLATE
+
+    base, run = _shipped_base(), tmp_path / "sft"
+    assert main(["sft", "--model_name_or_path", base, "--dataset_name", str(bench_data), "--output_dir", str(run),
+                 "--max_steps", "1", "--per_device_train_batch_size", "2", "--save_strategy", "no",
+                 *SHIPPED_TRAIN]) == 0
+    form = json.loads((run / "prompt_form.json").read_text())
+    first = json.loads((bench_data / "train.jsonl").read_text().splitlines()[0])["messages"][0]["content"][-1]["text"]
+    assert form["template"] == AS_WRITTEN and form["num_prompts"] == 8 and form["examples"][0] == first[:160] + "..."
+    assert form["common_suffix"].endswith("then give only the final answer inside <answer></answer>.")
+    capsys.readouterr()
+
+    def evaluate(data, out, *extra):
+        return main(["eval", "--model_name_or_path", str(run), "--dataset_name", str(data), "--output_dir",
+                     str(tmp_path / out), "--limit", "2", "--max_new_tokens", "4", "--progress", "false", *extra])
+
+    assert evaluate(bench_data, "same") == 0  # the data's test split, prompts as written: equal by construction
+    check = json.loads((tmp_path / "same" / "metrics.json").read_text())["prompt_check"]
+    assert check["differences"] == [] and check["trained"]["template"] == check["used"]["template"] == AS_WRITTEN
+    capsys.readouterr()
+    columns = _columns_copy(bench_data, tmp_path / "columns.jsonl")
+    rc = evaluate(columns, "other")
+    err = _assert_user_error(capsys, rc, f"the model was trained on prompts {AS_WRITTEN}, these are {TEMPLATE}",
+                             "--adapter sft", "--allow_prompt_mismatch true", command="eval")
+    assert "Question: " in err and not (tmp_path / "other" / "metrics.json").exists()
+    assert evaluate(columns, "other", "--allow_prompt_mismatch", "true") == 0
+    assert "scale-vlm eval: WARNING: the prompts differ from those" in capsys.readouterr().err
+    check = json.loads((tmp_path / "other" / "metrics.json").read_text())["prompt_check"]
+    assert check["used"]["template"] == TEMPLATE and len(check["differences"]) == 2  # template and beginning
+
+
+def test_a_held_out_sample_of_the_training_prompts_never_differs():
+    from scale_vlm.eval.adapters import build_prompt
+    from scale_vlm.eval.prompt_form import differences, prompt_form
+
+    written = [f"How many {w}s? Say it with a number." for w in ("circle", "square", "star", "cross")]
+    assert differences(prompt_form(written), prompt_form(written[2:3])) == []
+    assert differences(prompt_form(written[:2]), prompt_form(written)) == []
+    templated = [build_prompt(p) for p in written]
+    assert len(differences(prompt_form(written), prompt_form(templated))) == 3  # template, beginning, end
+    other_end = [p.replace("number.", "word.") for p in written]
+    assert differences(prompt_form(written), prompt_form(other_end)) == [
+        "the training prompts all end with 's? Say it with a number.', these with 's? Say it with a word.'"]

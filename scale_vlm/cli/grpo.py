@@ -50,6 +50,8 @@ class GRPOScriptArguments:
     id_column: str | None = field(default=None, metadata={"help": "generic adapter: id column"})
     answer_format: str = field(default="auto", metadata={
         "help": "with choices: 'index' (0-based option indices), 'text' (letter or choice text) or 'auto'"})
+    allow_prompt_mismatch: bool = field(default=False, metadata={
+        "help": "train even when the prompts differ from those the SFT model was trained on (its prompt_form.json)"})
 
     def columns(self):
         from ..eval.adapters import ColumnMapping
@@ -112,6 +114,11 @@ def run(script: GRPOScriptArguments, args, model_args=None) -> dict:
     dataset = load_grpo_dataset(script.dataset_name, script.dataset_train_split, limit=script.limit, seed=script.builtin_seed,
                                 builtin_size=script.builtin_size, image_only=script.image_only, tags=args.tags,
                                 adapter=script.adapter, columns=script.columns(), answer_format=script.answer_format)
+    from ..eval.prompt_form import check_prompts, prompt_form, write_prompt_form
+
+    prompts = [row[0]["content"][-1]["text"] for row in dataset["prompt"]]
+    source = f"{script.dataset_name} split {script.dataset_train_split!r}, --adapter {script.adapter} (scale-vlm grpo)"
+    check_prompts(script.model_name_or_path, prompts, source, "grpo", script.allow_prompt_mismatch, args.tags)
     from transformers import AutoModelForImageTextToText
 
     model_kwargs = dict(trust_remote_code=args.trust_remote_code, revision=model_args.model_revision,
@@ -141,6 +148,7 @@ def run(script: GRPOScriptArguments, args, model_args=None) -> dict:
         trainer.model.delete_adapter("ref")  # TRL's frozen copy of the SFT adapter (the KL reference), not a result
     trainer.save_model(args.output_dir)
     processor.save_pretrained(args.output_dir)
+    write_prompt_form(out, prompt_form(prompts, source, args.tags))  # what eval of this model compares with
     history = trainer.state.log_history
     (out / "log_history.json").write_text(json.dumps(history, indent=1) + "\n")
     curve = [h for h in history if "reward" in h]

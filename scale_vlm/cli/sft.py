@@ -239,8 +239,22 @@ def run_sft(script_args: SFTScriptArguments, training_args: ScaleSFTConfig, mode
                 with open(os.path.join(training_args.output_dir, report_file), "w") as f:
                     json.dump(report.to_dict(), f, indent=2)
         fix_model_card(training_args.output_dir, model_args.model_name_or_path)
-        print(f"saved the model, processor, scale_config.yaml and data_report.json to {training_args.output_dir}")
+        save_prompt_form(training_args.output_dir, script_args, training_args, dataset)
+        print(f"saved the model, processor, scale_config.yaml, data_report.json and prompt_form.json to "
+              f"{training_args.output_dir}")
     return trainer
+
+
+def save_prompt_form(output_dir: str, script_args, training_args: ScaleSFTConfig, dataset) -> None:
+    """Record the form of the prompts trained on (``prompt_form.json``): ``eval`` and ``grpo`` compare theirs with
+    it before scoring or training the model on other prompts."""
+    from ..eval.adapters import training_prompts
+    from ..eval.prompt_form import prompt_form, write_prompt_form
+
+    prompts = training_prompts(dataset, training_args.image_root)
+    if prompts:
+        source = f"{script_args.dataset_name} split {script_args.dataset_train_split!r}, as written (scale-vlm sft)"
+        write_prompt_form(output_dir, prompt_form(prompts, source, training_args.tags))
 
 
 def fix_model_card(output_dir: str, base: str) -> None:

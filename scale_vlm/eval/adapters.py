@@ -301,6 +301,34 @@ def column_examples(
     return examples
 
 
+def user_text(example) -> str:
+    """The text of a training example's user turns, as the model reads it (images aside): the prompt ``sft`` trains
+    on, and so the one ``eval --adapter sft`` and GRPO use."""
+    return "\n".join(
+        part["text"] for m in example.prompt_messages if m["role"] == "user"
+        for part in m["content"] if part.get("type") == "text" and part.get("text")
+    ).strip()
+
+
+def training_prompts(rows, image_root: str | None = None, limit: int = 64) -> list[str]:
+    """The user text of the first ``limit`` good training rows (rows a skip policy would drop are passed over)."""
+    from ..data.formats import ExampleError, normalize_example
+    from ..data.prepare import RAW_JSON_COLUMN
+
+    prompts = []
+    for index in range(len(rows)):
+        row = rows[index]
+        if set(row) == {RAW_JSON_COLUMN}:  # rows too unlike for one table, kept as JSON text by the loader
+            row = json.loads(row[RAW_JSON_COLUMN])
+        try:
+            prompts.append(user_text(normalize_example(row, index, image_root)))
+        except ExampleError:
+            continue
+        if len(prompts) >= limit:
+            break
+    return prompts
+
+
 def sft_examples(
     rows: Iterable[Mapping], *, tags: Tags = DEFAULT_TAGS, base_dir: Path | None = None, limit: int | None = None,
     image_only: bool = False,
@@ -324,10 +352,7 @@ def sft_examples(
         if answer is None or not answer.strip():
             raise ValueError(f"{where}: the response has no {tags.answer_open}...{tags.answer_close} block to take "
                              "the gold answer from")
-        prompt = "\n".join(
-            part["text"] for m in example.prompt_messages if m["role"] == "user"
-            for part in m["content"] if part.get("type") == "text" and part.get("text")
-        ).strip()
+        prompt = user_text(example)
         examples.append(EvalExample(
             id=_row_id(row, ("id",), str(index)),
             images=example.images,

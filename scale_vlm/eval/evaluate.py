@@ -13,6 +13,7 @@ from ..scoring import score_answer
 from ..segments import DEFAULT_TAGS, TagFields, Tags, tag_field
 from .adapters import ADAPTERS, ColumnMapping, EvalExample, load_eval_dataset
 from .generate import count_tokens, generate_batch
+from .prompt_form import check_prompts
 
 PREDICTIONS_FILE = "predictions.jsonl"
 METRICS_FILE = "metrics.json"
@@ -50,6 +51,9 @@ class EvalConfig(TagFields):
     dtype: str = field(default="auto", metadata={"help": "model dtype: auto, float32, bfloat16, float16"})
     device: str = field(default="auto", metadata={"help": "auto (cuda if available), cpu, cuda, cuda:1 ..."})
     trust_remote_code: bool = field(default=False, metadata={"help": "allow model code from the hub (off)"})
+    allow_prompt_mismatch: bool = field(default=False, metadata={
+        "help": "score even when the prompts differ from those the model was trained on (its prompt_form.json): "
+                "said loudly and recorded in metrics.json; refused otherwise"})
     overwrite_output_dir: bool = field(default=False, metadata={"help": "replace existing result files"})
     progress: bool = field(default=True, metadata={"help": "show a progress bar while generating"})
 
@@ -185,6 +189,12 @@ def format_summary(metrics: dict) -> str:
     return "\n".join(lines)
 
 
+def _warn(text: str) -> None:
+    import sys
+
+    print(text, file=sys.stderr, flush=True)
+
+
 def run_eval(cfg: EvalConfig) -> dict:
     """Load the model and dataset named in ``cfg``, evaluate, write ``predictions.jsonl`` and ``metrics.json``."""
     import torch
@@ -208,6 +218,9 @@ def run_eval(cfg: EvalConfig) -> dict:
     )
     if not examples:
         raise ValueError(f"{cfg.dataset_name}: no examples to evaluate (split {cfg.dataset_test_split!r}, image_only={cfg.image_only})")
+    prompt_check = check_prompts(  # before the (slow) model load
+        cfg.model_name_or_path, [e.prompt for e in examples], f"{cfg.dataset_name} split {cfg.dataset_test_split!r}, "
+        f"--adapter {cfg.adapter}", "eval", cfg.allow_prompt_mismatch, tags, say=_warn)
     model = AutoModelForImageTextToText.from_pretrained(
         cfg.model_name_or_path, trust_remote_code=cfg.trust_remote_code, dtype=_resolve_dtype(cfg.dtype)
     ).to(_resolve_device(cfg.device))
@@ -216,6 +229,7 @@ def run_eval(cfg: EvalConfig) -> dict:
         model, processor, examples, batch_size=cfg.batch_size, max_new_tokens=cfg.max_new_tokens, tags=tags,
         progress=cfg.progress,
     )
+    metrics["prompt_check"] = prompt_check
     metrics["config"] = {k: v for k, v in asdict(cfg).items() if k not in ("overwrite_output_dir", "progress")}
     write_results(output_dir, metrics, predictions, overwrite=cfg.overwrite_output_dir)
     return metrics
