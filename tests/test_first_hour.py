@@ -934,3 +934,43 @@ def test_a_held_out_sample_of_the_training_prompts_never_differs():
     other_end = [p.replace("number.", "word.") for p in written]
     assert differences(prompt_form(written), prompt_form(other_end)) == [
         "the training prompts all end with 's? Say it with a number.', these with 's? Say it with a word.'"]
+
+
+def _choices_file(folder, with_choices=True):
+    from reliability_support import colour_image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    colour_image(0).save(folder / "q.png")
+    rows = [{"image": "q.png", "question": "Which colour is the square?", "answer": "B",
+             **({"choices": ["red", "green", "blue"]} if with_choices else {})},
+            {"image": "q.png", "question": "Which shape is it?", "answer": "A",
+             **({"choices": ["square", "circle"]} if with_choices else {})}]
+    return write_jsonl(folder / "test.jsonl", rows)
+
+
+def test_eval_finds_the_choices_column_by_name(tiny_qwen_dir, tmp_path):
+    data, out = _choices_file(tmp_path / "d"), tmp_path / "o"
+    assert main(["eval", "--model_name_or_path", tiny_qwen_dir, "--dataset_name", str(data), "--output_dir", str(out),
+                 "--max_new_tokens", "2", "--progress", "false"]) == 0
+    rows = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    assert [r["gold"] for r in rows] == ["B", "A"]
+    assert rows[0]["prompt"].splitlines()[:2] == ["Question: Which colour is the square?",
+                                                  "Options: (A) red (B) green (C) blue"]
+    from scale_vlm.eval.adapters import ColumnMapping, load_eval_dataset
+
+    # --choices_column '' says the data has none: the letter golds are then refused, as without the column
+    assert load_eval_dataset(str(data), columns=ColumnMapping())[1].choices == ["square", "circle"]
+    with pytest.raises(ValueError, match="example 0: the answer 'B' is an option letter but the example has no"):
+        load_eval_dataset(str(data), columns=ColumnMapping(choices_column=""))
+
+
+def test_eval_refuses_letter_golds_without_choices(tiny_qwen_dir, tmp_path, capsys, monkeypatch):
+    import transformers
+
+    monkeypatch.setattr(transformers.AutoModelForImageTextToText, "from_pretrained",
+                        lambda *a, **k: pytest.fail("the model was loaded before the golds were checked"))
+    data = _choices_file(tmp_path / "d", with_choices=False)
+    rc = main(["eval", "--model_name_or_path", tiny_qwen_dir, "--dataset_name", str(data), "--output_dir",
+               str(tmp_path / "o")])
+    _assert_user_error(capsys, rc, "example 0: the answer 'B' is an option letter but the example has no choices",
+                       "--choices_column NAME", command="eval")

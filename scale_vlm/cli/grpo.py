@@ -46,7 +46,8 @@ class GRPOScriptArguments:
     image_column: str | None = field(default="image", metadata={"help": "generic adapter: image column ('' = none)"})
     question_column: str = field(default="question", metadata={"help": "generic adapter: question column"})
     answer_column: str = field(default="answer", metadata={"help": "generic adapter: answer column"})
-    choices_column: str | None = field(default=None, metadata={"help": "generic adapter: choices column"})
+    choices_column: str | None = field(default=None, metadata={
+        "help": "generic adapter: choices column (default: 'choices' when the data has one; '' for none)"})
     id_column: str | None = field(default=None, metadata={"help": "generic adapter: id column"})
     answer_format: str = field(default="auto", metadata={
         "help": "with choices: 'index' (0-based option indices), 'text' (letter or choice text) or 'auto'"})
@@ -57,7 +58,7 @@ class GRPOScriptArguments:
         from ..eval.adapters import ColumnMapping
 
         mapping = ColumnMapping(image_column=self.image_column or None, question_column=self.question_column,
-                                answer_column=self.answer_column, choices_column=self.choices_column or None,
+                                answer_column=self.answer_column, choices_column=self.choices_column,
                                 id_column=self.id_column or None)
         # Only an explicit mapping forces the generic adapter under "auto" (as in scale-vlm eval).
         return None if mapping == ColumnMapping() and self.adapter != "columns" else mapping

@@ -40,7 +40,8 @@ class EvalConfig(TagFields):
     image_column: str | None = field(default="image", metadata={"help": "generic adapter: image column ('' = none)"})
     question_column: str = field(default="question", metadata={"help": "generic adapter: question column"})
     answer_column: str = field(default="answer", metadata={"help": "generic adapter: answer column"})
-    choices_column: str | None = field(default=None, metadata={"help": "generic adapter: choices column"})
+    choices_column: str | None = field(default=None, metadata={
+        "help": "generic adapter: choices column (default: 'choices' when the data has one; '' for none)"})
     category_column: str | None = field(default=None, metadata={"help": "generic adapter: category column"})
     id_column: str | None = field(default=None, metadata={"help": "generic adapter: id column"})
     answer_format: str = field(default="auto", metadata={
@@ -68,7 +69,7 @@ class EvalConfig(TagFields):
     def columns(self) -> ColumnMapping | None:
         mapping = ColumnMapping(
             image_column=self.image_column or None, question_column=self.question_column,
-            answer_column=self.answer_column, choices_column=self.choices_column or None,
+            answer_column=self.answer_column, choices_column=self.choices_column,
             category_column=self.category_column or None, id_column=self.id_column or None,
         )
         # Only an explicit mapping forces the generic adapter under "auto".
