@@ -14,7 +14,6 @@ import os
 import shutil
 import sys
 import time
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -25,7 +24,7 @@ from .bench.dataset import make_benchmark, to_training_format
 from .compare.pipeline import base_model_dir, evaluate_stage, sft_stage
 from .drivers import prepare_sft_rows, sft_args
 from .knobs import BenchKnobs, ScheduleKnobs
-from .report import EVAL_METRICS, markdown_table, plot_training_curves
+from .report import EVAL_METRICS, majority_baseline, markdown_table, plot_training_curves
 
 logger = logging.getLogger(__name__)
 
@@ -98,12 +97,6 @@ def available_cpus() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # macOS, Windows
         return os.cpu_count() or 1
-
-
-def majority_baseline(train_answers, test_answers) -> dict:
-    answer, _ = Counter(train_answers).most_common(1)[0]
-    acc = sum(a == answer for a in test_answers) / len(test_answers)
-    return {"answer": answer, "accuracy": round(acc, 4)}
 
 
 # The demo's names for two shared steps (tests/test_demo.py and tests/test_first_hour.py use them): the training data

@@ -562,7 +562,7 @@ def test_sft_run_logs_the_data_summary_once_and_writes_a_clean_model_card(tiny_q
     assert not [r for r in caplog.records if "video processor" in r.getMessage() and r.levelno >= logging.INFO]
     assert not [r for r in caplog.records if "pin_memory" in r.getMessage()]
     card = (out / "README.md").read_text()
-    assert "[None]" not in card and 'model="None"' not in card and "the local model" in card
+    assert "[None]" not in card and 'model="None"' not in card and f"| base model | `{tiny_qwen_dir}` |" in card
 
 
 def test_no_pin_memory_without_a_gpu():
@@ -948,10 +948,11 @@ def _choices_file(folder, with_choices=True):
     return write_jsonl(folder / "test.jsonl", rows)
 
 
-def test_eval_finds_the_choices_column_by_name(tiny_qwen_dir, tmp_path):
+def test_eval_finds_the_choices_column_by_name(tiny_qwen_dir, tmp_path, capsys):
     data, out = _choices_file(tmp_path / "d"), tmp_path / "o"
     assert main(["eval", "--model_name_or_path", tiny_qwen_dir, "--dataset_name", str(data), "--output_dir", str(out),
                  "--max_new_tokens", "2", "--progress", "false"]) == 0
+    assert "majority baseline 0.500 (always answering 'B', the most common gold" in capsys.readouterr().out
     rows = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
     assert [r["gold"] for r in rows] == ["B", "A"]
     assert rows[0]["prompt"].splitlines()[:2] == ["Question: Which colour is the square?",
@@ -974,3 +975,57 @@ def test_eval_refuses_letter_golds_without_choices(tiny_qwen_dir, tmp_path, caps
                str(tmp_path / "o")])
     _assert_user_error(capsys, rc, "example 0: the answer 'B' is an option letter but the example has no choices",
                        "--choices_column NAME", command="eval")
+
+
+def test_an_sft_run_reports_itself(tiny_qwen_dir, tmp_path, monkeypatch):
+    """The model card says method, schedule, weights, data, segment counts and final segment losses (TRL's generic
+    text card before); the demo's training-curve figure is written, with the adaptive schedule's progress."""
+    import matplotlib.axes
+
+    lines = []
+    plot = matplotlib.axes.Axes.plot
+
+    def record(ax, *a, **k):
+        lines.append((k.get("label"), list(a[1]) if len(a) > 1 else None))
+        return plot(ax, *a, **k)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "plot", record)
+    out = tmp_path / "run"
+    assert _sft(tiny_qwen_dir, _data(tmp_path / "d", n=6), out, "--progress_mode", "adaptive", "--use_peft", "true",
+                "--lora_r", "4", "--lora_target_modules", "q_proj", "v_proj", "--save_strategy", "no") == 0
+    card = (out / "README.md").read_text()
+    report = json.loads((out / "data_report.json").read_text())
+    assert "| method | SCALe (think and answer segments" in card
+    assert "| schedule | cosine: think weight 0.8 -> 0.2, answer weight 0.2 -> 0.8, progress adaptive |" in card
+    assert "| weights | LoRA adapter (r 4, alpha 32) on q_proj, v_proj; base weights frozen |" in card
+    assert "examples trained on" in card and f"| data | `{tmp_path / 'd' / 'train.jsonl'}`: 6 of 6 examples" in card
+    assert f"| segment tokens | think {report['think_tokens']}, answer {report['answer_tokens']} " in card
+    assert "| training | 2 optimizer steps" in card and "library_name: peft" in card
+    final = next(line for line in card.splitlines() if line.startswith("| final segment losses |"))
+    assert "(nats/token, step 2 at weights think" in final
+    assert "time machine" not in card.lower() and "pipeline(" not in card
+    assert (out / "training_curves.png").stat().st_size > 10_000 and "![training curves](training_curves.png)" in card
+    labels = [label for label, _ in lines]
+    assert labels.count("scale") == 2 and "w_think" in labels and "schedule progress (adaptive)" in labels
+    progress = next(ys for label, ys in lines if label == "schedule progress (adaptive)")
+    assert len(progress) == 2 and all(0.0 <= p <= 1.0 for p in progress)
+
+
+def test_eval_says_when_accuracy_comes_from_malformed_replies():
+    from scale_vlm.eval.adapters import EvalExample
+    from scale_vlm.eval.evaluate import format_summary, score_outputs, summarize
+    from scale_vlm.report import majority_baseline
+
+    examples = [EvalExample(str(i), [], "q", gold, ["x", "y"]) for i, gold in enumerate("BBA")]
+    outputs = ["B", "<think>two</think><answer>A</answer>", "<think>one, so the first</think><answer>A</answer>"]
+    def words(text, add_special_tokens=False):
+        return {"input_ids": text.split()}
+
+    metrics = summarize(score_outputs(examples, outputs, words))
+    assert (metrics["accuracy"], metrics["malformed_rate"], metrics["correct_malformed_rate"]) == (2 / 3, 1 / 3, 1 / 3)
+    metrics["majority_baseline"] = majority_baseline("BBA", "BBA")
+    text = format_summary(metrics)
+    assert "majority baseline 0.667 (always answering 'B'" in text
+    assert "WARNING: 0.333 of the 0.667 accuracy comes from malformed replies" in text
+    metrics["correct_malformed_rate"] = 0.0
+    assert "WARNING" not in format_summary(metrics)

@@ -238,10 +238,10 @@ def run_sft(script_args: SFTScriptArguments, training_args: ScaleSFTConfig, mode
             if report is not None:
                 with open(os.path.join(training_args.output_dir, report_file), "w") as f:
                     json.dump(report.to_dict(), f, indent=2)
-        fix_model_card(training_args.output_dir, model_args.model_name_or_path)
         save_prompt_form(training_args.output_dir, script_args, training_args, dataset)
-        print(f"saved the model, processor, scale_config.yaml, data_report.json and prompt_form.json to "
-              f"{training_args.output_dir}")
+        write_run_report(trainer, script_args, training_args, model_args, peft_config)
+        print(f"saved the model, processor, scale_config.yaml, data_report.json, prompt_form.json, the model card "
+              f"(README.md) and {TRAINING_CURVES} to {training_args.output_dir}")
     return trainer
 
 
@@ -257,18 +257,49 @@ def save_prompt_form(output_dir: str, script_args, training_args: ScaleSFTConfig
         write_prompt_form(output_dir, prompt_form(prompts, source, training_args.tags))
 
 
-def fix_model_card(output_dir: str, base: str) -> None:
-    """TRL's model card names the base model only when it is a hub id; for a local base it writes
-    "fine-tuned version of [None](https://huggingface.co/None)". Name the local base instead."""
-    path = os.path.join(output_dir, "README.md")
-    if not os.path.isfile(path):
+TRAINING_CURVES = "training_curves.png"
+
+
+def schedule_sentence(args: ScaleSFTConfig) -> str:
+    mode = f", progress {args.progress_mode}" if getattr(args, "progress_mode", None) else ""
+    return (f"{args.schedule}: think weight {args.think_weight_start} -> {args.think_weight_end}, answer weight "
+            f"{args.answer_weight_start} -> {args.answer_weight_end}{mode}")
+
+
+def lora_sentence(peft_config) -> str | None:
+    if peft_config is None:
+        return None
+    targets = peft_config.target_modules
+    targets = ", ".join(sorted(targets)) if isinstance(targets, (set, list, tuple)) else str(targets)
+    return f"LoRA adapter (r {peft_config.r}, alpha {peft_config.lora_alpha}) on {targets}; base weights frozen"
+
+
+def write_run_report(trainer, script_args, training_args: ScaleSFTConfig, model_args, peft_config) -> None:
+    """The run's own model card (README.md, in place of TRL's generic text-generation card) and the training-curve
+    figure (training_curves.png, the demo's figure)."""
+    from ..eval.prompt_form import read_prompt_form
+    from ..report import final_segment_losses, plot_training_curves, sft_model_card
+
+    out = training_args.output_dir
+    history = trainer.state.log_history
+    plot = None
+    if any("loss_think" in h for h in history):
+        plot_training_curves({training_args.method: history}, os.path.join(out, TRAINING_CURVES))
+        plot = TRAINING_CURVES
+    report = trainer.preparation_reports.get("train")
+    if report is None:
         return
-    with open(path, encoding="utf-8") as f:
-        text = f.read()
-    text = text.replace("[None](https://huggingface.co/None)", f"the local model `{base}`")
-    text = text.replace('model="None"', f'model="{output_dir}"')
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(text)
+    form = read_prompt_form(out)
+    eval_metrics = next((h for h in reversed(history) if "eval_loss" in h), None)
+    card = sft_model_card({
+        "base": model_args.model_name_or_path, "output_dir": out, "method": training_args.method,
+        "schedule": schedule_sentence(training_args), "lora": lora_sentence(peft_config),
+        "dataset": script_args.dataset_name, "data_report": report.to_dict(), "steps": trainer.state.global_step,
+        "epochs": float(trainer.state.epoch or 0.0), "final": final_segment_losses(history), "eval": eval_metrics,
+        "prompt_form": form.to_dict() if form is not None else None, "plot": plot,
+    })
+    with open(os.path.join(out, "README.md"), "w", encoding="utf-8") as f:
+        f.write(card)
 
 
 def save_resolved_config(output_dir: str, script_args, training_args: ScaleSFTConfig, model_args) -> str:

@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..parsing import parse_output
+from ..report import majority_baseline
 from ..scoring import score_answer
 from ..segments import DEFAULT_TAGS, TagFields, Tags, tag_field
 from .adapters import ADAPTERS, ColumnMapping, EvalExample, load_eval_dataset
@@ -87,6 +88,8 @@ def summarize(predictions: Sequence[dict]) -> dict:
     metrics = {
         "accuracy": _rate([p["correct"] for p in predictions]),
         "malformed_rate": _rate([p["malformed"] for p in predictions]),
+        # correct answers the parser recovered from malformed replies: accuracy a tag-trained model did not earn
+        "correct_malformed_rate": _rate([p["correct"] and p["malformed"] for p in predictions]),
         "mean_think_tokens": statistics.fmean(think) if think else 0.0,
         "median_think_tokens": float(statistics.median(think)) if think else 0.0,
         "mean_answer_tokens": statistics.fmean(answer) if answer else 0.0,
@@ -185,6 +188,15 @@ def format_summary(metrics: dict) -> str:
         f"malformed {metrics['malformed_rate']:.3f}  think tokens mean {metrics['mean_think_tokens']:.1f} "
         f"median {metrics['median_think_tokens']:.1f}  answer tokens mean {metrics['mean_answer_tokens']:.1f}"
     ]
+    baseline = metrics.get("majority_baseline")
+    if baseline is not None:
+        lines.append(f"majority baseline {baseline['accuracy']:.3f} (always answering {baseline['answer']!r}, the most "
+                     "common gold of these examples)")
+    from_malformed = metrics.get("correct_malformed_rate", 0.0)
+    if from_malformed > 0:
+        lines.append(f"WARNING: {from_malformed:.3f} of the {metrics['accuracy']:.3f} accuracy comes from malformed "
+                     "replies (no well-formed think and answer blocks; the answer was recovered from the text): the "
+                     "model has not learnt the reply format")
     for category, m in metrics.get("by_category", {}).items():
         lines.append(f"  {category}: accuracy {m['accuracy']:.3f}  malformed {m['malformed_rate']:.3f}  n={m['num_examples']}")
     return "\n".join(lines)
@@ -230,6 +242,7 @@ def run_eval(cfg: EvalConfig) -> dict:
         model, processor, examples, batch_size=cfg.batch_size, max_new_tokens=cfg.max_new_tokens, tags=tags,
         progress=cfg.progress,
     )
+    metrics["majority_baseline"] = majority_baseline([e.gold for e in examples], [e.gold for e in examples])
     metrics["prompt_check"] = prompt_check
     metrics["config"] = {k: v for k, v in asdict(cfg).items() if k not in ("overwrite_output_dir", "progress")}
     write_results(output_dir, metrics, predictions, overwrite=cfg.overwrite_output_dir)
