@@ -884,7 +884,7 @@ def _columns_copy(folder, out):
         row = json.loads(line)
         user, assistant = row["messages"][0]["content"], row["messages"][1]["content"]
         rows.append({"image": str(folder / row["images"][0]), "question": user[-1]["text"],
-                     "answer": parse_output(assistant[0]["text"]).answer})
+                     "answer": parse_output(assistant[0]["text"]).answer, "choices": row["choices"]})
     return write_jsonl(out, rows)
 
 
@@ -1029,3 +1029,34 @@ def test_eval_says_when_accuracy_comes_from_malformed_replies():
     assert "WARNING: 0.333 of the 0.667 accuracy comes from malformed replies" in text
     metrics["correct_malformed_rate"] = 0.0
     assert "WARNING" not in format_summary(metrics)
+
+
+COMPARE_TINY = ["--num_grpo_prompts", "2", "--num_test", "2", "--sft_steps", "1", "--sft_batch_size", "2",
+                "--grpo_steps", "1", "--grpo_batch_size", "4", "--num_generations", "2", "--max_completion_length",
+                "4", "--max_new_tokens", "4", "--eval_batch_size", "2", "--progress", "false"]
+
+
+def test_compare_runs_the_four_arms_on_the_users_data(bench_data, tmp_path, capsys):
+    _shipped_base()
+    out = tmp_path / "compare"
+    assert main(["compare", "--dataset_name", str(bench_data), "--output_dir", str(out), *COMPARE_TINY]) == 0
+    results = json.loads((out / "results.json").read_text())
+    arms = results["per_seed"]["0"]
+    assert sorted(arms) == ["scale", "scale_grpo", "sft", "sft_grpo"]
+    assert {arm: r["num_examples"] for arm, r in arms.items()} == dict.fromkeys(arms, 2)
+    test_prompts = [json.loads(line)["messages"][0]["content"][-1]["text"]
+                    for line in (bench_data / "test.jsonl").read_text().splitlines()[:2]]
+    for arm in arms:  # every arm is scored on the user's held-out questions, as written
+        rows = [json.loads(line) for line in (out / "seed0" / f"eval_{arm}" / "predictions.jsonl").read_text().splitlines()]
+        assert [r["prompt"] for r in rows] == test_prompts
+    assert arms["sft"]["sft_supervised_tokens"] > 0 and arms["scale_grpo"]["grpo_generated_tokens"] > 0
+    # a test split in another form than the training prompts is refused before any training
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    (mixed / "train.jsonl").write_text((bench_data / "train.jsonl").read_text().replace('"images/', f'"{bench_data}/images/'))
+    _columns_copy(bench_data, mixed / "test.jsonl")
+    capsys.readouterr()
+    rc = main(["compare", "--dataset_name", str(mixed), "--output_dir", str(tmp_path / "c2"), *COMPARE_TINY])
+    _assert_user_error(capsys, rc, "the test prompts differ from the SFT training prompts", "--adapter sft",
+                       command="compare")
+    assert not list((tmp_path / "c2").glob("seed0/sft_*/model"))
