@@ -30,6 +30,7 @@ logger = logging.getLogger(__name__)
 
 METHODS = ("vanilla", "scale")
 RESULT_FILES = ("results.json", "results.md", "training_curves.png")
+QUICK_OUTPUT_DIR = "runs/demo-quick"
 # --quick: a smoke run of the whole pipeline in about a minute (overrides only options left at their defaults).
 QUICK = {"num_train": 64, "num_test": 20, "max_steps": 6, "batch_size": 8, "max_new_tokens": 160}
 QUICK_NOTE = ("note: --quick is a smoke run of the pipeline, not a measurement: after a few steps the models have not "
@@ -39,7 +40,9 @@ QUICK_NOTE = ("note: --quick is a smoke run of the pipeline, not a measurement: 
 
 @dataclass
 class DemoConfig(BenchKnobs, ScheduleKnobs):
-    output_dir: str = field(default="runs/demo", metadata={"help": "results folder"})
+    output_dir: str = field(default="runs/demo", metadata={
+        "help": "results folder (with --quick and left at its default: runs/demo-quick, so a quick run never blocks "
+                "the full one)"})
     seed: int = field(default=0, metadata={"help": "seed of the data, the training order and the initialisation"})
     quick: bool = field(default=False, metadata={"help": "smoke test: tiny data and step budget (< 2 min)"})
     overwrite_output_dir: bool = field(default=False, metadata={"help": "replace existing results"})
@@ -61,6 +64,8 @@ class DemoConfig(BenchKnobs, ScheduleKnobs):
     def __post_init__(self):
         # --quick sets only what the user left at its default, and says so; an explicit value is kept.
         self.quick_settings: dict[str, int] = {}
+        if self.quick and self.output_dir == DemoConfig.__dataclass_fields__["output_dir"].default:
+            self.output_dir = QUICK_OUTPUT_DIR
         if self.quick:
             for name, value in QUICK.items():
                 default = DemoConfig.__dataclass_fields__[name].default

@@ -1060,3 +1060,59 @@ def test_compare_runs_the_four_arms_on_the_users_data(bench_data, tmp_path, caps
     _assert_user_error(capsys, rc, "the test prompts differ from the SFT training prompts", "--adapter sft",
                        command="compare")
     assert not list((tmp_path / "c2").glob("seed0/sft_*/model"))
+
+
+# ------------------------------------------------------------------------ issue 26, item 7: the smaller ones
+
+
+@pytest.mark.parametrize("command", ["sft", "eval", "grpo"])
+def test_a_missing_config_file_is_named_with_the_fix(command, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    rc = main([command, "--config", "nosuch.yaml"])
+    _assert_user_error(capsys, rc, "--config 'nosuch.yaml' not found", str(tmp_path / "nosuch.yaml"),
+                       "such as the scale_config.yaml a run writes", command=command)
+
+
+def test_a_schedule_weight_above_one_is_refused(tiny_qwen_dir, tmp_path, capsys):
+    rc = _sft(tiny_qwen_dir, _data(tmp_path / "d"), tmp_path / "out", "--think_weight_start", "1.5")
+    _assert_user_error(capsys, rc, "--think_weight_start must be at most 1", "raise --learning_rate", "got 1.5")
+    rc = main(["plot-schedule", "--answer_weight_end", "2"])
+    _assert_user_error(capsys, rc, "--answer_weight_end must be at most 1", command="plot-schedule")
+    assert main(["plot-schedule", "--think_weight_start", "1.0"]) == 0  # 1 itself is a weight
+
+
+def test_eval_on_a_device_this_machine_lacks_is_a_clear_error(tiny_qwen_dir, tmp_path, capsys, monkeypatch):
+    import torch
+    import transformers
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(transformers.AutoModelForImageTextToText, "from_pretrained",
+                        lambda *a, **k: pytest.fail("the model was loaded before the device was checked"))
+    rc = main(["eval", "--model_name_or_path", tiny_qwen_dir, "--dataset_name", "builtin", "--limit", "2",
+               "--output_dir", str(tmp_path / "e"), "--device", "cuda"])
+    build = "this torch build has no CUDA support" if torch.version.cuda is None else "no CUDA GPU is visible"
+    _assert_user_error(capsys, rc, f"--device cuda: {build}; use --device cpu", command="eval")
+    rc = main(["eval", "--model_name_or_path", tiny_qwen_dir, "--dataset_name", "builtin", "--output_dir",
+               str(tmp_path / "e"), "--device", "gpu0"])
+    _assert_user_error(capsys, rc, "--device 'gpu0' is not a device name", command="eval")
+
+
+def test_missing_tags_suggest_the_tag_options(tiny_qwen_dir, tmp_path, capsys):
+    rc = _sft(tiny_qwen_dir, _bad_example_file(tmp_path / "d"), tmp_path / "out")
+    _assert_user_error(capsys, rc, "example 1: missing tag '<think>'", "--bad_example_policy skip",
+                       "name them: --think_open --think_close --answer_open --answer_close")
+
+
+def test_quick_demo_and_full_demo_default_to_different_folders():
+    from scale_vlm.demo import DemoConfig
+
+    assert DemoConfig().output_dir == "runs/demo" and DemoConfig(quick=True).output_dir == "runs/demo-quick"
+    assert DemoConfig(quick=True, output_dir="mine").output_dir == "mine"
+
+
+def test_a_resumed_run_says_which_checkpoint_it_continues(tiny_qwen_dir, tmp_path, capsys):
+    out, data = tmp_path / "run", _data(tmp_path / "d")
+    assert _sft(tiny_qwen_dir, data, out) == 0
+    capsys.readouterr()
+    assert _sft(tiny_qwen_dir, data, out, "--resume_from_checkpoint", "true") == 0
+    assert f"scale-vlm sft: resuming from {out / 'checkpoint-2'} (step 2 of 2, epoch 0.50)" in capsys.readouterr().err

@@ -106,6 +106,16 @@ def resolve_resume_checkpoint(output_dir: str, resume) -> str | None:
     return str(resume)
 
 
+def say_resume(checkpoint: str, args: ScaleSFTConfig) -> None:
+    """One line naming the checkpoint a resumed run continues from, and where in training it is."""
+    with open(os.path.join(checkpoint, "trainer_state.json")) as f:
+        state = json.load(f)
+    total = args.max_steps if args.max_steps and args.max_steps > 0 else state.get("max_steps")  # this run's goal
+    print(f"scale-vlm sft: resuming from {checkpoint} (step {state.get('global_step')}"
+          f"{f' of {total}' if total and total > 0 else ''}, epoch {float(state.get('epoch') or 0):.2f})",
+          file=sys.stderr, flush=True)
+
+
 def check_unsupported_options(script_args: SFTScriptArguments) -> None:
     """Refuse TRL options this command cannot honour, instead of accepting and ignoring them."""
     if script_args.dataset_config:
@@ -196,6 +206,8 @@ def run_sft(script_args: SFTScriptArguments, training_args: ScaleSFTConfig, mode
     check_output_writable(training_args.output_dir)  # before training, not at the final save
     move_previous_run_aside(training_args)
     resume = resolve_resume_checkpoint(training_args.output_dir, training_args.resume_from_checkpoint)
+    if resume is not None:
+        say_resume(resume, training_args)
 
     model_kwargs = dict(
         trust_remote_code=training_args.trust_remote_code,

@@ -157,7 +157,14 @@ def _resolve_device(name: str):
 
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise ValueError(f"--device {name!r} is not a device name ({err}); use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        build = "this torch build has no CUDA support" if torch.version.cuda is None else "no CUDA GPU is visible"
+        raise ValueError(f"--device {name}: {build}; use --device cpu (or auto, which picks a GPU when there is one)")
+    return device
 
 
 def _resolve_dtype(name: str):
@@ -222,6 +229,7 @@ def run_eval(cfg: EvalConfig) -> dict:
         if existing:  # checked before the (slow) model load
             raise FileExistsError(f"{output_dir} already holds {existing}; pass --overwrite_output_dir to replace them")
     check_local_path(cfg.model_name_or_path, "model")
+    device = _resolve_device(cfg.device)  # a device this machine lacks is found before anything loads
     check_output_writable(output_dir)  # before the model load and generation, not when the results are written
     torch.manual_seed(cfg.seed)
     tags = cfg.tags
@@ -236,7 +244,7 @@ def run_eval(cfg: EvalConfig) -> dict:
         f"--adapter {cfg.adapter}", "eval", cfg.allow_prompt_mismatch, tags, say=_warn)
     model = AutoModelForImageTextToText.from_pretrained(
         cfg.model_name_or_path, trust_remote_code=cfg.trust_remote_code, dtype=_resolve_dtype(cfg.dtype)
-    ).to(_resolve_device(cfg.device))
+    ).to(device)
     processor = load_processor(cfg.model_name_or_path, trust_remote_code=cfg.trust_remote_code)
     metrics, predictions = evaluate_model(
         model, processor, examples, batch_size=cfg.batch_size, max_new_tokens=cfg.max_new_tokens, tags=tags,
