@@ -138,7 +138,8 @@ def plot_training_curves(histories: dict[str, list[dict]], path: str | Path) -> 
         ax.set_title(title)
         ax.set_xlabel("optimizer step")
         ax.set_ylabel(ylabel)
-        ax.legend()
+        if ax.get_legend_handles_labels()[0]:  # a vanilla run alone has no schedule weights to show
+            ax.legend()
     axes[0].set_yscale("log")
     axes[1].set_yscale("log")
     save_figure(fig, path)

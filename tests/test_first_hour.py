@@ -928,6 +928,7 @@ def test_a_held_out_sample_of_the_training_prompts_never_differs():
 
     written = [f"How many {w}s? Say it with a number." for w in ("circle", "square", "star", "cross")]
     assert differences(prompt_form(written), prompt_form(written[2:3])) == []
+    assert differences(prompt_form(written[:1]), prompt_form(["What colour is it?"])) == []  # one prompt: no template
     assert differences(prompt_form(written[:2]), prompt_form(written)) == []
     templated = [build_prompt(p) for p in written]
     assert len(differences(prompt_form(written), prompt_form(templated))) == 3  # template, beginning, end

@@ -74,6 +74,8 @@ def differences(trained: PromptForm, used: PromptForm) -> list[str]:
     found = []
     if trained.template != used.template:
         found.append(f"the model was trained on prompts {trained.template}, these are {used.template}")
+    if min(trained.num_prompts, used.num_prompts) < 2:
+        return found  # the common text of a single prompt is all of it: nothing to compare with
     a, b = trained.common_prefix, used.common_prefix
     if not (a.startswith(b) or b.startswith(a)):
         found.append(f"the training prompts all begin with {a[:80]!r}, these with {b[:80]!r}")
