@@ -14,7 +14,6 @@ import os
 import shutil
 import sys
 import time
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -25,12 +24,13 @@ from .bench.dataset import make_benchmark, to_training_format
 from .compare.pipeline import base_model_dir, evaluate_stage, sft_stage
 from .drivers import prepare_sft_rows, sft_args
 from .knobs import BenchKnobs, ScheduleKnobs
-from .report import EVAL_METRICS, markdown_table, plot_training_curves
+from .report import EVAL_METRICS, majority_baseline, markdown_table, plot_training_curves
 
 logger = logging.getLogger(__name__)
 
 METHODS = ("vanilla", "scale")
 RESULT_FILES = ("results.json", "results.md", "training_curves.png")
+QUICK_OUTPUT_DIR = "runs/demo-quick"
 # --quick: a smoke run of the whole pipeline in about a minute (overrides only options left at their defaults).
 QUICK = {"num_train": 64, "num_test": 20, "max_steps": 6, "batch_size": 8, "max_new_tokens": 160}
 QUICK_NOTE = ("note: --quick is a smoke run of the pipeline, not a measurement: after a few steps the models have not "
@@ -40,7 +40,9 @@ QUICK_NOTE = ("note: --quick is a smoke run of the pipeline, not a measurement: 
 
 @dataclass
 class DemoConfig(BenchKnobs, ScheduleKnobs):
-    output_dir: str = field(default="runs/demo", metadata={"help": "results folder"})
+    output_dir: str = field(default="runs/demo", metadata={
+        "help": "results folder (with --quick and left at its default: runs/demo-quick, so a quick run never blocks "
+                "the full one)"})
     seed: int = field(default=0, metadata={"help": "seed of the data, the training order and the initialisation"})
     quick: bool = field(default=False, metadata={"help": "smoke test: tiny data and step budget (< 2 min)"})
     overwrite_output_dir: bool = field(default=False, metadata={"help": "replace existing results"})
@@ -62,6 +64,8 @@ class DemoConfig(BenchKnobs, ScheduleKnobs):
     def __post_init__(self):
         # --quick sets only what the user left at its default, and says so; an explicit value is kept.
         self.quick_settings: dict[str, int] = {}
+        if self.quick and self.output_dir == DemoConfig.__dataclass_fields__["output_dir"].default:
+            self.output_dir = QUICK_OUTPUT_DIR
         if self.quick:
             for name, value in QUICK.items():
                 default = DemoConfig.__dataclass_fields__[name].default
@@ -98,12 +102,6 @@ def available_cpus() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # macOS, Windows
         return os.cpu_count() or 1
-
-
-def majority_baseline(train_answers, test_answers) -> dict:
-    answer, _ = Counter(train_answers).most_common(1)[0]
-    acc = sum(a == answer for a in test_answers) / len(test_answers)
-    return {"answer": answer, "accuracy": round(acc, 4)}
 
 
 # The demo's names for two shared steps (tests/test_demo.py and tests/test_first_hour.py use them): the training data

@@ -23,6 +23,17 @@ METHOD_COLOURS = {"vanilla": "tab:blue", "scale": "tab:red"}
 # ------------------------------------------------------------------------------------------------ statistics
 
 
+def majority_baseline(reference_answers, test_answers) -> dict:
+    """Accuracy of always giving the most common of ``reference_answers`` (the training golds, or the evaluated
+    golds themselves) on ``test_answers``: what a model that ignores the image and question scores."""
+    from collections import Counter
+
+    answer, _ = Counter(reference_answers).most_common(1)[0]
+    acc = sum(a == answer for a in test_answers) / len(test_answers)
+    return {"answer": answer, "accuracy": round(acc, 4)}
+
+
+
 def seed_stats(values: Iterable[float]) -> dict:
     """Mean, sample standard deviation (0 for a single seed), min, max and the values themselves."""
     values = [float(v) for v in values]
@@ -117,13 +128,18 @@ def plot_training_curves(histories: dict[str, list[dict]], path: str | Path) -> 
         if method == "scale":
             axes[2].plot(steps, [h["w_think"] for h in rows], color="tab:purple", label="w_think")
             axes[2].plot(steps, [h["w_answer"] for h in rows], color="tab:orange", label="w_answer")
+            progress = [h for h in rows if "schedule_progress" in h]
+            if progress:  # the adaptive schedule: how far its loss-driven progress got, on the weights' 0-1 axis
+                axes[2].plot([h["step"] for h in progress], [h["schedule_progress"] for h in progress],
+                             color="tab:gray", linestyle="--", label="schedule progress (adaptive)")
     titles = ("think loss (token mean)", "answer loss (token mean)", "SCALe schedule weights")
     ylabels = ("think-segment loss (nats/token, log scale)", "answer-segment loss (nats/token, log scale)", "weight")
     for ax, title, ylabel in zip(axes, titles, ylabels):
         ax.set_title(title)
         ax.set_xlabel("optimizer step")
         ax.set_ylabel(ylabel)
-        ax.legend()
+        if ax.get_legend_handles_labels()[0]:  # a vanilla run alone has no schedule weights to show
+            ax.legend()
     axes[0].set_yscale("log")
     axes[1].set_yscale("log")
     save_figure(fig, path)
@@ -168,3 +184,64 @@ def plot_reward_curve(curve: list[dict], path: str | Path, smooth: int = 10) -> 
     ax.set_ylabel("reward")
     ax.legend(fontsize=8)
     save_figure(fig, path, dpi=100)
+
+
+# ------------------------------------------------------------------------------------------------ model card
+
+
+def final_segment_losses(log_history: list[dict]) -> dict | None:
+    """The last logged training think/answer losses (and weights): ``{"step", "loss_think", "loss_answer", ...}``."""
+    rows = [h for h in log_history if "loss_think" in h and "loss_answer" in h]
+    if not rows:
+        return None
+    last = rows[-1]
+    return {k: last[k] for k in ("step", "loss_think", "loss_answer", "w_think", "w_answer", "schedule_progress")
+            if k in last}
+
+
+def sft_model_card(run: dict) -> str:
+    """The model card (``README.md``) of a ``scale-vlm sft`` run, from ``run``: ``base``, ``output_dir``, ``method``,
+    ``schedule`` (a sentence), ``lora`` (a sentence or None), ``dataset``, ``data_report`` (PreparationReport
+    dict), ``steps``, ``epochs``, ``final`` (:func:`final_segment_losses`), ``eval`` (metrics or None),
+    ``prompt_form`` (dict or None) and ``plot`` (file name or None)."""
+    report, final = run["data_report"], run["final"]
+    method = "SCALe (think and answer segments, each averaged over its own tokens, weighted by the schedule)" \
+        if run["method"] == "scale" else "vanilla SFT (token-mean cross-entropy over the response)"
+    rows = [("base model", f"`{run['base']}`"), ("method", method)]
+    if run["method"] == "scale":
+        rows.append(("schedule", run["schedule"]))
+    rows.append(("weights", run["lora"] or "full fine-tuning"))
+    skipped = ", ".join(f"{n} {reason}" for reason, n in report.get("skipped", {}).items())
+    rows.append(("data", f"`{run['dataset']}`: {report['kept']} of {report['total']} examples trained on"
+                         + (f" (skipped: {skipped})" if skipped else "")))
+    think, answer = report["think_tokens"], report["answer_tokens"]
+    rows.append(("segment tokens", f"think {think}, answer {answer} (think/answer {think / max(answer, 1):.1f}x)"))
+    rows.append(("training", f"{run['steps']} optimizer steps, {run['epochs']:.2f} epochs"))
+    if final is not None:
+        weights = f" at weights think {final['w_think']:.3f} / answer {final['w_answer']:.3f}" if "w_think" in final else ""
+        rows.append(("final segment losses", f"think {final['loss_think']:.4f}, answer {final['loss_answer']:.4f} "
+                                             f"(nats/token, step {final['step']}{weights})"))
+    for key in ("eval_loss_think", "eval_loss_answer"):
+        if run.get("eval") and key in run["eval"]:
+            rows.append((key.replace("_", " "), f"{run['eval'][key]:.4f}"))
+    form = run.get("prompt_form")
+    if form:
+        rows.append(("prompts", f"{form['template']}; e.g. `{form['examples'][0][:100]!r}`"))
+    lines = ["---", f"base_model: {run['base']}", f"library_name: {'peft' if run['lora'] else 'transformers'}",
+             "tags:", "- scale-vlm", "- sft", f"- {run['method']}", "---", "",
+             f"# {Path(run['output_dir']).name}", "",
+             "A vision-language model fine-tuned with `scale-vlm sft` to reason inside think tags and answer inside "
+             "answer tags.", "", markdown_table(("", ""), rows), ""]
+    if run.get("plot"):
+        lines += [f"![training curves]({run['plot']})", "",
+                  "Think and answer losses per optimizer step and the schedule weights"
+                  + (" and the adaptive schedule's progress." if final and "schedule_progress" in final else "."), ""]
+    lines += ["## Use", "", "```bash",
+              f"scale-vlm eval --model_name_or_path {run['output_dir']} --dataset_name {run['dataset']} "
+              "--dataset_test_split test --output_dir eval-out",
+              f"scale-vlm grpo --model_name_or_path {run['output_dir']} --dataset_name {run['dataset']} "
+              "--output_dir grpo-out",
+              f"scale-vlm sft --config {Path(run['output_dir']) / 'scale_config.yaml'} --output_dir NEW   # this run again", "```", "",
+              "`scale_config.yaml` holds every option of the run, `data_report.json` the data counts, "
+              "`prompt_form.json` the form of the prompts trained on (checked by `scale-vlm eval`).", ""]
+    return "\n".join(lines)

@@ -129,6 +129,11 @@ class ScheduleFields:
 
     @property
     def weight_schedule(self) -> WeightSchedule:
+        for name in ("think_weight_start", "think_weight_end", "answer_weight_start", "answer_weight_end"):
+            value = getattr(self, name)
+            if value > 1:  # a weight above 1 scales the whole loss: a learning-rate change in disguise
+                raise ValueError(f"--{name} must be at most 1 (the weights mix the two segment losses; raise "
+                                 f"--learning_rate to train harder), got {value}")
         return WeightSchedule(name=self.schedule, think_start=self.think_weight_start, think_end=self.think_weight_end,
                               answer_start=self.answer_weight_start, answer_end=self.answer_weight_end,
                               step_at=self.schedule_step_at)

@@ -562,7 +562,7 @@ def test_sft_run_logs_the_data_summary_once_and_writes_a_clean_model_card(tiny_q
     assert not [r for r in caplog.records if "video processor" in r.getMessage() and r.levelno >= logging.INFO]
     assert not [r for r in caplog.records if "pin_memory" in r.getMessage()]
     card = (out / "README.md").read_text()
-    assert "[None]" not in card and 'model="None"' not in card and "the local model" in card
+    assert "[None]" not in card and 'model="None"' not in card and f"| base model | `{tiny_qwen_dir}` |" in card
 
 
 def test_no_pin_memory_without_a_gpu():
@@ -756,3 +756,364 @@ def test_a_config_file_may_use_the_older_option_names(monkeypatch, tmp_path):
     parsed = _parsed(monkeypatch, "eval", ["--config", str(config)])
     assert (parsed["model_name_or_path"], parsed["dataset_name"], parsed["dataset_test_split"]) == ("m", "d",
                                                                                                    "validation")
+
+
+# ------------------------------------------------------------------------ issue 26: the practitioner's path
+# LoRA SFT then GRPO, evaluation prompts that match training, a run that reports itself: each test replays the
+# user's commands through the CLI.
+
+SHIPPED_TRAIN = ["--use_cpu", "true", "--disable_tqdm", "true", "--report_to", "none", "--seed", "0"]
+
+
+@pytest.fixture(scope="module")
+def bench_data(tmp_path_factory):
+    """The built-in benchmark written as the user's data (``make-data``): train (8) and test (6) JSONL files."""
+    folder = tmp_path_factory.mktemp("bench-data")
+    # option-letter answers: the base model guesses a letter often enough that GRPO's rewards differ in a group
+    assert main(["make-data", "--output_dir", str(folder), "--num_examples", "8", "--num_test", "6",
+                 "--option_letter_fraction", "1.0", "--overwrite_output_dir", "true"]) == 0
+    return folder
+
+
+def _shipped_base():
+    from scale_vlm.tiny.shipped import SHIPPED_BASE, has_shipped_base
+
+    if not has_shipped_base():
+        pytest.skip("no shipped tiny base")
+    return str(SHIPPED_BASE)
+
+
+def _tensors(path):
+    from safetensors.torch import load_file
+
+    return load_file(str(path))
+
+
+def test_grpo_continues_the_adapter_of_a_lora_sft_run(bench_data, tmp_path, caplog):
+    """The issue's commands: sft --use_peft with q/k/v/o targets, then grpo on that output (a raw 'does not
+    require grad' crash before). GRPO trains the SFT adapter itself: same keys, changed values, no base weights."""
+    import logging
+
+    caplog.set_level(logging.INFO, logger="scale_vlm")
+    base, train = _shipped_base(), str(bench_data / "train.jsonl")
+    sft_out, grpo_out = tmp_path / "sft-lora", tmp_path / "grpo"
+    assert main(["sft", "--model_name_or_path", base, "--dataset_name", train, "--output_dir", str(sft_out),
+                 "--use_peft", "true", "--lora_target_modules", "q_proj", "k_proj", "v_proj", "o_proj",
+                 "--max_steps", "1", "--per_device_train_batch_size", "2", "--save_strategy", "no",
+                 *SHIPPED_TRAIN]) == 0
+    assert main(["grpo", "--model_name_or_path", str(sft_out), "--dataset_name", train, "--output_dir",
+                 str(grpo_out), "--max_steps", "1", "--num_generations", "4", "--per_device_train_batch_size", "16",
+                 "--max_completion_length", "4", "--learning_rate", "1e-3", *SHIPPED_TRAIN]) == 0
+    assert any("is a LoRA run: continuing its adapter (r=16)" in r.getMessage() for r in caplog.records)
+    before, after = _tensors(sft_out / "adapter_model.safetensors"), _tensors(grpo_out / "adapter_model.safetensors")
+    assert sorted(before) == sorted(after) and len(before) == 4 * 4 * 2  # 4 layers x q/k/v/o x lora_A/B
+    changed = [k for k in before if not (before[k] == after[k]).all()]
+    assert changed, "GRPO left the adapter unchanged"
+    assert not (grpo_out / "model.safetensors").exists() and not (grpo_out / "ref").exists()
+    config = json.loads((grpo_out / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == base and sorted(config["target_modules"]) == \
+        ["k_proj", "o_proj", "q_proj", "v_proj"]
+    history = json.loads((grpo_out / "log_history.json").read_text())
+    assert history[0]["grad_norm"] > 0 and history[0]["reward"] > 0  # a real policy gradient moved the adapter
+    # GRPO's prompts (the SFT file's, as written) agree with the SFT run's record, and are recorded in turn
+    assert json.loads((grpo_out / "prompt_form.json").read_text())["common_prefix"] == \
+        json.loads((sft_out / "prompt_form.json").read_text())["common_prefix"]
+
+
+def test_grpo_takes_lora_options_like_sft(bench_data, tmp_path, capsys):
+    """A full model plus --use_peft: TRL's GRPOTrainer gets the peft_config; only the adapter is saved."""
+    base, train = _shipped_base(), str(bench_data / "train.jsonl")
+    out = tmp_path / "grpo"
+    assert main(["grpo", "--model_name_or_path", base, "--dataset_name", train, "--output_dir", str(out),
+                 "--use_peft", "true", "--lora_r", "4", "--lora_target_modules", "q_proj", "v_proj", "--max_steps",
+                 "1", "--num_generations", "4", "--per_device_train_batch_size", "16", "--max_completion_length", "4",
+                 "--learning_rate", "1e-3", *SHIPPED_TRAIN]) == 0
+    adapter = _tensors(out / "adapter_model.safetensors")
+    assert len(adapter) == 4 * 2 * 2 and {tuple(t.shape) for k, t in adapter.items() if "lora_A" in k} == {(4, 128)}
+    assert any(t.abs().sum() > 0 for k, t in adapter.items() if "lora_B" in k)  # B starts at zero: it trained
+    # a LoRA run given --use_peft is refused (TRL refuses a PeftModel with a peft_config), with what to do
+    (tmp_path / "lora").mkdir()
+    (tmp_path / "lora" / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": base}))
+    rc = main(["grpo", "--model_name_or_path", str(tmp_path / "lora"), "--use_peft", "true", "--output_dir",
+               str(tmp_path / "g2"), "--use_cpu", "true"])
+    _assert_user_error(capsys, rc, "is a LoRA run", "GRPO continues its adapter", "drop --use_peft", command="grpo")
+
+
+def test_use_peft_alone_adapts_the_language_model_and_says_so(tiny_qwen_dir, tmp_path, caplog):
+    import logging
+
+    caplog.set_level(logging.INFO, logger="scale_vlm")
+    out = tmp_path / "run"
+    assert _sft(tiny_qwen_dir, _data(tmp_path / "d"), out, "--use_peft", "true", "--save_strategy", "no") == 0
+    (said,) = [r.getMessage() for r in caplog.records if "LoRA on the language model's linear layers" in r.getMessage()]
+    assert "(down_proj, gate_proj, k_proj, o_proj, q_proj, up_proj, v_proj; vision tower" in said
+    assert "--lora_target_modules all-linear" in said
+    keys = sorted(_tensors(out / "adapter_model.safetensors"))
+    assert keys and all(".language_model.layers." in k for k in keys)  # no vision tower, projector or lm_head
+    assert len(keys) == 2 * 7 * 2  # 2 layers x 7 linear layers x lora_A/B
+
+
+@pytest.mark.parametrize("extra, fragment", [
+    (["--use_peft", "true", "--lora_target_modules", "qproj"],
+     "--lora_target_modules qproj: no linear layer of Qwen2VLForConditionalGeneration has that name; its linear "
+     "layers are named down_proj, fc1, fc2, gate_proj, k_proj, lm_head, mlp.0, mlp.2, o_proj, proj, q_proj, qkv, "
+     "up_proj, v_proj"),
+    (["--use_peft", "true", "--lora_r", "0"], "--lora_r must be a positive integer"),
+    (["--use_peft", "true", "--lora_dropout", "1.5"], "--lora_dropout must be in [0, 1)"),
+    (["--lora_r", "8"], "--lora_r set without --use_peft"),
+])
+def test_lora_options_are_checked_before_the_model_loads(extra, fragment, tiny_qwen_dir, tmp_path, capsys,
+                                                        monkeypatch):
+    import transformers
+
+    monkeypatch.setattr(transformers.AutoModelForImageTextToText, "from_pretrained",
+                        lambda *a, **k: pytest.fail("the model was loaded before the LoRA options were checked"))
+    rc = _sft(tiny_qwen_dir, _data(tmp_path / "d"), tmp_path / "out", *extra)
+    _assert_user_error(capsys, rc, fragment)
+    rc = main(["grpo", "--model_name_or_path", tiny_qwen_dir, "--output_dir", str(tmp_path / "g"), "--use_cpu",
+               "true", *extra])
+    _assert_user_error(capsys, rc, fragment, command="grpo")
+
+
+def _columns_copy(folder, out):
+    """The held-out questions of a messages file as image/question/answer columns (the issue's second file)."""
+    from scale_vlm.parsing import parse_output
+
+    rows = []
+    for line in (folder / "test.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        user, assistant = row["messages"][0]["content"], row["messages"][1]["content"]
+        rows.append({"image": str(folder / row["images"][0]), "question": user[-1]["text"],
+                     "answer": parse_output(assistant[0]["text"]).answer, "choices": row["choices"]})
+    return write_jsonl(out, rows)
+
+
+def test_eval_refuses_prompts_other_than_training(bench_data, tmp_path, capsys):
+    """sft records the form of its prompts; eval of the held-out split as written agrees with it, eval through
+    the column mapping (its own 'Question: ...' template) is refused before the model loads, or said loudly."""
+    from scale_vlm.eval.prompt_form import AS_WRITTEN, TEMPLATE
+
+    base, run = _shipped_base(), tmp_path / "sft"
+    assert main(["sft", "--model_name_or_path", base, "--dataset_name", str(bench_data), "--output_dir", str(run),
+                 "--max_steps", "1", "--per_device_train_batch_size", "2", "--save_strategy", "no",
+                 *SHIPPED_TRAIN]) == 0
+    form = json.loads((run / "prompt_form.json").read_text())
+    first = json.loads((bench_data / "train.jsonl").read_text().splitlines()[0])["messages"][0]["content"][-1]["text"]
+    assert form["template"] == AS_WRITTEN and form["num_prompts"] == 8 and form["examples"][0] == first[:160] + "..."
+    assert form["common_suffix"].endswith("then give only the final answer inside <answer></answer>.")
+    capsys.readouterr()
+
+    def evaluate(data, out, *extra):
+        return main(["eval", "--model_name_or_path", str(run), "--dataset_name", str(data), "--output_dir",
+                     str(tmp_path / out), "--limit", "2", "--max_new_tokens", "4", "--progress", "false", *extra])
+
+    assert evaluate(bench_data, "same") == 0  # the data's test split, prompts as written: equal by construction
+    check = json.loads((tmp_path / "same" / "metrics.json").read_text())["prompt_check"]
+    assert check["differences"] == [] and check["trained"]["template"] == check["used"]["template"] == AS_WRITTEN
+    capsys.readouterr()
+    columns = _columns_copy(bench_data, tmp_path / "columns.jsonl")
+    rc = evaluate(columns, "other")
+    err = _assert_user_error(capsys, rc, f"the model was trained on prompts {AS_WRITTEN}, these are {TEMPLATE}",
+                             "--adapter sft", "--allow_prompt_mismatch true", command="eval")
+    assert "Question: " in err and not (tmp_path / "other" / "metrics.json").exists()
+    assert evaluate(columns, "other", "--allow_prompt_mismatch", "true") == 0
+    assert "scale-vlm eval: WARNING: the prompts differ from those" in capsys.readouterr().err
+    check = json.loads((tmp_path / "other" / "metrics.json").read_text())["prompt_check"]
+    assert check["used"]["template"] == TEMPLATE and len(check["differences"]) == 2  # template and beginning
+
+
+def test_a_held_out_sample_of_the_training_prompts_never_differs():
+    from scale_vlm.eval.adapters import build_prompt
+    from scale_vlm.eval.prompt_form import differences, prompt_form
+
+    written = [f"How many {w}s? Say it with a number." for w in ("circle", "square", "star", "cross")]
+    assert differences(prompt_form(written), prompt_form(written[2:3])) == []
+    assert differences(prompt_form(written[:1]), prompt_form(["What colour is it?"])) == []  # one prompt: no template
+    assert differences(prompt_form(written[:2]), prompt_form(written)) == []
+    templated = [build_prompt(p) for p in written]
+    assert len(differences(prompt_form(written), prompt_form(templated))) == 3  # template, beginning, end
+    other_end = [p.replace("number.", "word.") for p in written]
+    assert differences(prompt_form(written), prompt_form(other_end)) == [
+        "the training prompts all end with 's? Say it with a number.', these with 's? Say it with a word.'"]
+
+
+def _choices_file(folder, with_choices=True):
+    from reliability_support import colour_image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    colour_image(0).save(folder / "q.png")
+    rows = [{"image": "q.png", "question": "Which colour is the square?", "answer": "B",
+             **({"choices": ["red", "green", "blue"]} if with_choices else {})},
+            {"image": "q.png", "question": "Which shape is it?", "answer": "A",
+             **({"choices": ["square", "circle"]} if with_choices else {})}]
+    return write_jsonl(folder / "test.jsonl", rows)
+
+
+def test_eval_finds_the_choices_column_by_name(tiny_qwen_dir, tmp_path, capsys):
+    data, out = _choices_file(tmp_path / "d"), tmp_path / "o"
+    assert main(["eval", "--model_name_or_path", tiny_qwen_dir, "--dataset_name", str(data), "--output_dir", str(out),
+                 "--max_new_tokens", "2", "--progress", "false"]) == 0
+    assert "majority baseline 0.500 (always answering 'B', the most common gold" in capsys.readouterr().out
+    rows = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    assert [r["gold"] for r in rows] == ["B", "A"]
+    assert rows[0]["prompt"].splitlines()[:2] == ["Question: Which colour is the square?",
+                                                  "Options: (A) red (B) green (C) blue"]
+    from scale_vlm.eval.adapters import ColumnMapping, load_eval_dataset
+
+    # --choices_column '' says the data has none: the letter golds are then refused, as without the column
+    assert load_eval_dataset(str(data), columns=ColumnMapping())[1].choices == ["square", "circle"]
+    with pytest.raises(ValueError, match="example 0: the answer 'B' is an option letter but the example has no"):
+        load_eval_dataset(str(data), columns=ColumnMapping(choices_column=""))
+
+
+def test_eval_refuses_letter_golds_without_choices(tiny_qwen_dir, tmp_path, capsys, monkeypatch):
+    import transformers
+
+    monkeypatch.setattr(transformers.AutoModelForImageTextToText, "from_pretrained",
+                        lambda *a, **k: pytest.fail("the model was loaded before the golds were checked"))
+    data = _choices_file(tmp_path / "d", with_choices=False)
+    rc = main(["eval", "--model_name_or_path", tiny_qwen_dir, "--dataset_name", str(data), "--output_dir",
+               str(tmp_path / "o")])
+    _assert_user_error(capsys, rc, "example 0: the answer 'B' is an option letter but the example has no choices",
+                       "--choices_column NAME", command="eval")
+
+
+def test_an_sft_run_reports_itself(tiny_qwen_dir, tmp_path, monkeypatch):
+    """The model card says method, schedule, weights, data, segment counts and final segment losses (TRL's generic
+    text card before); the demo's training-curve figure is written, with the adaptive schedule's progress."""
+    import matplotlib.axes
+
+    lines = []
+    plot = matplotlib.axes.Axes.plot
+
+    def record(ax, *a, **k):
+        lines.append((k.get("label"), list(a[1]) if len(a) > 1 else None))
+        return plot(ax, *a, **k)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "plot", record)
+    out = tmp_path / "run"
+    assert _sft(tiny_qwen_dir, _data(tmp_path / "d", n=6), out, "--progress_mode", "adaptive", "--use_peft", "true",
+                "--lora_r", "4", "--lora_target_modules", "q_proj", "v_proj", "--save_strategy", "no") == 0
+    card = (out / "README.md").read_text()
+    report = json.loads((out / "data_report.json").read_text())
+    assert "| method | SCALe (think and answer segments" in card
+    assert "| schedule | cosine: think weight 0.8 -> 0.2, answer weight 0.2 -> 0.8, progress adaptive |" in card
+    assert "| weights | LoRA adapter (r 4, alpha 32) on q_proj, v_proj; base weights frozen |" in card
+    assert "examples trained on" in card and f"| data | `{tmp_path / 'd' / 'train.jsonl'}`: 6 of 6 examples" in card
+    assert f"| segment tokens | think {report['think_tokens']}, answer {report['answer_tokens']} " in card
+    assert "| training | 2 optimizer steps" in card and "library_name: peft" in card
+    final = next(line for line in card.splitlines() if line.startswith("| final segment losses |"))
+    assert "(nats/token, step 2 at weights think" in final
+    assert "time machine" not in card.lower() and "pipeline(" not in card
+    assert (out / "training_curves.png").stat().st_size > 10_000 and "![training curves](training_curves.png)" in card
+    labels = [label for label, _ in lines]
+    assert labels.count("scale") == 2 and "w_think" in labels and "schedule progress (adaptive)" in labels
+    progress = next(ys for label, ys in lines if label == "schedule progress (adaptive)")
+    assert len(progress) == 2 and all(0.0 <= p <= 1.0 for p in progress)
+
+
+def test_eval_says_when_accuracy_comes_from_malformed_replies():
+    from scale_vlm.eval.adapters import EvalExample
+    from scale_vlm.eval.evaluate import format_summary, score_outputs, summarize
+    from scale_vlm.report import majority_baseline
+
+    examples = [EvalExample(str(i), [], "q", gold, ["x", "y"]) for i, gold in enumerate("BBA")]
+    outputs = ["B", "<think>two</think><answer>A</answer>", "<think>one, so the first</think><answer>A</answer>"]
+    def words(text, add_special_tokens=False):
+        return {"input_ids": text.split()}
+
+    metrics = summarize(score_outputs(examples, outputs, words))
+    assert (metrics["accuracy"], metrics["malformed_rate"], metrics["correct_malformed_rate"]) == (2 / 3, 1 / 3, 1 / 3)
+    metrics["majority_baseline"] = majority_baseline("BBA", "BBA")
+    text = format_summary(metrics)
+    assert "majority baseline 0.667 (always answering 'B'" in text
+    assert "WARNING: 0.333 of the 0.667 accuracy comes from malformed replies" in text
+    metrics["correct_malformed_rate"] = 0.0
+    assert "WARNING" not in format_summary(metrics)
+
+
+COMPARE_TINY = ["--num_grpo_prompts", "2", "--num_test", "2", "--sft_steps", "1", "--sft_batch_size", "2",
+                "--grpo_steps", "1", "--grpo_batch_size", "4", "--num_generations", "2", "--max_completion_length",
+                "4", "--max_new_tokens", "4", "--eval_batch_size", "2", "--progress", "false"]
+
+
+def test_compare_runs_the_four_arms_on_the_users_data(bench_data, tmp_path, capsys):
+    _shipped_base()
+    out = tmp_path / "compare"
+    assert main(["compare", "--dataset_name", str(bench_data), "--output_dir", str(out), *COMPARE_TINY]) == 0
+    results = json.loads((out / "results.json").read_text())
+    arms = results["per_seed"]["0"]
+    assert sorted(arms) == ["scale", "scale_grpo", "sft", "sft_grpo"]
+    assert {arm: r["num_examples"] for arm, r in arms.items()} == dict.fromkeys(arms, 2)
+    test_prompts = [json.loads(line)["messages"][0]["content"][-1]["text"]
+                    for line in (bench_data / "test.jsonl").read_text().splitlines()[:2]]
+    for arm in arms:  # every arm is scored on the user's held-out questions, as written
+        rows = [json.loads(line) for line in (out / "seed0" / f"eval_{arm}" / "predictions.jsonl").read_text().splitlines()]
+        assert [r["prompt"] for r in rows] == test_prompts
+    assert arms["sft"]["sft_supervised_tokens"] > 0 and arms["scale_grpo"]["grpo_generated_tokens"] > 0
+    # a test split in another form than the training prompts is refused before any training
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    (mixed / "train.jsonl").write_text((bench_data / "train.jsonl").read_text().replace('"images/', f'"{bench_data}/images/'))
+    _columns_copy(bench_data, mixed / "test.jsonl")
+    capsys.readouterr()
+    rc = main(["compare", "--dataset_name", str(mixed), "--output_dir", str(tmp_path / "c2"), *COMPARE_TINY])
+    _assert_user_error(capsys, rc, "the test prompts differ from the SFT training prompts", "--adapter sft",
+                       command="compare")
+    assert not list((tmp_path / "c2").glob("seed0/sft_*/model"))
+
+
+# ------------------------------------------------------------------------ issue 26, item 7: the smaller ones
+
+
+@pytest.mark.parametrize("command", ["sft", "eval", "grpo"])
+def test_a_missing_config_file_is_named_with_the_fix(command, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    rc = main([command, "--config", "nosuch.yaml"])
+    _assert_user_error(capsys, rc, "--config 'nosuch.yaml' not found", str(tmp_path / "nosuch.yaml"),
+                       "such as the scale_config.yaml a run writes", command=command)
+
+
+def test_a_schedule_weight_above_one_is_refused(tiny_qwen_dir, tmp_path, capsys):
+    rc = _sft(tiny_qwen_dir, _data(tmp_path / "d"), tmp_path / "out", "--think_weight_start", "1.5")
+    _assert_user_error(capsys, rc, "--think_weight_start must be at most 1", "raise --learning_rate", "got 1.5")
+    rc = main(["plot-schedule", "--answer_weight_end", "2"])
+    _assert_user_error(capsys, rc, "--answer_weight_end must be at most 1", command="plot-schedule")
+    assert main(["plot-schedule", "--think_weight_start", "1.0"]) == 0  # 1 itself is a weight
+
+
+def test_eval_on_a_device_this_machine_lacks_is_a_clear_error(tiny_qwen_dir, tmp_path, capsys, monkeypatch):
+    import torch
+    import transformers
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(transformers.AutoModelForImageTextToText, "from_pretrained",
+                        lambda *a, **k: pytest.fail("the model was loaded before the device was checked"))
+    rc = main(["eval", "--model_name_or_path", tiny_qwen_dir, "--dataset_name", "builtin", "--limit", "2",
+               "--output_dir", str(tmp_path / "e"), "--device", "cuda"])
+    build = "this torch build has no CUDA support" if torch.version.cuda is None else "no CUDA GPU is visible"
+    _assert_user_error(capsys, rc, f"--device cuda: {build}; use --device cpu", command="eval")
+    rc = main(["eval", "--model_name_or_path", tiny_qwen_dir, "--dataset_name", "builtin", "--output_dir",
+               str(tmp_path / "e"), "--device", "gpu0"])
+    _assert_user_error(capsys, rc, "--device 'gpu0' is not a device name", command="eval")
+
+
+def test_missing_tags_suggest_the_tag_options(tiny_qwen_dir, tmp_path, capsys):
+    rc = _sft(tiny_qwen_dir, _bad_example_file(tmp_path / "d"), tmp_path / "out")
+    _assert_user_error(capsys, rc, "example 1: missing tag '<think>'", "--bad_example_policy skip",
+                       "name them: --think_open --think_close --answer_open --answer_close")
+
+
+def test_quick_demo_and_full_demo_default_to_different_folders():
+    from scale_vlm.demo import DemoConfig
+
+    assert DemoConfig().output_dir == "runs/demo" and DemoConfig(quick=True).output_dir == "runs/demo-quick"
+    assert DemoConfig(quick=True, output_dir="mine").output_dir == "mine"
+
+
+def test_a_resumed_run_says_which_checkpoint_it_continues(tiny_qwen_dir, tmp_path, capsys):
+    out, data = tmp_path / "run", _data(tmp_path / "d")
+    assert _sft(tiny_qwen_dir, data, out) == 0
+    capsys.readouterr()
+    assert _sft(tiny_qwen_dir, data, out, "--resume_from_checkpoint", "true") == 0
+    assert f"scale-vlm sft: resuming from {out / 'checkpoint-2'} (step 2 of 2, epoch 0.50)" in capsys.readouterr().err

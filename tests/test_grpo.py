@@ -59,3 +59,24 @@ def test_grpo_steps_tiny_vlm(tmp_path):
     assert trainer.generated_tokens == sum(h["completion_tokens"] for h in logs) > 0
     changed = [n for n, p in model.named_parameters() if not torch.equal(before[n], p.detach())]
     assert changed, "no parameter changed"
+
+
+def test_trainer_given_a_lora_run_path_trains_its_adapter(tmp_path):
+    """``ScaleGRPOTrainer(model="runs/sft-lora")``: the adapter is loaded trainable on the frozen base (transformers'
+    own adapter loading leaves it frozen, for inference, and the first backward then fails)."""
+    from peft import LoraConfig, get_peft_model
+
+    from scale_vlm.tiny.model import save_tiny
+
+    model, processor = build_tiny_qwen2_vl(corpus_texts(per_setting=2), vocab_size=300, num_layers=1)
+    base = save_tiny(model, processor, tmp_path / "base")
+    lora = get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj", "v_proj"]))
+    lora.peft_config["default"].base_model_name_or_path = str(base)
+    lora.save_pretrained(tmp_path / "sft-lora")
+    processor.save_pretrained(tmp_path / "sft-lora")
+    args = ScaleGRPOConfig(output_dir=str(tmp_path / "out"), max_steps=1, per_device_train_batch_size=2,
+                           num_generations=2, use_cpu=True, report_to="none")
+    trainer = ScaleGRPOTrainer(model=str(tmp_path / "sft-lora"), args=args,
+                               train_dataset=load_grpo_dataset("builtin", "train", builtin_size=2))
+    trainable = sorted(n for n, p in trainer.model.named_parameters() if p.requires_grad)
+    assert len(trainable) == 2 * 2 and all(".lora_A." in n or ".lora_B." in n for n in trainable)  # 1 layer, q/v

@@ -26,6 +26,12 @@ def parse(parser, argv):
     plain = list(argv)
     if "--config" in plain:  # TrlParser reads --config FILE itself; argparse does not know it
         i = plain.index("--config")
+        config = plain[i + 1] if i + 1 < len(plain) else None
+        if config is None or not os.path.isfile(config):
+            raise FileNotFoundError(
+                f"--config {config!r} not found (looked for {os.path.abspath(config or '')}); check the path: a YAML "
+                "file of options, such as the scale_config.yaml a run writes" if config else
+                "--config needs a YAML file of options, e.g. --config run/scale_config.yaml")
         del plain[i:i + 2]
     # Options required on the command line may come from the --config file instead: not required for this look.
     required = [a for a in parser._actions if a.required]
@@ -91,8 +97,12 @@ def fix_hint(command: str, err: BaseException) -> str | None:
     from ..data.formats import ExampleError
 
     if isinstance(err, ExampleError) and command in ("sft", "inspect-data"):
-        return ("fix or remove that example, or pass --bad_example_policy skip to drop bad examples "
+        hint = ("fix or remove that example, or pass --bad_example_policy skip to drop bad examples "
                 "(they are counted by reason in the report)")
+        if "missing tag" in str(err):  # every example fails alike when the data uses other tag names
+            hint += ("; if your data marks reasoning and answer with other tags, name them: --think_open "
+                     "--think_close --answer_open --answer_close (see scale-vlm inspect-data)")
+        return hint
     return None
 
 

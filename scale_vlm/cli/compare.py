@@ -2,7 +2,9 @@
 
 Vanilla SFT, SCALe-SFT, vanilla SFT -> GRPO and SCALe-SFT -> GRPO on identical data, seeds and evaluation; writes
 ``results.json``, ``results.md`` and ``accuracy_vs_time.png``. Finished stages are reused on a rerun with the same
-config, so an interrupted comparison picks up where it stopped.
+config, so an interrupted comparison picks up where it stopped. ``--dataset_name`` runs the arms on your data
+(train and test splits, read as ``scale-vlm sft`` and ``eval`` read them; ``--adapter`` and the column options as
+in ``eval``) instead of the built-in benchmark.
 """
 
 from __future__ import annotations

@@ -4,14 +4,25 @@ GRPO (TRL's ``GRPOTrainer``) from an SFT checkpoint with the accuracy and format
 flag works (``--loss_type``, ``--beta``, ``--num_generations``, ``--max_completion_length``, ``--learning_rate``,
 ``--use_vllm`` when vLLM is installed, ...), plus ``--accuracy_weight`` / ``--format_weight`` and the tag names.
 Options can also come from ``--config file.yaml``. Per-step metrics land in ``DIR/log_history.json``.
+
+LoRA: a ``scale-vlm sft --use_peft`` output is continued: its base model is loaded frozen and the SFT adapter keeps
+training (TRL copies it as the frozen KL reference when ``--beta`` > 0), so the GRPO output is an adapter of the
+same base, loadable like the SFT one. A full model takes TRL's LoRA options (``--use_peft``, ``--lora_r``,
+``--lora_target_modules``, ... as in ``scale-vlm sft``), passed to ``GRPOTrainer`` as its ``peft_config``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from trl import ModelConfig
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -35,30 +46,56 @@ class GRPOScriptArguments:
     image_column: str | None = field(default="image", metadata={"help": "generic adapter: image column ('' = none)"})
     question_column: str = field(default="question", metadata={"help": "generic adapter: question column"})
     answer_column: str = field(default="answer", metadata={"help": "generic adapter: answer column"})
-    choices_column: str | None = field(default=None, metadata={"help": "generic adapter: choices column"})
+    choices_column: str | None = field(default=None, metadata={
+        "help": "generic adapter: choices column (default: 'choices' when the data has one; '' for none)"})
     id_column: str | None = field(default=None, metadata={"help": "generic adapter: id column"})
     answer_format: str = field(default="auto", metadata={
         "help": "with choices: 'index' (0-based option indices), 'text' (letter or choice text) or 'auto'"})
+    allow_prompt_mismatch: bool = field(default=False, metadata={
+        "help": "train even when the prompts differ from those the SFT model was trained on (its prompt_form.json)"})
 
     def columns(self):
         from ..eval.adapters import ColumnMapping
 
         mapping = ColumnMapping(image_column=self.image_column or None, question_column=self.question_column,
-                                answer_column=self.answer_column, choices_column=self.choices_column or None,
+                                answer_column=self.answer_column, choices_column=self.choices_column,
                                 id_column=self.id_column or None)
         # Only an explicit mapping forces the generic adapter under "auto" (as in scale-vlm eval).
         return None if mapping == ColumnMapping() and self.adapter != "columns" else mapping
 
 
-def run(script: GRPOScriptArguments, args) -> dict:
+# TRL's ModelConfig options (LoRA, quantisation, dtype), under their own names, as in scale-vlm sft; the model
+# itself is GRPOScriptArguments.model_name_or_path (which keeps its older --model spelling).
+GRPOModelArguments = dataclasses.make_dataclass(
+    "GRPOModelArguments",
+    [(f.name, f.type, field(default=f.default, metadata=f.metadata))
+     for f in dataclasses.fields(ModelConfig) if f.name != "model_name_or_path"])
+
+
+def model_config(script: GRPOScriptArguments, model_args=None) -> ModelConfig:
+    values = dataclasses.asdict(model_args) if model_args is not None else {}
+    return ModelConfig(model_name_or_path=script.model_name_or_path, **values)
+
+
+def run(script: GRPOScriptArguments, args, model_args=None) -> dict:
     import torch
 
     from ..grpo_trainer import ScaleGRPOTrainer, load_grpo_dataset
+    from ..lora import check_lora_options, is_lora_run, load_lora_run, lora_config, model_skeleton
     from ..processors import load_processor
     from ..run_guard import check_local_path, check_output_writable
+    from .sft import quantization_config
 
     if not script.model_name_or_path:
         raise ValueError("--model_name_or_path is required")
+    model_args = model_config(script, model_args)
+    check_lora_options(model_args, "grpo")
+    lora_run = is_lora_run(script.model_name_or_path)
+    if lora_run and model_args.use_peft:
+        raise ValueError(f"{script.model_name_or_path} is a LoRA run (it holds adapter_config.json): GRPO continues "
+                         "its adapter, with the adapter's own rank and targets; drop --use_peft and the --lora_* "
+                         "options (to start a new adapter instead, merge this one into its base first with peft's "
+                         "merge_and_unload and pass the merged model)")
     if args.use_vllm and importlib.util.find_spec("vllm") is None:
         raise ValueError("--use_vllm needs vLLM: pip install 'scale-vlm[vllm]'")
     out = Path(args.output_dir)
@@ -68,20 +105,51 @@ def run(script: GRPOScriptArguments, args) -> dict:
     check_output_writable(out)  # before training, not at the final save
     if script.threads:
         torch.set_num_threads(script.threads)
+    # a LoRA run's base is frozen in whatever form it loads, quantised included: only the adapter trains
+    quantization = quantization_config(dataclasses.replace(model_args, use_peft=model_args.use_peft or lora_run), args)
+    peft_config = None
+    if model_args.use_peft:  # resolved and checked on the module tree, before the weights load
+        skeleton = model_skeleton(script.model_name_or_path, model_args.model_revision, args.trust_remote_code)
+        if skeleton is not None:
+            peft_config = lora_config(model_args, skeleton, "grpo")
     dataset = load_grpo_dataset(script.dataset_name, script.dataset_train_split, limit=script.limit, seed=script.builtin_seed,
                                 builtin_size=script.builtin_size, image_only=script.image_only, tags=args.tags,
                                 adapter=script.adapter, columns=script.columns(), answer_format=script.answer_format)
+    from ..eval.prompt_form import check_prompts, prompt_form, write_prompt_form
+
+    prompts = [row[0]["content"][-1]["text"] for row in dataset["prompt"]]
+    source = f"{script.dataset_name} split {script.dataset_train_split!r}, --adapter {script.adapter} (scale-vlm grpo)"
+    check_prompts(script.model_name_or_path, prompts, source, "grpo", script.allow_prompt_mismatch, args.tags)
     from transformers import AutoModelForImageTextToText
 
-    model = AutoModelForImageTextToText.from_pretrained(script.model_name_or_path,
-                                                        trust_remote_code=args.trust_remote_code)
-    if torch.cuda.is_available() is False or args.use_cpu:
+    model_kwargs = dict(trust_remote_code=args.trust_remote_code, revision=model_args.model_revision,
+                        attn_implementation=model_args.attn_implementation)
+    if model_args.dtype not in (None, "auto"):
+        model_kwargs["dtype"] = model_args.dtype
+    if quantization is not None:
+        from accelerate import PartialState
+
+        model_kwargs.update(quantization_config=quantization, device_map={"": PartialState().local_process_index})
+    if lora_run:
+        model = load_lora_run(script.model_name_or_path, trainable=True, **model_kwargs)
+        logger.info("scale-vlm grpo: %s is a LoRA run: continuing its adapter (r=%s) on the frozen base %s",
+                    script.model_name_or_path, model.peft_config["default"].r,
+                    model.peft_config["default"].base_model_name_or_path)
+    else:
+        model = AutoModelForImageTextToText.from_pretrained(script.model_name_or_path, **model_kwargs)
+        if model_args.use_peft and peft_config is None:
+            peft_config = lora_config(model_args, model, "grpo")
+    if quantization is None and (torch.cuda.is_available() is False or args.use_cpu):
         model = model.to(torch.float32)
     processor = load_processor(script.model_name_or_path, trust_remote_code=args.trust_remote_code)
-    trainer = ScaleGRPOTrainer(model=model, args=args, train_dataset=dataset, processing_class=processor)
+    trainer = ScaleGRPOTrainer(model=model, args=args, train_dataset=dataset, processing_class=processor,
+                               peft_config=peft_config)
     trainer.train()
+    if "ref" in getattr(trainer.model, "peft_config", {}):
+        trainer.model.delete_adapter("ref")  # TRL's frozen copy of the SFT adapter (the KL reference), not a result
     trainer.save_model(args.output_dir)
     processor.save_pretrained(args.output_dir)
+    write_prompt_form(out, prompt_form(prompts, source, args.tags))  # what eval of this model compares with
     history = trainer.state.log_history
     (out / "log_history.json").write_text(json.dumps(history, indent=1) + "\n")
     curve = [h for h in history if "reward" in h]
@@ -103,6 +171,8 @@ def _main(argv: list[str]) -> int:
     from ..grpo_config import ScaleGRPOConfig
     from .common import parse
 
-    script, args = parse(TrlParser((GRPOScriptArguments, ScaleGRPOConfig), prog="scale-vlm grpo"), argv)
-    run(script, args)
+    script, args, model_args = parse(TrlParser((GRPOScriptArguments, ScaleGRPOConfig, GRPOModelArguments),
+                                               prog="scale-vlm grpo"), argv)
+    logging.basicConfig(level=logging.INFO if args.should_log else logging.WARNING)
+    run(script, args, model_args)
     return 0

@@ -73,6 +73,16 @@ def move_previous_run_aside(args: ScaleSFTConfig) -> str | None:
     return aside
 
 
+def say_resume(checkpoint: str, args: ScaleSFTConfig) -> None:
+    """One line naming the checkpoint a resumed run continues from, and where in training it is."""
+    with open(os.path.join(checkpoint, "trainer_state.json")) as f:
+        state = json.load(f)
+    total = args.max_steps if args.max_steps and args.max_steps > 0 else state.get("max_steps")  # this run's goal
+    print(f"scale-vlm sft: resuming from {checkpoint} (step {state.get('global_step')}"
+          f"{f' of {total}' if total and total > 0 else ''}, epoch {float(state.get('epoch') or 0):.2f})",
+          file=sys.stderr, flush=True)
+
+
 def check_unsupported_options(script_args: SFTScriptArguments) -> None:
     """Refuse TRL options this command cannot honour, instead of accepting and ignoring them."""
     if script_args.dataset_config:
@@ -139,9 +149,9 @@ def load_eval_split(script_args: SFTScriptArguments, training_args: ScaleSFTConf
 def run_sft(script_args: SFTScriptArguments, training_args: ScaleSFTConfig, model_args: ModelConfig):
     """Load model, processor and data, train, and save model + processor + resolved config to ``output_dir``."""
     from transformers import AutoModelForImageTextToText
-    from trl import get_peft_config
 
     from ..data.prepare import load_training_dataset
+    from ..lora import check_lora_options, lora_config, model_skeleton
     from ..processors import load_processor
     from ..run_guard import check_local_path, check_output_writable
     from ..sft_trainer import ScaleSFTTrainer
@@ -151,13 +161,20 @@ def run_sft(script_args: SFTScriptArguments, training_args: ScaleSFTConfig, mode
     if not script_args.dataset_name:
         raise ValueError("--dataset_name is required")
     check_unsupported_options(script_args)
+    check_lora_options(model_args, "sft")
     quantization = quantization_config(model_args, training_args)
     check_output_dir(training_args)
     check_local_path(model_args.model_name_or_path, "model")
+    # LoRA targets are resolved (and checked) on the model's module tree before its weights load
+    skeleton = model_skeleton(model_args.model_name_or_path, model_args.model_revision,
+                              training_args.trust_remote_code) if model_args.use_peft else None
+    peft_config = lora_config(model_args, skeleton, "sft") if skeleton is not None else None
     check_local_path(script_args.dataset_name, "dataset")
     check_output_writable(training_args.output_dir)  # before training, not at the final save
     move_previous_run_aside(training_args)
     resume = resolve_resume_checkpoint(training_args.output_dir, training_args.resume_from_checkpoint)
+    if resume is not None:
+        say_resume(resume, training_args)
 
     model_kwargs = dict(
         trust_remote_code=training_args.trust_remote_code,
@@ -172,6 +189,8 @@ def run_sft(script_args: SFTScriptArguments, training_args: ScaleSFTConfig, mode
         # Each process holds its whole quantised model on its own GPU (bitsandbytes cannot be moved afterwards).
         model_kwargs.update(quantization_config=quantization, device_map={"": PartialState().local_process_index})
     model = AutoModelForImageTextToText.from_pretrained(model_args.model_name_or_path, **model_kwargs)
+    if model_args.use_peft and peft_config is None:
+        peft_config = lora_config(model_args, model, "sft")
     processor = load_processor(model_args.model_name_or_path, trust_remote_code=training_args.trust_remote_code,
                                revision=model_args.model_revision)
     dataset, image_root = load_training_dataset(script_args.dataset_name, script_args.dataset_train_split, training_args.image_root)
@@ -181,7 +200,7 @@ def run_sft(script_args: SFTScriptArguments, training_args: ScaleSFTConfig, mode
 
     trainer = ScaleSFTTrainer(
         model=model, args=training_args, train_dataset=dataset, eval_dataset=eval_dataset, processing_class=processor,
-        peft_config=get_peft_config(model_args),
+        peft_config=peft_config,
     )
     trainer.train(resume_from_checkpoint=resume)
     if eval_dataset is not None and training_args.eval_strategy == "no":
@@ -198,23 +217,68 @@ def run_sft(script_args: SFTScriptArguments, training_args: ScaleSFTConfig, mode
             if report is not None:
                 with open(os.path.join(training_args.output_dir, report_file), "w") as f:
                     json.dump(report.to_dict(), f, indent=2)
-        fix_model_card(training_args.output_dir, model_args.model_name_or_path)
-        print(f"saved the model, processor, scale_config.yaml and data_report.json to {training_args.output_dir}")
+        save_prompt_form(training_args.output_dir, script_args, training_args, dataset)
+        write_run_report(trainer, script_args, training_args, model_args, peft_config)
+        print(f"saved the model, processor, scale_config.yaml, data_report.json, prompt_form.json, the model card "
+              f"(README.md) and {TRAINING_CURVES} to {training_args.output_dir}")
     return trainer
 
 
-def fix_model_card(output_dir: str, base: str) -> None:
-    """TRL's model card names the base model only when it is a hub id; for a local base it writes
-    "fine-tuned version of [None](https://huggingface.co/None)". Name the local base instead."""
-    path = os.path.join(output_dir, "README.md")
-    if not os.path.isfile(path):
+def save_prompt_form(output_dir: str, script_args, training_args: ScaleSFTConfig, dataset) -> None:
+    """Record the form of the prompts trained on (``prompt_form.json``): ``eval`` and ``grpo`` compare theirs with
+    it before scoring or training the model on other prompts."""
+    from ..eval.adapters import training_prompts
+    from ..eval.prompt_form import prompt_form, write_prompt_form
+
+    prompts = training_prompts(dataset, training_args.image_root)
+    if prompts:
+        source = f"{script_args.dataset_name} split {script_args.dataset_train_split!r}, as written (scale-vlm sft)"
+        write_prompt_form(output_dir, prompt_form(prompts, source, training_args.tags))
+
+
+TRAINING_CURVES = "training_curves.png"
+
+
+def schedule_sentence(args: ScaleSFTConfig) -> str:
+    mode = f", progress {args.progress_mode}" if getattr(args, "progress_mode", None) else ""
+    return (f"{args.schedule}: think weight {args.think_weight_start} -> {args.think_weight_end}, answer weight "
+            f"{args.answer_weight_start} -> {args.answer_weight_end}{mode}")
+
+
+def lora_sentence(peft_config) -> str | None:
+    if peft_config is None:
+        return None
+    targets = peft_config.target_modules
+    targets = ", ".join(sorted(targets)) if isinstance(targets, (set, list, tuple)) else str(targets)
+    return f"LoRA adapter (r {peft_config.r}, alpha {peft_config.lora_alpha}) on {targets}; base weights frozen"
+
+
+def write_run_report(trainer, script_args, training_args: ScaleSFTConfig, model_args, peft_config) -> None:
+    """The run's own model card (README.md, in place of TRL's generic text-generation card) and the training-curve
+    figure (training_curves.png, the demo's figure)."""
+    from ..eval.prompt_form import read_prompt_form
+    from ..report import final_segment_losses, plot_training_curves, sft_model_card
+
+    out = training_args.output_dir
+    history = trainer.state.log_history
+    plot = None
+    if any("loss_think" in h for h in history):
+        plot_training_curves({training_args.method: history}, os.path.join(out, TRAINING_CURVES))
+        plot = TRAINING_CURVES
+    report = trainer.preparation_reports.get("train")
+    if report is None:
         return
-    with open(path, encoding="utf-8") as f:
-        text = f.read()
-    text = text.replace("[None](https://huggingface.co/None)", f"the local model `{base}`")
-    text = text.replace('model="None"', f'model="{output_dir}"')
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(text)
+    form = read_prompt_form(out)
+    eval_metrics = next((h for h in reversed(history) if "eval_loss" in h), None)
+    card = sft_model_card({
+        "base": model_args.model_name_or_path, "output_dir": out, "method": training_args.method,
+        "schedule": schedule_sentence(training_args), "lora": lora_sentence(peft_config),
+        "dataset": script_args.dataset_name, "data_report": report.to_dict(), "steps": trainer.state.global_step,
+        "epochs": float(trainer.state.epoch or 0.0), "final": final_segment_losses(history), "eval": eval_metrics,
+        "prompt_form": form.to_dict() if form is not None else None, "plot": plot,
+    })
+    with open(os.path.join(out, "README.md"), "w", encoding="utf-8") as f:
+        f.write(card)
 
 
 def save_resolved_config(output_dir: str, script_args, training_args: ScaleSFTConfig, model_args) -> str:

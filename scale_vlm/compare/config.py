@@ -26,6 +26,21 @@ class CompareConfig(BenchKnobs, ScheduleKnobs):
     seeds: list[int] = field(default_factory=lambda: [0], metadata={"help": "seeds: data, order, init, sampling"})
     quick: bool = field(default=False, metadata={"help": "smoke test: tiny data and step budgets (a few minutes)"})
     base_model: str = field(default="", metadata={"help": "base model folder (default: the shipped tiny base)"})
+    # the user's data instead of the built-in benchmark: the options of scale-vlm sft and eval
+    dataset_name: str = field(default="", metadata={
+        "help": "your data (a file or folder scale-vlm sft reads, with a train and a test split); default: the "
+                "built-in benchmark. --num_train / --num_grpo_prompts / --num_test take the first rows of the splits"})
+    dataset_train_split: str = field(default="train", metadata={"help": "split for SFT and the GRPO prompts"})
+    dataset_test_split: str = field(default="test", metadata={"help": "split to evaluate the four arms on"})
+    adapter: str = field(default="auto", metadata={
+        "help": "schema of the test split and GRPO prompts, as in scale-vlm eval (auto: an SFT data file is read "
+                "with 'sft', its prompts as written)"})
+    image_column: str | None = field(default="image", metadata={"help": "generic adapter: image column"})
+    question_column: str = field(default="question", metadata={"help": "generic adapter: question column"})
+    answer_column: str = field(default="answer", metadata={"help": "generic adapter: answer column"})
+    choices_column: str | None = field(default=None, metadata={
+        "help": "generic adapter: choices column (default: 'choices' when present)"})
+    answer_format: str = field(default="auto", metadata={"help": "with choices: index, text or auto"})
     # data (built-in benchmark)
     num_train: int = field(default=3000, metadata={"help": "SFT training questions (with reasoning traces)"})
     num_grpo_prompts: int = field(default=256, metadata={"help": "GRPO prompts (the first N training questions)"})
@@ -69,8 +84,36 @@ class CompareConfig(BenchKnobs, ScheduleKnobs):
         if self.num_grpo_prompts > self.num_train:
             raise ValueError("num_grpo_prompts cannot exceed num_train (GRPO prompts are training questions)")
 
+    def columns(self):
+        from ..eval.adapters import ColumnMapping
+
+        mapping = ColumnMapping(image_column=self.image_column or None, question_column=self.question_column,
+                                answer_column=self.answer_column, choices_column=self.choices_column)
+        return None if mapping == ColumnMapping() and self.adapter != "columns" else mapping
+
+    def user_data_fields(self) -> dict:
+        """The user's data as the stage hashes see it: the options and the files' sizes and times, so an edited
+        data file is trained on again."""
+        import os
+
+        if not self.dataset_name:
+            return {}
+        stamp = []
+        for root, _, files in os.walk(self.dataset_name) if os.path.isdir(self.dataset_name) else \
+                [(os.path.dirname(self.dataset_name), None, [os.path.basename(self.dataset_name)])]:
+            for name in sorted(files):
+                path = os.path.join(root, name)
+                if os.path.isfile(path):
+                    st = os.stat(path)
+                    stamp.append((path, st.st_size, int(st.st_mtime)))
+        return {k: getattr(self, k) for k in ("dataset_name", "dataset_train_split", "dataset_test_split", "adapter",
+                                              "image_column", "question_column", "answer_column", "choices_column",
+                                              "answer_format")} | {"files": sorted(stamp)}
+
     # The parts of the config each stage depends on (its hash), so that e.g. changing GRPO knobs reuses SFT.
     def data_fields(self) -> dict:
+        if self.dataset_name:
+            return {"num_train": self.num_train, **self.user_data_fields()}
         return {k: getattr(self, k) for k in ("num_train", *BENCH_KNOBS)}
 
     def sft_fields(self) -> dict:
@@ -82,4 +125,6 @@ class CompareConfig(BenchKnobs, ScheduleKnobs):
                                               "temperature", "accuracy_weight", "format_weight")}
 
     def eval_fields(self) -> dict:
+        if self.dataset_name:
+            return {"num_test": self.num_test, "max_new_tokens": self.max_new_tokens, **self.user_data_fields()}
         return {k: getattr(self, k) for k in ("num_test", "max_new_tokens", *BENCH_KNOBS)}

@@ -91,6 +91,32 @@ def base_model_dir(base_model: str, out: Path) -> tuple[str, str]:
     return str(cache), "built-default"
 
 
+def user_data(cfg: CompareConfig) -> dict:
+    """The user's splits for the four arms: SFT rows (the first ``num_train`` of the training split), GRPO prompts
+    (its first ``num_grpo_prompts``) and the test examples (the first ``num_test``), read as ``sft`` and ``eval``
+    read them. Refused when the test prompts are not in the form of the training prompts (see
+    :mod:`scale_vlm.eval.prompt_form`): the arms would be scored on prompts none of them was trained on."""
+    from ..data.prepare import load_training_dataset
+    from ..eval.adapters import load_eval_dataset, training_prompts
+    from ..eval.prompt_form import differences, prompt_form
+    from ..grpo_trainer import to_grpo_dataset
+
+    rows, image_root = load_training_dataset(cfg.dataset_name, cfg.dataset_train_split)
+    if len(rows) > cfg.num_train:
+        rows = rows.select(range(cfg.num_train))
+    read = dict(adapter=cfg.adapter, columns=cfg.columns(), answer_format=cfg.answer_format)
+    prompts = load_eval_dataset(cfg.dataset_name, cfg.dataset_train_split, limit=cfg.num_grpo_prompts, **read)
+    test = load_eval_dataset(cfg.dataset_name, cfg.dataset_test_split, limit=cfg.num_test, **read)
+    trained = prompt_form(training_prompts(rows, image_root), f"{cfg.dataset_name} {cfg.dataset_train_split!r}")
+    for name, examples in (("test", test), ("GRPO", prompts)):
+        found = differences(trained, prompt_form([e.prompt for e in examples]))
+        if found:
+            raise ValueError(f"--dataset_name {cfg.dataset_name}: the {name} prompts differ from the SFT training "
+                             f"prompts ({'; '.join(found)}); give the test split in the training format (read with "
+                             "--adapter sft, the prompts as written) so every arm is scored on what it learnt")
+    return {"sft": rows, "grpo": to_grpo_dataset(prompts), "test": test, "image_root": image_root}
+
+
 def run_seed(cfg: CompareConfig, seed: int, out: Path, base_dir: str, base_id: str) -> dict:
     """The four arms for one seed; returns ``{arm: record}``."""
     from ..bench.dataset import make_benchmark, to_training_format
@@ -103,6 +129,8 @@ def run_seed(cfg: CompareConfig, seed: int, out: Path, base_dir: str, base_id: s
     data_cache: dict = {}
 
     def data():
+        if not data_cache and cfg.dataset_name:
+            data_cache.update(user_data(cfg))
         if not data_cache:
             train = make_benchmark(cfg.bench(seed, "train", cfg.num_train))
             test = make_benchmark(cfg.bench(seed, "test", cfg.num_test))
@@ -112,9 +140,10 @@ def run_seed(cfg: CompareConfig, seed: int, out: Path, base_dir: str, base_id: s
         return data_cache
 
     def sft(method: str, folder: Path) -> dict:
+        extra = {"image_root": data()["image_root"]} if data().get("image_root") else {}
         args = sft_args(folder / "trainer", method, cfg.schedule_kwargs(), steps=cfg.sft_steps,
                         batch_size=cfg.sft_batch_size, learning_rate=cfg.sft_learning_rate, seed=seed,
-                        progress=cfg.progress)
+                        progress=cfg.progress, **extra)
         return sft_stage(args, base_dir, data()["sft"], folder / "model")
 
     common = {"seed": seed, "base": base_id, "data": cfg.data_fields()}

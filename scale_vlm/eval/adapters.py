@@ -8,7 +8,9 @@ dataset through a column mapping. Rows load through the training data loader
 from __future__ import annotations
 
 import json
+import logging
 import numbers
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -20,6 +22,7 @@ from ..prompts import OPTION_LETTERS, format_options, reasoning_instruction
 from ..scoring import resolve_option
 from ..segments import DEFAULT_TAGS, Tags
 
+logger = logging.getLogger(__name__)
 SCIENCEQA_HUB = "derek-thomas/ScienceQA"
 ICONQA_HUB = "lmms-lab/ICON-QA"
 # Names (case-insensitive) that select an adapter and, for hub datasets, the repository to load.
@@ -31,6 +34,8 @@ KNOWN_DATASETS: dict[str, tuple[str, str | None]] = {
     ICONQA_HUB.lower(): ("iconqa", ICONQA_HUB),
     "builtin": ("builtin", None),
 }
+CHOICES_COLUMN = "choices"  # found by name when no --choices_column is given
+OPTION_LETTER_GOLD = re.compile(r"\(?[A-Z]\)?")
 ADAPTERS = ("auto", "scienceqa", "iconqa", "builtin", "columns", "sft")
 # How an answer relates to its choices: a 0-based option index, a letter / the choice's text, or decided per row
 # (an integer that could be both is refused; see _letter_gold).
@@ -59,6 +64,7 @@ class ColumnMapping:
     question_column: str = "question"
     answer_column: str = "answer"
     choices_column: str | None = None
+    """None: the ``choices`` column when the data has one (found by name, like image/question/answer); "": none."""
     category_column: str | None = None
     id_column: str | None = None
     answer_format: str = "auto"
@@ -270,9 +276,15 @@ def column_examples(
 ) -> list[EvalExample]:
     """Any dataset through :class:`ColumnMapping`. With a choices column the answer is an option index or names
     one of the choices (``columns.answer_format``; an integer that could be either is refused under ``auto``);
-    the gold becomes its letter."""
+    the gold becomes its letter. Without a choices column a gold that is an option letter is refused: the prompt
+    would show no options for it to name."""
     examples = []
     for index, row in enumerate(rows):
+        if index == 0 and columns.choices_column is None:
+            found = CHOICES_COLUMN if CHOICES_COLUMN in row else ""
+            if found:
+                logger.info("using the %r column as the options of each question (--choices_column '' for none)", found)
+            columns = replace(columns, choices_column=found)
         where = f"example {index}"
         needed = [columns.question_column, columns.answer_column]
         needed += [c for c in (columns.image_column, columns.choices_column, columns.category_column, columns.id_column) if c]
@@ -288,6 +300,10 @@ def column_examples(
             gold = str(answer).strip()
             if not gold:
                 raise ValueError(f"{where}: empty answer in column {columns.answer_column!r}")
+            if OPTION_LETTER_GOLD.fullmatch(gold):
+                raise ValueError(f"{where}: the answer {gold!r} is an option letter but the example has no choices, "
+                                 "so its prompt would show no options to pick from; name the column that holds them "
+                                 "with --choices_column NAME")
         examples.append(EvalExample(
             id=str(row[columns.id_column]) if columns.id_column else str(index),
             images=_images(image, base_dir, where),
@@ -299,6 +315,34 @@ def column_examples(
         if limit is not None and len(examples) >= limit:
             break
     return examples
+
+
+def user_text(example) -> str:
+    """The text of a training example's user turns, as the model reads it (images aside): the prompt ``sft`` trains
+    on, and so the one ``eval --adapter sft`` and GRPO use."""
+    return "\n".join(
+        part["text"] for m in example.prompt_messages if m["role"] == "user"
+        for part in m["content"] if part.get("type") == "text" and part.get("text")
+    ).strip()
+
+
+def training_prompts(rows, image_root: str | None = None, limit: int = 64) -> list[str]:
+    """The user text of the first ``limit`` good training rows (rows a skip policy would drop are passed over)."""
+    from ..data.formats import ExampleError, normalize_example
+    from ..data.prepare import RAW_JSON_COLUMN
+
+    prompts = []
+    for index in range(len(rows)):
+        row = rows[index]
+        if set(row) == {RAW_JSON_COLUMN}:  # rows too unlike for one table, kept as JSON text by the loader
+            row = json.loads(row[RAW_JSON_COLUMN])
+        try:
+            prompts.append(user_text(normalize_example(row, index, image_root)))
+        except ExampleError:
+            continue
+        if len(prompts) >= limit:
+            break
+    return prompts
 
 
 def sft_examples(
@@ -324,10 +368,7 @@ def sft_examples(
         if answer is None or not answer.strip():
             raise ValueError(f"{where}: the response has no {tags.answer_open}...{tags.answer_close} block to take "
                              "the gold answer from")
-        prompt = "\n".join(
-            part["text"] for m in example.prompt_messages if m["role"] == "user"
-            for part in m["content"] if part.get("type") == "text" and part.get("text")
-        ).strip()
+        prompt = user_text(example)
         examples.append(EvalExample(
             id=_row_id(row, ("id",), str(index)),
             images=example.images,

@@ -9,10 +9,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..parsing import parse_output
+from ..report import majority_baseline
 from ..scoring import score_answer
 from ..segments import DEFAULT_TAGS, TagFields, Tags, tag_field, untagged_answer_field
 from .adapters import ADAPTERS, ColumnMapping, EvalExample, load_eval_dataset
 from .generate import count_tokens, generate_batch
+from .prompt_form import check_prompts
 
 PREDICTIONS_FILE = "predictions.jsonl"
 METRICS_FILE = "metrics.json"
@@ -40,7 +42,8 @@ class EvalConfig(TagFields):
     image_column: str | None = field(default="image", metadata={"help": "generic adapter: image column ('' = none)"})
     question_column: str = field(default="question", metadata={"help": "generic adapter: question column"})
     answer_column: str = field(default="answer", metadata={"help": "generic adapter: answer column"})
-    choices_column: str | None = field(default=None, metadata={"help": "generic adapter: choices column"})
+    choices_column: str | None = field(default=None, metadata={
+        "help": "generic adapter: choices column (default: 'choices' when the data has one; '' for none)"})
     category_column: str | None = field(default=None, metadata={"help": "generic adapter: category column"})
     id_column: str | None = field(default=None, metadata={"help": "generic adapter: id column"})
     answer_format: str = field(default="auto", metadata={
@@ -51,6 +54,9 @@ class EvalConfig(TagFields):
     dtype: str = field(default="auto", metadata={"help": "model dtype: auto, float32, bfloat16, float16"})
     device: str = field(default="auto", metadata={"help": "auto (cuda if available), cpu, cuda, cuda:1 ..."})
     trust_remote_code: bool = field(default=False, metadata={"help": "allow model code from the hub (off)"})
+    allow_prompt_mismatch: bool = field(default=False, metadata={
+        "help": "score even when the prompts differ from those the model was trained on (its prompt_form.json): "
+                "said loudly and recorded in metrics.json; refused otherwise"})
     overwrite_output_dir: bool = field(default=False, metadata={"help": "replace existing result files"})
     progress: bool = field(default=True, metadata={"help": "show a progress bar while generating"})
 
@@ -65,7 +71,7 @@ class EvalConfig(TagFields):
     def columns(self) -> ColumnMapping | None:
         mapping = ColumnMapping(
             image_column=self.image_column or None, question_column=self.question_column,
-            answer_column=self.answer_column, choices_column=self.choices_column or None,
+            answer_column=self.answer_column, choices_column=self.choices_column,
             category_column=self.category_column or None, id_column=self.id_column or None,
         )
         # Only an explicit mapping forces the generic adapter under "auto".
@@ -83,6 +89,8 @@ def summarize(predictions: Sequence[dict]) -> dict:
     metrics = {
         "accuracy": _rate([p["correct"] for p in predictions]),
         "malformed_rate": _rate([p["malformed"] for p in predictions]),
+        # correct answers the parser recovered from malformed replies: accuracy a tag-trained model did not earn
+        "correct_malformed_rate": _rate([p["correct"] and p["malformed"] for p in predictions]),
         "mean_think_tokens": statistics.fmean(think) if think else 0.0,
         "median_think_tokens": float(statistics.median(think)) if think else 0.0,
         "mean_answer_tokens": statistics.fmean(answer) if answer else 0.0,
@@ -150,7 +158,14 @@ def _resolve_device(name: str):
 
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise ValueError(f"--device {name!r} is not a device name ({err}); use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        build = "this torch build has no CUDA support" if torch.version.cuda is None else "no CUDA GPU is visible"
+        raise ValueError(f"--device {name}: {build}; use --device cpu (or auto, which picks a GPU when there is one)")
+    return device
 
 
 def _resolve_dtype(name: str):
@@ -181,9 +196,24 @@ def format_summary(metrics: dict) -> str:
         f"malformed {metrics['malformed_rate']:.3f}  think tokens mean {metrics['mean_think_tokens']:.1f} "
         f"median {metrics['median_think_tokens']:.1f}  answer tokens mean {metrics['mean_answer_tokens']:.1f}"
     ]
+    baseline = metrics.get("majority_baseline")
+    if baseline is not None:
+        lines.append(f"majority baseline {baseline['accuracy']:.3f} (always answering {baseline['answer']!r}, the most "
+                     "common gold of these examples)")
+    from_malformed = metrics.get("correct_malformed_rate", 0.0)
+    if from_malformed > 0:
+        lines.append(f"WARNING: {from_malformed:.3f} of the {metrics['accuracy']:.3f} accuracy comes from malformed "
+                     "replies (no well-formed think and answer blocks; the answer was recovered from the text): the "
+                     "model has not learnt the reply format")
     for category, m in metrics.get("by_category", {}).items():
         lines.append(f"  {category}: accuracy {m['accuracy']:.3f}  malformed {m['malformed_rate']:.3f}  n={m['num_examples']}")
     return "\n".join(lines)
+
+
+def _warn(text: str) -> None:
+    import sys
+
+    print(text, file=sys.stderr, flush=True)
 
 
 def run_eval(cfg: EvalConfig) -> dict:
@@ -200,6 +230,7 @@ def run_eval(cfg: EvalConfig) -> dict:
         if existing:  # checked before the (slow) model load
             raise FileExistsError(f"{output_dir} already holds {existing}; pass --overwrite_output_dir to replace them")
     check_local_path(cfg.model_name_or_path, "model")
+    device = _resolve_device(cfg.device)  # a device this machine lacks is found before anything loads
     check_output_writable(output_dir)  # before the model load and generation, not when the results are written
     torch.manual_seed(cfg.seed)
     tags = cfg.tags
@@ -209,14 +240,19 @@ def run_eval(cfg: EvalConfig) -> dict:
     )
     if not examples:
         raise ValueError(f"{cfg.dataset_name}: no examples to evaluate (split {cfg.dataset_test_split!r}, image_only={cfg.image_only})")
+    prompt_check = check_prompts(  # before the (slow) model load
+        cfg.model_name_or_path, [e.prompt for e in examples], f"{cfg.dataset_name} split {cfg.dataset_test_split!r}, "
+        f"--adapter {cfg.adapter}", "eval", cfg.allow_prompt_mismatch, tags, say=_warn)
     model = AutoModelForImageTextToText.from_pretrained(
         cfg.model_name_or_path, trust_remote_code=cfg.trust_remote_code, dtype=_resolve_dtype(cfg.dtype)
-    ).to(_resolve_device(cfg.device))
+    ).to(device)
     processor = load_processor(cfg.model_name_or_path, trust_remote_code=cfg.trust_remote_code)
     metrics, predictions = evaluate_model(
         model, processor, examples, batch_size=cfg.batch_size, max_new_tokens=cfg.max_new_tokens, tags=tags,
         progress=cfg.progress,
     )
+    metrics["majority_baseline"] = majority_baseline([e.gold for e in examples], [e.gold for e in examples])
+    metrics["prompt_check"] = prompt_check
     metrics["config"] = {k: v for k, v in asdict(cfg).items() if k not in ("overwrite_output_dir", "progress")}
     write_results(output_dir, metrics, predictions, overwrite=cfg.overwrite_output_dir)
     return metrics

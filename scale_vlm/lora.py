@@ -1,0 +1,164 @@
+"""LoRA for ``scale-vlm sft`` and ``scale-vlm grpo``: TRL's ``ModelConfig`` options, checked before the model loads,
+with a default target set, and the loading of a LoRA run (an output folder holding an adapter) for further training.
+
+Default targets: without ``--lora_target_modules`` PEFT knows no target set for most VLM classes and fails after the
+model has loaded. The default here is what VLM fine-tuning recipes adapt: every linear layer of the language model
+(attention and MLP projections), the vision tower, the projector and the output head left frozen.
+``--lora_target_modules all-linear`` (PEFT's) adds the vision tower and projector; a list of names picks modules.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import re
+
+from trl import ModelConfig
+
+logger = logging.getLogger(__name__)
+
+ADAPTER_CONFIG = "adapter_config.json"
+# ModelConfig's LoRA options: given without --use_peft they would do nothing
+LORA_OPTIONS = ("lora_r", "lora_alpha", "lora_dropout", "lora_target_modules", "lora_target_parameters",
+                "lora_modules_to_save", "use_rslora", "use_dora")
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(ModelConfig)}
+
+
+def is_lora_run(path: str | None) -> bool:
+    """Whether ``path`` is a folder holding a PEFT adapter (a ``scale-vlm sft --use_peft`` output)."""
+    return bool(path) and os.path.isfile(os.path.join(path, ADAPTER_CONFIG))
+
+
+def check_lora_options(model_args: ModelConfig, command: str) -> None:
+    """Refuse LoRA options that would be ignored or fail inside PEFT, before anything is loaded."""
+    if not model_args.use_peft:
+        given = [f"--{name}" for name in LORA_OPTIONS if getattr(model_args, name) != _DEFAULTS[name]]
+        if given:
+            raise ValueError(f"{', '.join(given)} set without --use_peft, so no adapter would be trained and the "
+                             "option(s) would do nothing; add --use_peft true, or drop them")
+        return
+    r, alpha, dropout = model_args.lora_r, model_args.lora_alpha, model_args.lora_dropout
+    if not (isinstance(r, int) and r > 0):
+        raise ValueError(f"--lora_r must be a positive integer (the adapter rank), got {r}")
+    if not (math.isfinite(alpha) and alpha > 0):
+        raise ValueError(f"--lora_alpha must be positive (the adapter scale is lora_alpha / lora_r), got {alpha}")
+    if not (0 <= dropout < 1):
+        raise ValueError(f"--lora_dropout must be in [0, 1), got {dropout}")
+
+
+def model_skeleton(model_name_or_path: str, revision: str | None = None, trust_remote_code: bool = False):
+    """The model's module tree on the meta device (no weights read, no memory), or None when it cannot be built
+    (the checks that need it then run on the loaded model)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForImageTextToText
+
+    try:
+        config = AutoConfig.from_pretrained(model_name_or_path, revision=revision, trust_remote_code=trust_remote_code)
+        with torch.device("meta"):
+            return AutoModelForImageTextToText.from_config(config, trust_remote_code=trust_remote_code)
+    except Exception as err:  # noqa: BLE001 - a skeleton is an early check only; the real load reports its own error
+        logger.debug("no meta skeleton of %s: %s", model_name_or_path, err)
+        return None
+
+
+def _linear_names(model) -> list[str]:
+    import torch
+
+    linear = [torch.nn.Linear]
+    try:
+        from transformers.pytorch_utils import Conv1D
+
+        linear.append(Conv1D)
+    except ImportError:  # pragma: no cover
+        pass
+    return [name for name, module in model.named_modules() if isinstance(module, tuple(linear))]
+
+
+def language_model_prefix(model) -> str | None:
+    """Qualified name of the language model inside a VLM (``model.language_model`` for Qwen2-VL and LLaVA)."""
+    getter = getattr(model, "get_decoder", None)
+    decoder = getter() if callable(getter) else None
+    if decoder is None or decoder is model:
+        return None
+    return next((name for name, module in model.named_modules() if module is decoder), None)
+
+
+def default_target_modules(model) -> tuple[str, list[str]]:
+    """PEFT ``target_modules`` (a regex matched against full module names) selecting every linear layer of the
+    language model, and the layer names it covers (for the log)."""
+    prefix = language_model_prefix(model)
+    if prefix is None:
+        raise ValueError(f"cannot find the language model of {type(model).__name__} to put the LoRA adapters on; "
+                         "name the modules with --lora_target_modules (e.g. q_proj k_proj v_proj o_proj)")
+    leaves = sorted({name.rsplit(".", 1)[-1] for name in _linear_names(model) if name.startswith(prefix + ".")})
+    if not leaves:
+        raise ValueError(f"{type(model).__name__}'s language model has no linear layers to adapt; name the modules "
+                         "with --lora_target_modules")
+    return rf"{re.escape(prefix)}\..*\.({'|'.join(map(re.escape, leaves))})", leaves
+
+
+def _check_targets(model, targets) -> None:
+    """``--lora_target_modules`` must select a linear layer: each name of a list (PEFT's suffix rule), or a regex
+    (one string with regex characters, matched against full names). TRL turns a one-name list into a string."""
+    if targets is None or targets in ("all-linear", ["all-linear"]):
+        return
+    names = _linear_names(model)
+    if isinstance(targets, str) and any(c in targets for c in "\\*()|[]?+^$"):
+        missing = [] if any(re.fullmatch(targets, n) for n in names) else [targets]
+    else:
+        targets = [targets] if isinstance(targets, str) else list(targets)
+        missing = [t for t in targets if not any(n == t or n.endswith("." + t) for n in names)]
+    if missing:
+        # a layer of a Sequential is named by its index: show it with its parent ("mlp.0")
+        leaves = sorted({".".join(n.split(".")[-2:]) if n.rsplit(".", 1)[-1].isdigit() else n.rsplit(".", 1)[-1]
+                         for n in names})
+        raise ValueError(f"--lora_target_modules {' '.join(missing)}: no linear layer of {type(model).__name__} has "
+                         f"that name; its linear layers are named {', '.join(leaves)}")
+
+
+def lora_config(model_args: ModelConfig, model, command: str):
+    """TRL's ``get_peft_config`` for ``model_args``, with the default targets filled in (and logged) and the
+    target names checked against ``model`` (a meta skeleton or the loaded model). None without --use_peft."""
+    from trl import get_peft_config
+
+    if not model_args.use_peft:
+        return None
+    targets = model_args.lora_target_modules
+    if targets is None:
+        targets, leaves = default_target_modules(model)
+        logger.info("scale-vlm %s: LoRA on the language model's linear layers (%s; vision tower, projector and "
+                       "output head frozen), since --lora_target_modules is not given. Pass --lora_target_modules "
+                       "all-linear to adapt the vision tower and projector too, or names to choose.",
+                       command, ", ".join(leaves))
+    else:
+        _check_targets(model, targets)
+    return get_peft_config(dataclasses.replace(model_args, lora_target_modules=targets))
+
+
+def adapter_base(path: str) -> str:
+    """The base model a LoRA run was trained on (``base_model_name_or_path`` of its adapter config), checked."""
+    with open(os.path.join(path, ADAPTER_CONFIG)) as f:
+        base = json.load(f).get("base_model_name_or_path")
+    if not base:
+        raise ValueError(f"{path}/{ADAPTER_CONFIG} names no base_model_name_or_path; set it to the base model the "
+                         "adapter was trained on")
+    from .run_guard import looks_local
+
+    if looks_local(base) and not os.path.exists(base):
+        raise ValueError(f"the LoRA run {path} was trained on the base model {base!r}, which is not found; put the "
+                         f"base model there, or set base_model_name_or_path in {path}/{ADAPTER_CONFIG} to where it is")
+    return base
+
+
+def load_lora_run(path: str, trainable: bool = True, **base_kwargs):
+    """A LoRA run as a ``PeftModel``: its base model (``base_kwargs`` go to ``from_pretrained``) with the run's
+    adapter loaded trainable, so training continues the adapter (TRL's GRPO copies it as the frozen KL reference
+    when ``beta`` > 0)."""
+    from peft import PeftModel
+    from transformers import AutoModelForImageTextToText
+
+    base = AutoModelForImageTextToText.from_pretrained(adapter_base(path), **base_kwargs)
+    return PeftModel.from_pretrained(base, path, is_trainable=trainable)
