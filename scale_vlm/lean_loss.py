@@ -14,7 +14,7 @@ Two autograd functions:
   fused linear cross-entropy does; backward only scales it by the incoming scalar. Three GEMMs in all, like the
   plain path, and no recompute.
 
-Both take the head's post-processing of its logits (``logit_scale``, ``softcap``; see ``head_transform``).
+Both take the head's post-processing of its logits (``logit_scale``, ``softcap``; see ``scale_vlm.head_transform``).
 
 SCALe and vanilla are both linear in the per-token NLL once the step's normalisers (``SegmentCounts``) are known:
 ``scale_vlm.loss.segment_token_weights`` (their one definition) gives those coefficients before the forward, so the
@@ -28,8 +28,6 @@ whole loss step used by ``ScaleSFTTrainer``'s lean path. Engines verified exact:
 from __future__ import annotations
 
 import functools
-import inspect
-import re
 import types
 import warnings
 from dataclasses import dataclass
@@ -37,6 +35,7 @@ from dataclasses import dataclass
 import torch
 from transformers.utils import ModelOutput
 
+from .head_transform import head_transform
 from .loss import SegmentCounts, SegmentLossOutput, segment_statistics, segment_token_weights
 
 IGNORE_INDEX = -100
@@ -254,64 +253,6 @@ class LeanLMOutput(ModelOutput):
     nll: torch.Tensor | None = None  # [B, T-1] detached, 0 where the label is ignored
     is_top1: torch.Tensor | None = None  # [B, T-1] bool
     label_mask: torch.Tensor | None = None  # [B, T-1] bool
-
-
-@dataclass(frozen=True)
-class HeadTransform:
-    """What the model's ``forward`` does to ``lm_head``'s output: ``z = logit_scale * r``, then
-    ``softcap * tanh(z / softcap)`` if ``softcap`` is set. ``unsupported`` names a step the lean head cannot
-    reproduce (the lean path then falls back to the model's own logits)."""
-
-    logit_scale: float = 1.0
-    softcap: float | None = None
-    unsupported: str | None = None
-
-
-# A line of the model's forward that changes ``logits`` after the LM head: what it does, and where its value is.
-_ASSIGN_LOGITS = re.compile(r"^\s*logits\s*(=|\*=|/=)")
-_DTYPE_ONLY = re.compile(r"^\s*logits\s*=\s*logits\.(float\(\)|to\([^)]*\))\s*$")
-
-
-def head_transform(model) -> HeadTransform:
-    """Read the post-head steps off ``type(model).forward`` (as transformers writes them) and their values off the
-    config. Known steps: ``final_logit_softcapping`` (Gemma-2/3/4 text, PaliGemma, ...), ``logit_scale`` (Cohere),
-    ``logits_scaling`` (Granite, divides), ``output_multiplier`` (applied before the softcap). The source decides,
-    not the config alone: Gemma3ForConditionalGeneration carries ``final_logit_softcapping`` in its config but does
-    not apply it. Any other assignment to ``logits`` after the head is reported as unsupported."""
-    try:
-        source = inspect.getsource(inspect.unwrap(type(model).forward))
-    except (OSError, TypeError):
-        return HeadTransform(unsupported=f"the source of {type(model).__name__}.forward is not available")
-    lines = source.splitlines()
-    head_line = next((i for i, line in enumerate(lines) if "self.lm_head(" in line), None)
-    if head_line is None:
-        return HeadTransform(unsupported=f"{type(model).__name__}.forward does not call self.lm_head")
-    text_config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
-
-    def value(name):
-        v = getattr(text_config, name, None)
-        return getattr(model.config, name, None) if v is None else v
-
-    scale, softcap = 1.0, None
-    for line in lines[head_line + 1:]:
-        code = line.split("#")[0]
-        if re.search(r"\bloss\b|\breturn\b", code):
-            break
-        if not _ASSIGN_LOGITS.match(code) or _DTYPE_ONLY.match(code):
-            continue
-        if "final_logit_softcapping" in code or "torch.tanh(logits)" in code:
-            softcap = value("final_logit_softcapping")  # None: the model's `if ... is not None` skips it
-        elif softcap is not None:
-            return HeadTransform(unsupported=f"a step after the softcap: {code.strip()}")
-        elif "logit_scale" in code:
-            scale *= float(getattr(model, "logit_scale", None) or value("logit_scale"))
-        elif "logits_scaling" in code:
-            scale /= float(value("logits_scaling"))
-        elif "output_multiplier" in code:
-            scale *= float(value("output_multiplier"))
-        else:
-            return HeadTransform(unsupported=f"an unknown step after the LM head: {code.strip()}")
-    return HeadTransform(logit_scale=scale, softcap=None if softcap is None else float(softcap))
 
 
 def _plain_linear(head):

@@ -298,7 +298,7 @@ def _lean_vs_plain(model, ids, labels, weights, tol=1e-9):
 @pytest.mark.parametrize("kind,expected", [("gemma3", (1.0, 2.0)), ("cohere", (0.3, None)),
                                            ("granite", (0.25, None)), ("llama", (1.0, None))])
 def test_lean_head_reproduces_the_model_post_head_transform(kind, expected):
-    from scale_vlm.lean_loss import head_transform
+    from scale_vlm.head_transform import head_transform
 
     model = _tiny_text_model(kind)
     t = head_transform(model)
@@ -312,7 +312,7 @@ def test_lean_head_reproduces_the_model_post_head_transform(kind, expected):
 
 
 def test_gemma3_softcap_off_when_config_says_none():
-    from scale_vlm.lean_loss import head_transform
+    from scale_vlm.head_transform import head_transform
 
     model = _tiny_text_model("gemma3")
     model.config.final_logit_softcapping = None  # the model's `if ... is not None` skips the softcap
@@ -325,7 +325,7 @@ def test_gemma3_conditional_generation_applies_no_softcap():
     # carries final_logit_softcapping: the lean head must follow the forward, not the config.
     import transformers as tf
 
-    from scale_vlm.lean_loss import head_transform
+    from scale_vlm.head_transform import head_transform
 
     text = dict(vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
                 num_key_value_heads=2, head_dim=16, final_logit_softcapping=2.0, sliding_window=16, pad_token_id=0)
@@ -364,12 +364,12 @@ def _fallback_case(model):
 
 
 def test_unknown_post_head_step_falls_back_to_the_plain_path():
-    from scale_vlm.lean_loss import head_transform
+    from scale_vlm.head_transform import head_transform
 
     config = _tiny_text_model("llama").config
     torch.manual_seed(0)
     model = _ShiftedLogitsLM(config).double()
-    assert "unknown step" in head_transform(model).unsupported
+    assert "not a transformers class" in head_transform(model).unsupported
     _fallback_case(model)
 
 
