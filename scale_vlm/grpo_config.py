@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import torch
 from trl import GRPOConfig
 
-from .segments import TagFields, tag_field, untagged_answer_field
+from .segments import TagFields
 from .sft_config import check_training_length
 
 
@@ -21,11 +21,6 @@ class ScaleGRPOConfig(GRPOConfig, TagFields):
     # reward_weights (TRL's field) wins when given, e.g. with extra custom reward functions.
     accuracy_weight: float = field(default=1.0, metadata={"help": "Weight of the answer-accuracy reward."})
     format_weight: float = field(default=0.5, metadata={"help": "Weight of the think-then-answer format reward."})
-    think_open: str = tag_field("think_open")
-    think_close: str = tag_field("think_close")
-    answer_open: str = tag_field("answer_open")
-    answer_close: str = tag_field("answer_close")
-    untagged_answer: bool = untagged_answer_field()
     overwrite_output_dir: bool = field(
         default=False, metadata={"help": "Allow writing into an output_dir that already holds another run."}
     )

@@ -46,16 +46,19 @@ def tag_field(name: str):
     return field(default=getattr(DEFAULT_TAGS, name), metadata={"help": _TAG_HELP[name]})
 
 
+@dataclass(kw_only=True)
 class TagFields:
-    """Mixin of configs that declare the four ``tag_field`` fields: ``tags`` builds (and so validates) them."""
+    """The tag options of every command's config (SFT, GRPO, eval, inspect-data), declared once; ``tags`` builds
+    (and so validates) them. Keyword-only, so a config that inherits them may still declare required fields."""
+
+    think_open: str = tag_field("think_open")
+    think_close: str = tag_field("think_close")
+    answer_open: str = tag_field("answer_open")
+    answer_close: str = tag_field("answer_close")
+    untagged_answer: bool = field(default=False, metadata={
+        "help": "The answer is everything after the closing think tag (responses like '<think>...</think> Final "
+                "Answer: X' with no answer tags). Off: a response without answer tags is an error."})
 
     @property
     def tags(self) -> Tags:
-        return Tags(*(getattr(self, name) for name in TAG_FIELDS), untagged_answer=getattr(self, "untagged_answer", False))
-
-
-def untagged_answer_field():
-    """The config field of the untagged-answer option (same default and help in every command)."""
-    return field(default=False, metadata={"help": "The answer is everything after the closing think tag (responses "
-                                          "like '<think>...</think> Final Answer: X' with no answer tags). Off: "
-                                          "a response without answer tags is an error."})
+        return Tags(*(getattr(self, name) for name in TAG_FIELDS), untagged_answer=self.untagged_answer)

@@ -9,7 +9,7 @@ from trl import SFTConfig
 
 from .loss import NORMALIZATIONS
 from .schedules import DEFAULT_ANSWER_WEIGHTS, ScheduleFields
-from .segments import TagFields, Tags, tag_field, untagged_answer_field
+from .segments import TagFields, Tags
 
 METHODS = ("scale", "vanilla")
 LOSS_IMPLS = ("fused", "plain")
@@ -33,11 +33,6 @@ class ScaleSFTConfig(SFTConfig, ScheduleFields, TagFields):
                   "gradient tile by tile, never building [tokens, vocab] logits; 'plain': full logits + "
                   "cross-entropy (reference)."},
     )
-    think_open: str = tag_field("think_open")
-    think_close: str = tag_field("think_close")
-    answer_open: str = tag_field("answer_open")
-    answer_close: str = tag_field("answer_close")
-    untagged_answer: bool = untagged_answer_field()
     bad_example_policy: str = field(
         default="error", metadata={"help": "'error': stop at the first bad example; 'skip': drop, count and report."}
     )

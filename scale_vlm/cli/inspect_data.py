@@ -20,8 +20,6 @@ from ..segments import (
     SEGMENT_THINK,
     TagFields,
     Tags,
-    tag_field,
-    untagged_answer_field,
 )
 
 
@@ -37,11 +35,6 @@ class InspectArguments(TagFields):
     json: bool = field(default=False, metadata={"help": "Print JSON instead of the human-readable view."})
     max_length: int | None = field(default=None, metadata={"help": "Check truncation against this length."})
     image_root: str | None = field(default=None, metadata={"help": "Folder for relative image paths."})
-    think_open: str = tag_field("think_open")
-    think_close: str = tag_field("think_close")
-    answer_open: str = tag_field("answer_open")
-    answer_close: str = tag_field("answer_close")
-    untagged_answer: bool = untagged_answer_field()
     bad_example_policy: str = field(default="error", metadata={"help": "'error' or 'skip' bad examples."})
     trust_remote_code: bool = field(default=False, metadata={"help": "Allow custom code from the model repo."})
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from ..parsing import parse_output
 from ..report import majority_baseline
 from ..scoring import score_answer
-from ..segments import DEFAULT_TAGS, TagFields, Tags, tag_field, untagged_answer_field
+from ..segments import DEFAULT_TAGS, TagFields, Tags
 from .adapters import ADAPTERS, ColumnMapping, EvalExample, load_eval_dataset
 from .generate import count_tokens, generate_batch
 from .prompt_form import check_prompts
@@ -34,11 +34,6 @@ class EvalConfig(TagFields):
     batch_size: int = field(default=16, metadata={"help": "examples generated together"})
     limit: int | None = field(default=None, metadata={"help": "evaluate only the first N examples"})
     image_only: bool = field(default=False, metadata={"help": "keep only examples with an image (ScienceQA IMG)"})
-    think_open: str = tag_field("think_open")
-    think_close: str = tag_field("think_close")
-    answer_open: str = tag_field("answer_open")
-    answer_close: str = tag_field("answer_close")
-    untagged_answer: bool = untagged_answer_field()
     image_column: str | None = field(default="image", metadata={"help": "generic adapter: image column ('' = none)"})
     question_column: str = field(default="question", metadata={"help": "generic adapter: question column"})
     answer_column: str = field(default="answer", metadata={"help": "generic adapter: answer column"})
