@@ -50,7 +50,7 @@ def write_json(path: str | None, report: dict) -> None:
 
 def loss_impls(text: str) -> list[str]:
     """The comma-separated ``--loss-impls`` value: names of ``ScaleSFTConfig.loss_impl`` (``fused``, the default
-    chunked head of ``scale_vlm.lean_loss``, or ``plain``, full logits + cross-entropy)."""
+    chunked head of ``scale_vlm.fused_loss``, or ``plain``, full logits + cross-entropy)."""
     from scale_vlm.sft_config import LOSS_IMPLS
 
     names = [name.strip() for name in text.split(",") if name.strip()]
@@ -66,7 +66,7 @@ def trainer_parser(doc: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cpu")
     p.add_argument("--loss-impls", default="fused,plain", type=loss_impls,
-                   help="comma-separated ScaleSFTConfig.loss_impl values: fused (trainer default, scale_vlm.lean_loss) "
+                   help="comma-separated ScaleSFTConfig.loss_impl values: fused (trainer default, scale_vlm.fused_loss) "
                         "and plain (full logits)")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: 1 on CPU)")
     p.add_argument("--out", default=None)

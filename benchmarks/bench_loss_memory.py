@@ -6,9 +6,9 @@ hidden states and the LM-head weight. ``plain`` and ``fused`` are the two values
 the other two are reference kernels that no config selects.
 
   plain: the loss_impl="plain" computation: logits = hidden @ W.T in fp32, F.cross_entropy(reduction="none")
-  fused: the loss_impl="fused" computation, scale_vlm.lean_loss.weighted_token_nll (chunked, gradient computed in
+  fused: the loss_impl="fused" computation, scale_vlm.fused_loss.weighted_token_nll (chunked, gradient computed in
          the forward)
-  chunked_recompute: scale_vlm.lean_loss.chunked_token_nll (chunked, backward recomputes each tile)
+  chunked_recompute: scale_vlm.fused_loss.chunked_token_nll (chunked, backward recomputes each tile)
   trl:   TRL's ChunkedLogProbFunction as its fused LM head calls it (log_probs, entropy, is_top1)
 
 Memory: CPU peak resident set (VmHWM, reset before the loss) minus the resident set before the loss; CUDA
@@ -99,7 +99,7 @@ def measure_once(fn, device: str, after_warmup=None) -> tuple[float, int, str]:
 def run_case(impl: str, tokens: int, vocab: int, hidden: int, device: str, dtype_name: str, chunk_size: int) -> dict:
     import torch.nn.functional as F
 
-    from scale_vlm.lean_loss import chunked_token_nll, weighted_token_nll
+    from scale_vlm.fused_loss import chunked_token_nll, weighted_token_nll
 
     h, w, labels, coef = loss_inputs(tokens, vocab, hidden, device, dtype_name)
 

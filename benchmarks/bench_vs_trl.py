@@ -1,5 +1,5 @@
 """ScaleSFTTrainer side by side with stock TRL ``SFTTrainer``: training throughput, peak memory and losses on the same
-tiny VLM and data, and the lean loss head against TRL's own chunked LM head at vocab 151,936.
+tiny VLM and data, and the fused loss head against TRL's own chunked LM head at vocab 151,936.
 
 Part 1, training. The shipped tiny Qwen2-VL (``load_base``), the built-in benchmark (``to_training_format``: TRL
 ``messages`` + ``images`` rows), the same steps, batch, seed, data order and optimizer recipe (``drivers.sft_args``),
@@ -40,7 +40,7 @@ Part 2, the loss head alone (forward + backward), vocab 151,936, the same hidden
 memory measured by ``bench_loss_memory.measure_once``:
 
   plain  full fp32 logits + ``F.cross_entropy``
-  fused  ``scale_vlm.lean_loss.weighted_token_nll`` (the ``loss_impl="fused"`` head of ScaleSFTTrainer)
+  fused  ``scale_vlm.fused_loss.weighted_token_nll`` (the ``loss_impl="fused"`` head of ScaleSFTTrainer)
   trl    ``trl.kernels.ChunkedLogProbFunction`` called as TRL 1.16's ``add_fused_lm_head`` (trl/trainer/utils.py)
          calls it for SFTTrainer: vocab chunk ``_CHUNKED_LOGPROB_CHUNK_SIZE`` (32768), outputs log_probs, entropy,
          is_top1; only labelled positions on CUDA (Triton), every position with clamped labels elsewhere.
@@ -287,7 +287,7 @@ def run_loss_case(impl: str, args) -> dict:
     import torch.nn.functional as F
     from bench_loss_memory import loss_inputs, measure_once
 
-    from scale_vlm.lean_loss import weighted_token_nll
+    from scale_vlm.fused_loss import weighted_token_nll
 
     h, w, labels, _ = loss_inputs(args.loss_tokens, args.vocab, args.hidden, args.device, args.dtype)
     mask = labels != -100
@@ -429,13 +429,13 @@ def main(argv=None) -> dict:
     p.add_argument("--vocab", type=int, default=151936, help="Qwen2.5-VL's tokenizer size")
     p.add_argument("--hidden", type=int, default=None, help="default: 256 on CPU, 2048 on CUDA")
     p.add_argument("--dtype", choices=["fp32", "bf16"], default=None, help="default: fp32 on CPU, bf16 on CUDA")
-    p.add_argument("--chunk-size", type=int, default=None, help="tokens per tile of the lean head (default: its own)")
+    p.add_argument("--chunk-size", type=int, default=None, help="tokens per tile of the fused head (default: its own)")
     p.add_argument("--out", default=None)
     p.add_argument("--_case", nargs="+", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     import torch
 
-    from scale_vlm.lean_loss import DEFAULT_CHUNK_SIZE
+    from scale_vlm.fused_loss import DEFAULT_CHUNK_SIZE
 
     args.device = "cuda" if torch.cuda.is_available() else "cpu"
     cuda = args.device == "cuda"
@@ -528,7 +528,7 @@ def main(argv=None) -> dict:
         "goal": "ScaleSFTTrainer tokens/s >= 1.0x TRL's at <= its peak memory",
         "goal_measures": {"throughput": rate_key, "memory": mem_key},
         "loss_head": {"tokens": args.loss_tokens, "vocab": args.vocab, "hidden": args.hidden, "dtype": args.dtype,
-                      "lean_chunk_size": args.chunk_size, "rows": loss_rows},
+                      "fused_chunk_size": args.chunk_size, "rows": loss_rows},
         "wall_s": time.perf_counter() - t_start, "machine": _common.machine(args.device),
     }
     _common.write_json(args.out, report)

@@ -10,8 +10,8 @@ SCALe:   L = w_think * L_think + w_answer * L_answer, each segment term a mean o
 Vanilla: L = sum(nll) / N, the ordinary token mean over every supervised token.
 
 Both are linear in the per-token NLL once the step's normalisers are known: ``segment_token_weights`` is the one
-definition of their per-token coefficients, used by the plain path (``segment_loss``) and by the lean head
-(``scale_vlm.lean_loss``) alike.
+definition of their per-token coefficients, used by the plain path (``segment_loss``) and by the fused head
+(``scale_vlm.fused_loss``) alike.
 
 Gradient accumulation and data parallelism are exact because every normaliser is a *global* count for the
 optimizer step (over all micro-batches and all ranks), passed in as ``SegmentCounts``; each micro-batch contributes
@@ -89,7 +89,7 @@ def count_vector(segment_ids: torch.Tensor, example_ids: torch.Tensor | None = N
 
 
 def per_token_nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Next-token NLL from full logits: the plain path, kept as the reference for the lean (fused) path.
+    """Next-token NLL from full logits: the plain path, kept as the reference for the fused path.
 
     logits: [B, T+1, V], labels: [B, T+1] (-100 = ignored)  ->  nll: [B, T], 0 at ignored positions.
     """
@@ -125,7 +125,7 @@ def segment_token_weights(
 ) -> torch.Tensor:
     """The one definition of both losses: coefficients ``c[b, t]`` so that a micro-batch's loss is
     ``(c * nll).sum()``. Both are linear in the per-token NLL once the step's normalisers are known, so the plain
-    path (``segment_loss``) and the lean head (``scale_vlm.lean_loss``, which needs the coefficients before its
+    path (``segment_loss``) and the fused head (``scale_vlm.fused_loss``, which needs the coefficients before its
     forward) share this function.
 
     segment_ids, example_ids (packed rows; None: one example per row): [B, T] aligned with the next-token labels

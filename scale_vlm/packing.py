@@ -19,7 +19,7 @@ TRL refuses ``padding_free`` for vision datasets; ``ScaleSFTTrainer`` implements
   model's own ``get_rope_index`` and stacks the text positions on top, the ``[4, R, L]`` form those models take for
   packed input (the first row drives the mask).
 * ``example_ids`` [R, L] gives each token the index of its example in the micro-batch (-1 on padding); the loss
-  functions (``scale_vlm.loss``, ``scale_vlm.lean_loss``) take it to compute per-example segment means and the
+  functions (``scale_vlm.loss``, ``scale_vlm.fused_loss``) take it to compute per-example segment means and the
   count of examples, so every normaliser is what the padded batch gives.
 * The label shift never crosses examples: the last token of an example predicts the first token of the next one,
   which is a prompt token (label -100, segment 0); the collator checks this for every example it packs.

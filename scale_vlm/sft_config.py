@@ -29,7 +29,7 @@ class ScaleSFTConfig(SFTConfig, ScheduleFields, TagFields):
     )
     loss_impl: str = field(
         default="fused",
-        metadata={"help": "'fused': the chunked LM head of scale_vlm.lean_loss computes the weighted NLL and its "
+        metadata={"help": "'fused': the chunked LM head of scale_vlm.fused_loss computes the weighted NLL and its "
                   "gradient tile by tile, never building [tokens, vocab] logits; 'plain': full logits + "
                   "cross-entropy (reference)."},
     )

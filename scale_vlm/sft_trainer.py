@@ -19,9 +19,10 @@ from trl.trainer.utils import get_config_model_id
 from .adaptive_schedule import attach_adaptive_progress, record_think_loss, schedule_progress
 from .data.collator import ScaleCollator
 from .data.prepare import PreparationReport, prepare_dataset
-from .lean_loss import add_lean_lm_head, check_data_parallel_only, lean_segment_loss
+from .fused_loss import add_fused_lm_head, fused_segment_loss
 from .loss import SegmentCounts, count_vector, per_token_nll, segment_loss
 from .packing import check_packing_supported, packed_position_ids
+from .parallelism import check_data_parallel_only
 from .processors import load_processor
 from .run_guard import attach_run_fingerprint, check_output_writable, check_resume
 from .sft_config import ScaleSFTConfig
@@ -109,8 +110,8 @@ class ScaleSFTTrainer(SFTTrainer):
             else:
                 logger.warning("froze %d vision-tower parameters", freeze_vision_tower(self.model))
         check_data_parallel_only(self)  # a clear error instead of a silently wrong loss under TP/CP/SP
-        # The lean head computes the weighted NLL chunk by chunk, with its gradient, never building the logits.
-        add_lean_lm_head(self.model.get_base_model() if is_peft_model(self.model) else self.model)
+        # The fused head computes the weighted NLL chunk by chunk, with its gradient, never building the logits.
+        add_fused_lm_head(self.model.get_base_model() if is_peft_model(self.model) else self.model)
         # Our loss is already normalised by the step's global counts: Trainer must not divide it again.
         self.loss_is_scaled_for_ga = True
         self._step_counts: SegmentCounts | None = None
@@ -167,7 +168,7 @@ class ScaleSFTTrainer(SFTTrainer):
         progress = schedule_progress(self) if mode == "train" else 1.0
         w_think, w_answer = self.args.weight_schedule(progress)
         if self.args.loss_impl == "fused":
-            out, outputs = lean_segment_loss(model, inputs, segment_ids, self.args.method, w_think, w_answer,
+            out, outputs = fused_segment_loss(model, inputs, segment_ids, self.args.method, w_think, w_answer,
                                              self.args.normalization, counts, example_ids)
         else:
             labels = inputs.pop("labels")

@@ -13,7 +13,7 @@ ENGINE: ddp | zero2 | zero3 | fsdp1 | fsdp1_head (lm_head its own FSDP unit) | f
 it: layers, then [embed,] lm_head as one unit, then the root). Variant keys: tied, impl (fused | plain),
 normalization (sample | batch), method (scale | vanilla), lora, ckpt (activation checkpointing: true for the
 model's own, "wrapper" for FSDP's checkpoint_wrapper), accum (micro-batches per rank). Rank 0 writes
-``[{engine, variant, rank, loss, ref_loss, max_abs_diff, max_ref, head_grad, lean_fallback} or {..., error}]``.
+``[{engine, variant, rank, loss, ref_loss, max_abs_diff, max_ref, head_grad, fused_fallback} or {..., error}]``.
 """
 
 from __future__ import annotations
@@ -73,13 +73,13 @@ def global_batch():
 
 def loss_of(model, batch, seg, variant, counts):
     """The micro-batch loss as ScaleSFTTrainer.compute_loss computes it (before the world-size factor)."""
-    from scale_vlm.lean_loss import lean_segment_loss
+    from scale_vlm.fused_loss import fused_segment_loss
     from scale_vlm.loss import per_token_nll, scale_loss, vanilla_loss
 
     seg = seg[:, 1:]  # [B, T-1], aligned with the next-token labels
     method, norm = variant.get("method", "scale"), variant.get("normalization", "sample")
     if variant.get("impl", "fused") == "fused":
-        return lean_segment_loss(model, dict(batch), seg, method, 0.7, 0.3, norm, counts)[0].loss
+        return fused_segment_loss(model, dict(batch), seg, method, 0.7, 0.3, norm, counts)[0].loss
     inputs = {k: v for k, v in batch.items() if k != "labels"}
     nll = per_token_nll(model(**inputs, use_cache=False).logits, batch["labels"])  # [B, T-1]
     if method == "scale":
@@ -120,11 +120,11 @@ def prepare(variant):
     return model
 
 
-def install_lean_head(model):
-    from scale_vlm.lean_loss import add_lean_lm_head
+def install_fused_head(model):
+    from scale_vlm.fused_loss import add_fused_lm_head
 
     # as ScaleSFTTrainer does, after PEFT
-    add_lean_lm_head(model.get_base_model() if hasattr(model, "get_base_model") else model)
+    add_fused_lm_head(model.get_base_model() if hasattr(model, "get_base_model") else model)
 
 
 def reference(model, variant):
@@ -241,7 +241,7 @@ def run_variant(engine, variant, rank, world):
     model = prepare(variant)
     before = {clean(n): p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
     ref_loss, ref_grads = reference(model, variant)
-    install_lean_head(model)
+    install_fused_head(model)
     wrapped, backward, step = wrap(engine, model, variant, world)
     batch, seg = global_batch()
     counts = SegmentCounts.from_batch(seg[:, 1:])  # the step's global normalisers, as the trainer all-reduces them
@@ -261,8 +261,8 @@ def run_variant(engine, variant, rank, world):
     head = [g for n, g in ref_grads.items() if n.endswith("lm_head.weight") or n.endswith("embed_tokens.weight")]
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     return {"loss": total.item(), "ref_loss": ref_loss, "max_abs_diff": diff, "max_ref": max_ref,
-            # the lean head ran (it falls back to the model's own logits, exact too, for heads it cannot run)
-            "lean_fallback": bool(getattr(base, "_lean_fallback_warned", False)),
+            # the fused head ran (it falls back to the model's own logits, exact too, for heads it cannot run)
+            "fused_fallback": bool(getattr(base, "_fused_fallback_warned", False)),
             "head_grad": max((g.abs().max().item() for g in head), default=0.0)}
 
 
@@ -276,7 +276,7 @@ def import_before_process_group(engine: str) -> None:
     import torch.nn.parallel  # noqa: F401
     import transformers.models.qwen2_vl.modeling_qwen2_vl  # noqa: F401
 
-    import scale_vlm.lean_loss  # noqa: F401
+    import scale_vlm.fused_loss  # noqa: F401
 
     if engine.startswith("zero"):
         import deepspeed  # noqa: F401

@@ -1140,17 +1140,17 @@ def _loss_and_grads(trainer, batch):
     return loss.detach(), grads
 
 
-def check_lean_loss(family: Family, path, tmp_dir) -> None:
-    """loss_impl "fused" (lean head) == "plain" (full logits): the SCALe loss and every gradient."""
+def check_fused_loss(family: Family, path, tmp_dir) -> None:
+    """loss_impl "fused" (fused head) == "plain" (full logits): the SCALe loss and every gradient."""
     from scale_vlm.sft_trainer import ScaleSFTTrainer
 
     torch.manual_seed(0)
     processor = family_processor(path)
-    trainer = ScaleSFTTrainer(model=family_model(path), args=_sft_args(Path(tmp_dir) / "lean"),
+    trainer = ScaleSFTTrainer(model=family_model(path), args=_sft_args(Path(tmp_dir) / "fused"),
                               train_dataset=_dataset(processor, 2), processing_class=processor)
     batch = trainer.data_collator([trainer.train_dataset[i] for i in range(2)])
     trainer.model.train()
-    # One combination per family (test_lean_loss.py covers every method x normalization on the tiny Qwen2-VL): what
+    # One combination per family (test_fused_loss.py covers every method x normalization on the tiny Qwen2-VL): what
     # differs between families is the model's forward (extra inputs, heads, softcapping), not the weighting.
     for method, normalization in (("scale", "sample"),):
         trainer.args.method, trainer.args.normalization = method, normalization
@@ -1160,7 +1160,7 @@ def check_lean_loss(family: Family, path, tmp_dir) -> None:
             results[impl] = _loss_and_grads(trainer, batch)
         (loss_p, grads_p), (loss_f, grads_f) = results["plain"], results["fused"]
         assert loss_p > 0 and torch.isfinite(loss_p)
-        torch.testing.assert_close(loss_f, loss_p, rtol=1e-5, atol=1e-5, msg=lambda m, method=method: f"{method}: lean loss differs: {m}")
+        torch.testing.assert_close(loss_f, loss_p, rtol=1e-5, atol=1e-5, msg=lambda m, method=method: f"{method}: fused loss differs: {m}")
         assert grads_f.keys() == grads_p.keys() and grads_p, f"{method}: different parameters get gradients"
         for name in grads_p:
             torch.testing.assert_close(grads_f[name], grads_p[name], rtol=1e-4, atol=1e-5,
@@ -1346,12 +1346,12 @@ CHECKS: dict[str, tuple[str, Callable]] = {
     "tokens": ("rendered ids = processor's tokenization", check_tokens),
     "segments": ("think/answer/end-of-turn segments", check_segments),
     "model_inputs": ("collated batch = processor batch (logits)", check_model_inputs),
-    "lean_loss": ("lean loss = plain loss (+ gradients)", check_lean_loss),
+    "fused_loss": ("fused loss = plain loss (+ gradients)", check_fused_loss),
     "eval_batching": ("eval batch N = batch 1, eval prompt = train prompt", check_eval_batching),
     "grpo_lora": ("GRPO step, LoRA save/reload", check_grpo_and_lora),
     "reasoning_shapes": ("reasoning field = tags = template ids; parses back; untagged answer", check_reasoning_shapes),
 }
-NEEDS_TMP = {"lean_loss", "grpo_lora"}
+NEEDS_TMP = {"fused_loss", "grpo_lora"}
 
 
 def run_check(check: str, family: str, path, tmp_dir) -> None:

@@ -3,7 +3,7 @@
 The dataset has exactly one global batch (4 examples of different think lengths), so every optimizer step sees the
 same 4 examples whatever order the samplers choose: 2 ranks x 2 examples vs 1 process x 4 examples. Both
 normalisations are checked; ``batch`` needs the segment token counts all-reduced across ranks, ``sample`` the
-example counts; the default (lean head) path with both, the plain path with one. DeepSpeed ZeRO-2/3 run through
+example counts; the default (fused head) path with both, the plain path with one. DeepSpeed ZeRO-2/3 run through
 the trainer too (``tests/test_engines.py`` covers the engines x heads x options without the trainer). Slow (three
 Python start-ups per case, each importing torch + transformers): ``pytest -m slow tests/test_distributed.py``.
 """

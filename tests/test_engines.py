@@ -1,4 +1,4 @@
-"""The default loss path (lean head) and the plain path are exact under DDP, DeepSpeed ZeRO-2/3, FSDP1 and FSDP2.
+"""The default loss path (fused head) and the plain path are exact under DDP, DeepSpeed ZeRO-2/3, FSDP1 and FSDP2.
 
 Each test launches ``engine_check.py`` once with 2 CPU processes on gloo and checks, for every variant, the loss
 and the parameter update of one SGD step (learning rate 1, so the update is the gradient) against one process
@@ -91,6 +91,6 @@ def test_engine_matches_one_process(engine, tmp_path):
         assert r["max_ref"] > 1e-2, label  # the check is not vacuous
         if not r["variant"].get("lora"):  # LoRA freezes the head
             assert r["head_grad"] > 1e-2, label
-        assert r["lean_fallback"] is False, label
+        assert r["fused_fallback"] is False, label
         assert r["loss"] == pytest.approx(r["ref_loss"], rel=LOSS_RTOL), label
         assert r["max_abs_diff"] <= UPDATE_TOL * r["max_ref"], (label, r["max_abs_diff"], r["max_ref"])

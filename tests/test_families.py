@@ -153,10 +153,10 @@ def test_model_inputs_check_catches_a_dropped_or_wrong_input(damage, family_dirs
         F.check_model_inputs(F.FAMILIES["gemma3"], family_dirs("gemma3"))
 
 
-def test_lean_loss_check_catches_a_different_lean_loss(family_dirs, monkeypatch, tmp_path):
+def test_fused_loss_check_catches_a_different_fused_loss(family_dirs, monkeypatch, tmp_path):
     import scale_vlm.sft_trainer as trainer_module
 
-    original = trainer_module.lean_segment_loss
+    original = trainer_module.fused_segment_loss
 
     def off_by_a_little(*args, **kwargs):
         out, outputs = original(*args, **kwargs)
@@ -167,9 +167,9 @@ def test_lean_loss_check_catches_a_different_lean_loss(family_dirs, monkeypatch,
 
         return dataclasses.replace(out, loss=out.loss * 1.001)
 
-    monkeypatch.setattr(trainer_module, "lean_segment_loss", off_by_a_little)
-    with pytest.raises(AssertionError, match="lean loss differs"):
-        F.check_lean_loss(F.FAMILIES["gemma3"], family_dirs("gemma3"), tmp_path)
+    monkeypatch.setattr(trainer_module, "fused_segment_loss", off_by_a_little)
+    with pytest.raises(AssertionError, match="fused loss differs"):
+        F.check_fused_loss(F.FAMILIES["gemma3"], family_dirs("gemma3"), tmp_path)
 
 
 def test_eval_check_catches_right_padded_generation(family_dirs, monkeypatch):

@@ -1,7 +1,7 @@
 """Recorded-loss regression: a few SCALe and vanilla steps from the shipped base at a fixed seed, losses pinned.
 
 A change anywhere on the training path (rendering, segments, collation, the loss, the schedule, the trainer's
-normalisers, the lean head) moves these numbers. If a change is meant to move them, rerun this file with
+normalisers, the fused head) moves these numbers. If a change is meant to move them, rerun this file with
 ``SCALE_VLM_RECORD=1`` to print the new values and update ``RECORDED`` in the same commit, saying why.
 """
 

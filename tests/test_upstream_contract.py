@@ -10,7 +10,7 @@ of as a wrong loss, a silently unrestored checkpoint or a crash deep inside a tr
 | ``Trainer.get_batch_samples(epoch_iterator, num_batches, device)`` | ``ScaleSFTTrainer.get_batch_samples``: the step's global segment counts |
 | ``Trainer._load_from_checkpoint(resume_from_checkpoint, model=None)`` | ``ScaleSFTTrainer._load_from_checkpoint``: strict VLM weight restore |
 | ``Trainer.loss_is_scaled_for_ga`` | ``ScaleSFTTrainer``: its loss is already normalised over the step |
-| ``Trainer.get_tp_size / get_cp_size / get_sp_size`` | ``lean_loss.check_data_parallel_only`` |
+| ``Trainer.get_tp_size / get_cp_size / get_sp_size`` | ``parallelism.check_data_parallel_only`` |
 | ``SFTTrainer`` refuses ``padding_free`` for vision datasets | ``ScaleSFTTrainer.__init__`` sets it off around ``super().__init__`` and packs itself |
 | ``SFTTrainer._metrics[mode]`` | both trainers log ``mean_token_accuracy`` / ``completion_tokens`` into it |
 | ``GRPOTrainer._generate_single_turn`` / ``_generate_and_score_completions(inputs)`` | ``ScaleGRPOTrainer``: rope-cache reset, generated-token count |

@@ -1,4 +1,4 @@
-"""The lean loss path equals the plain path: loss and gradients, standalone and through the trainer."""
+"""The fused loss path equals the plain path: loss and gradients, standalone and through the trainer."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from scale_vlm.lean_loss import add_lean_lm_head, chunked_token_nll, lean_segment_loss, weighted_token_nll
+from scale_vlm.fused_loss import add_fused_lm_head, chunked_token_nll, fused_segment_loss, weighted_token_nll
 from scale_vlm.loss import SegmentCounts, per_token_nll, scale_loss, segment_token_weights, vanilla_loss
 from scale_vlm.sft_config import ScaleSFTConfig
 from scale_vlm.sft_trainer import ScaleSFTTrainer
@@ -131,7 +131,7 @@ def trainer_and_batch(tiny_qwen_dir, messages_dataset, tmp_path_factory):
 
     torch.manual_seed(0)
     model, processor = load_tiny(tiny_qwen_dir)
-    args = ScaleSFTConfig(output_dir=str(tmp_path_factory.mktemp("lean") / "out"), max_steps=1,
+    args = ScaleSFTConfig(output_dir=str(tmp_path_factory.mktemp("fused") / "out"), max_steps=1,
                           per_device_train_batch_size=4, save_strategy="no", use_cpu=True, seed=0,
                           max_length=256, dataloader_num_workers=0)
     trainer = ScaleSFTTrainer(model=model, args=args, train_dataset=messages_dataset, processing_class=processor)
@@ -183,15 +183,15 @@ def test_trainer_fused_and_plain_give_the_same_loss_and_gradients(trainer_and_ba
 
 @pytest.mark.parametrize("method,normalization", [("scale", "sample"), ("scale", "batch"),
                                                   ("vanilla", "sample"), ("vanilla", "batch")])
-def test_lean_segment_loss_matches_the_trainer_plain_path(trainer_and_batch, method, normalization):
+def test_fused_segment_loss_matches_the_trainer_plain_path(trainer_and_batch, method, normalization):
     trainer, batch = trainer_and_batch
     plain = _plain(trainer, batch, method, normalization)
-    add_lean_lm_head(trainer.model)
+    add_fused_lm_head(trainer.model)
     w_think, w_answer = trainer.args.weight_schedule(0.0)
 
-    def lean(model, b):
+    def fused(model, b):
         seg = b.pop("segment_ids")[:, 1:]
-        out, outputs = lean_segment_loss(model, b, seg, method, w_think, w_answer, normalization)
+        out, outputs = fused_segment_loss(model, b, seg, method, w_think, w_answer, normalization)
         # the detached NLL is the plain path's NLL too
         with torch.no_grad():
             ref = per_token_nll(model(**{k: v for k, v in b.items() if k != "labels"}, use_cache=False).logits,
@@ -200,7 +200,7 @@ def test_lean_segment_loss_matches_the_trainer_plain_path(trainer_and_batch, met
         assert outputs.label_mask.sum() == (b["labels"][:, 1:] != -100).sum()
         return out.loss
 
-    _assert_same(_loss_and_grads(trainer, batch, lean), plain)
+    _assert_same(_loss_and_grads(trainer, batch, fused), plain)
 
 
 def test_weighted_token_nll_under_no_grad_skips_the_gradient():
@@ -276,8 +276,8 @@ def _text_batch(V=64, B=3, T=12, seed=0):
     return ids, labels, weights
 
 
-def _lean_vs_plain(model, ids, labels, weights, tol=1e-9):
-    """Loss and gradients of the lean head and of the model's own logits + F.cross_entropy, same weights (fp64)."""
+def _fused_vs_plain(model, ids, labels, weights, tol=1e-9):
+    """Loss and gradients of the fused head and of the model's own logits + F.cross_entropy, same weights (fp64)."""
     import copy
 
     ref_model = copy.deepcopy(model)
@@ -286,8 +286,8 @@ def _lean_vs_plain(model, ids, labels, weights, tol=1e-9):
                           ignore_index=-100).view(weights.shape)
     ref_loss = (weights * nll).sum()
     ref_loss.backward()
-    add_lean_lm_head(model)
-    out = model(input_ids=ids, labels=labels, lean_token_weights=weights)
+    add_fused_lm_head(model)
+    out = model(input_ids=ids, labels=labels, fused_token_weights=weights)
     out.loss.backward()
     for (name, p), q in zip(model.named_parameters(), ref_model.parameters()):
         torch.testing.assert_close(p.grad, q.grad, rtol=tol, atol=tol * 1e-2, msg=name)
@@ -297,14 +297,14 @@ def _lean_vs_plain(model, ids, labels, weights, tol=1e-9):
 
 @pytest.mark.parametrize("kind,expected", [("gemma3", (1.0, 2.0)), ("cohere", (0.3, None)),
                                            ("granite", (0.25, None)), ("llama", (1.0, None))])
-def test_lean_head_reproduces_the_model_post_head_transform(kind, expected):
+def test_fused_head_reproduces_the_model_post_head_transform(kind, expected):
     from scale_vlm.head_transform import head_transform
 
     model = _tiny_text_model(kind)
     t = head_transform(model)
     assert (t.logit_scale, t.softcap, t.unsupported) == (pytest.approx(expected[0]), expected[1], None)
     ids, labels, weights = _text_batch()
-    out, ref_loss = _lean_vs_plain(model, ids, labels, weights)
+    out, ref_loss = _fused_vs_plain(model, ids, labels, weights)
     assert ref_loss > 0 and out.nll.shape == (3, 11)
     from transformers.utils import ModelOutput
 
@@ -317,12 +317,12 @@ def test_gemma3_softcap_off_when_config_says_none():
     model = _tiny_text_model("gemma3")
     model.config.final_logit_softcapping = None  # the model's `if ... is not None` skips the softcap
     assert head_transform(model).softcap is None
-    _lean_vs_plain(model, *_text_batch())
+    _fused_vs_plain(model, *_text_batch())
 
 
 def test_gemma3_conditional_generation_applies_no_softcap():
     # transformers' Gemma3ForConditionalGeneration.forward returns lm_head(hidden) as is, even when its text config
-    # carries final_logit_softcapping: the lean head must follow the forward, not the config.
+    # carries final_logit_softcapping: the fused head must follow the forward, not the config.
     import transformers as tf
 
     from scale_vlm.head_transform import head_transform
@@ -341,11 +341,11 @@ def test_gemma3_conditional_generation_applies_no_softcap():
     t = head_transform(model)
     assert (t.logit_scale, t.softcap, t.unsupported) == (1.0, None, None)
     ids, labels, weights = _text_batch(V=290)
-    _lean_vs_plain(model, ids, labels, weights)
+    _fused_vs_plain(model, ids, labels, weights)
 
 
 class _ShiftedLogitsLM(__import__("transformers").LlamaForCausalLM):
-    """A head step the lean head does not know: it must fall back to the model's own logits, not ignore it."""
+    """A head step the fused head does not know: it must fall back to the model's own logits, not ignore it."""
 
     def forward(self, input_ids=None, **kwargs):
         hidden_states = self.model(input_ids=input_ids, **kwargs).last_hidden_state
@@ -356,10 +356,10 @@ class _ShiftedLogitsLM(__import__("transformers").LlamaForCausalLM):
 
 def _fallback_case(model):
     ids, labels, weights = _text_batch()
-    with pytest.warns(UserWarning, match="lean loss head") as record:
-        out, _ = _lean_vs_plain(model, ids, labels, weights)
-        model(input_ids=ids, labels=labels, lean_token_weights=weights)  # a second call: no second warning
-    assert len([w for w in record if "lean loss head" in str(w.message)]) == 1
+    with pytest.warns(UserWarning, match="fused loss head") as record:
+        out, _ = _fused_vs_plain(model, ids, labels, weights)
+        model(input_ids=ids, labels=labels, fused_token_weights=weights)  # a second call: no second warning
+    assert len([w for w in record if "fused loss head" in str(w.message)]) == 1
     return out
 
 
@@ -399,7 +399,7 @@ def test_deepcopy_of_a_patched_model_runs_its_own_weights():
     import copy
 
     model = _tiny_text_model("llama")
-    add_lean_lm_head(model)
+    add_fused_lm_head(model)
     twin = copy.deepcopy(model)
     with torch.no_grad():
         twin.lm_head.weight.mul_(2.0)
@@ -412,7 +412,7 @@ def test_tensor_context_and_sequence_parallel_are_refused():
 
     from accelerate.utils import DistributedType
 
-    from scale_vlm.lean_loss import check_data_parallel_only
+    from scale_vlm.parallelism import check_data_parallel_only
 
     def fake(tp=1, cp=1, sp=1, ds_sp=None):
         state = types.SimpleNamespace(deepspeed_plugin=types.SimpleNamespace(

@@ -1,4 +1,4 @@
-"""The lean loss path: per-token NLL and the segment-weighted loss without ``[tokens, vocab]`` logits.
+"""The fused loss path: per-token NLL and the segment-weighted loss without ``[tokens, vocab]`` logits.
 
 Full fp32 logits of a 152k-token vocabulary cost 0.6 MB per token (about 5 GB for 8k tokens), and the plain
 cross-entropy keeps two more tensors of that size for backward. Here the LM head is applied to ``chunk_size``
@@ -18,11 +18,11 @@ Both take the head's post-processing of its logits (``logit_scale``, ``softcap``
 
 SCALe and vanilla are both linear in the per-token NLL once the step's normalisers (``SegmentCounts``) are known:
 ``scale_vlm.loss.segment_token_weights`` (their one definition) gives those coefficients before the forward, so the
-lean loss is ``scale_vlm.loss.segment_loss`` computed without the logits. ``add_lean_lm_head`` patches a model so that
-``model(**inputs, lean_token_weights=w)`` runs the backbone and ``weighted_token_nll`` (the forward goes through
+fused loss is ``scale_vlm.loss.segment_loss`` computed without the logits. ``add_fused_lm_head`` patches a model so that
+``model(**inputs, fused_token_weights=w)`` runs the backbone and ``weighted_token_nll`` (the forward goes through
 the model's own ``forward``, so DDP/accelerate wrappers keep working, and the NLL runs inside a call of the
-``lm_head`` module, so ZeRO-3 and FSDP gather its weight and reduce its gradient), and ``lean_segment_loss`` is the
-whole loss step used by ``ScaleSFTTrainer``'s lean path. Engines verified exact: docs/scaling.md.
+``lm_head`` module, so ZeRO-3 and FSDP gather its weight and reduce its gradient), and ``fused_segment_loss`` is the
+whole loss step used by ``ScaleSFTTrainer``'s fused path. Engines verified exact: docs/scaling.md.
 """
 
 from __future__ import annotations
@@ -245,8 +245,8 @@ def _check_head_args(chunk_size, logit_scale, softcap) -> None:
 
 
 @dataclass
-class LeanLMOutput(ModelOutput):
-    """What the lean forward returns. A ``ModelOutput`` (not a plain dataclass), so engines that walk a module's
+class FusedLMOutput(ModelOutput):
+    """What the fused forward returns. A ``ModelOutput`` (not a plain dataclass), so engines that walk a module's
     outputs to attach backward hooks (DeepSpeed ZeRO-3, FSDP) find the loss tensor."""
 
     loss: torch.Tensor | None = None  # scalar: sum of token_weights * nll, carries the gradient
@@ -266,17 +266,17 @@ def _plain_linear(head):
 
 
 def _warn_once(model, message: str) -> None:
-    if not getattr(model, "_lean_fallback_warned", False):
-        warnings.warn(f"lean loss head: {message}; using the model's own logits (the plain path) instead",
+    if not getattr(model, "_fused_fallback_warned", False):
+        warnings.warn(f"fused loss head: {message}; using the model's own logits (the plain path) instead",
                       stacklevel=3)
-        model._lean_fallback_warned = True
+        model._fused_fallback_warned = True
 
 
-def add_lean_lm_head(model, chunk_size: int = DEFAULT_CHUNK_SIZE) -> None:
-    """Patch ``model`` so that ``model(..., labels=labels, lean_token_weights=w)`` returns a ``LeanLMOutput``.
+def add_fused_lm_head(model, chunk_size: int = DEFAULT_CHUNK_SIZE) -> None:
+    """Patch ``model`` so that ``model(..., labels=labels, fused_token_weights=w)`` returns a ``FusedLMOutput``.
 
     ``w`` is ``[B, T-1]``, aligned with ``labels[:, 1:]``. Only positions with a label are projected. Without
-    ``lean_token_weights`` the call goes to the previous ``forward`` unchanged (generation, TRL's fused head, ...).
+    ``fused_token_weights`` the call goes to the previous ``forward`` unchanged (generation, TRL's fused head, ...).
     Idempotent; may run before or after PEFT wraps the model (pass the base model then).
 
     The weighted NLL runs *inside a call of the ``lm_head`` module* (its ``forward`` is swapped for the duration of
@@ -286,10 +286,10 @@ def add_lean_lm_head(model, chunk_size: int = DEFAULT_CHUNK_SIZE) -> None:
     head, also with no labelled token, because the gather is a collective.
 
     The head's own post-processing (``head_transform``: logit scale, softcap) is reproduced exactly. A head that is
-    not a plain linear map (PEFT LoRA on ``lm_head``, ``modules_to_save``, quantised), or a post-head step the lean
+    not a plain linear map (PEFT LoRA on ``lm_head``, ``modules_to_save``, quantised), or a post-head step the fused
     head does not know, makes the call use the model's own logits and the plain NLL instead, with one warning.
     """
-    if getattr(model, "_lean_lm_head", False):
+    if getattr(model, "_fused_lm_head", False):
         return
     previous_forward = model.forward
     # Call a previous bound method on `self`, not on the model it was bound to: a deepcopy of the patched model
@@ -301,8 +301,8 @@ def add_lean_lm_head(model, chunk_size: int = DEFAULT_CHUNK_SIZE) -> None:
     transform = head_transform(model)
 
     @functools.wraps(type(model).forward)
-    def _lean_forward(self, *args, lean_token_weights=None, **kwargs):
-        if lean_token_weights is None:
+    def _fused_forward(self, *args, fused_token_weights=None, **kwargs):
+        if fused_token_weights is None:
             return previous(self, *args, **kwargs)
         labels = kwargs.pop("labels")
         kwargs["use_cache"] = False
@@ -310,11 +310,11 @@ def add_lean_lm_head(model, chunk_size: int = DEFAULT_CHUNK_SIZE) -> None:
         linear = _plain_linear(head)
         if linear is None or transform.unsupported:
             _warn_once(self, transform.unsupported or f"the LM head is a {type(head).__name__}, not a plain Linear")
-            return _plain_forward(functools.partial(previous, self), args, kwargs, labels, lean_token_weights)
+            return _plain_forward(functools.partial(previous, self), args, kwargs, labels, fused_token_weights)
         hidden = self.base_model(*args, **kwargs).last_hidden_state[:, :-1]  # [B, T-1, H]
         labels = labels[:, 1:].to(hidden.device)  # [B, T-1]
         mask = labels != IGNORE_INDEX
-        weights = lean_token_weights.to(hidden.device)[mask]  # [N]
+        weights = fused_token_weights.to(hidden.device)[mask]  # [N]
         targets = labels[mask]  # [N]
 
         def weighted_nll_forward(x):  # x: [N, H], the labelled positions
@@ -336,13 +336,13 @@ def add_lean_lm_head(model, chunk_size: int = DEFAULT_CHUNK_SIZE) -> None:
         full_nll = torch.zeros(mask.shape, dtype=nll.dtype, device=mask.device)
         full_nll = full_nll.masked_scatter(mask, nll.to(mask.device))
         full_top1 = torch.zeros_like(mask).masked_scatter(mask, top1.to(mask.device))
-        return LeanLMOutput(loss=loss, nll=full_nll, is_top1=full_top1, label_mask=mask)
+        return FusedLMOutput(loss=loss, nll=full_nll, is_top1=full_top1, label_mask=mask)
 
-    model.forward = types.MethodType(_lean_forward, model)
-    model._lean_lm_head = True
+    model.forward = types.MethodType(_fused_forward, model)
+    model._fused_lm_head = True
 
 
-def _plain_forward(previous_forward, args, kwargs, labels, token_weights) -> LeanLMOutput:
+def _plain_forward(previous_forward, args, kwargs, labels, token_weights) -> FusedLMOutput:
     # The fallback: the model's own [B, T, V] logits, whatever its head does, and the reference NLL.
     logits = previous_forward(*args, **kwargs).logits[:, :-1]  # [B, T-1, V]
     targets = labels[:, 1:].to(logits.device)  # [B, T-1]
@@ -352,10 +352,10 @@ def _plain_forward(previous_forward, args, kwargs, labels, token_weights) -> Lea
     mask = targets != IGNORE_INDEX
     loss = (token_weights.to(nll.device, nll.dtype) * nll).sum()
     top1 = (logits.argmax(-1) == targets) & mask
-    return LeanLMOutput(loss=loss, nll=nll.detach(), is_top1=top1, label_mask=mask)
+    return FusedLMOutput(loss=loss, nll=nll.detach(), is_top1=top1, label_mask=mask)
 
 
-def lean_segment_loss(
+def fused_segment_loss(
     model,
     inputs: dict,
     segment_ids: torch.Tensor,
@@ -365,46 +365,16 @@ def lean_segment_loss(
     normalization: str = "sample",
     counts: SegmentCounts | None = None,
     example_ids: torch.Tensor | None = None,
-) -> tuple[SegmentLossOutput, LeanLMOutput]:
-    """One micro-batch of the SCALe / vanilla loss through the lean head (``add_lean_lm_head`` must have run).
+) -> tuple[SegmentLossOutput, FusedLMOutput]:
+    """One micro-batch of the SCALe / vanilla loss through the fused head (``add_fused_lm_head`` must have run).
 
     ``inputs``: the collator's batch without ``segment_ids`` / ``example_ids`` (``labels`` included);
     ``segment_ids``, ``example_ids`` (packed rows; None: one example per row): [B, T-1].
-    Returns the same ``SegmentLossOutput`` as ``scale_vlm.loss.segment_loss`` (its ``loss`` from the lean head, its
+    Returns the same ``SegmentLossOutput`` as ``scale_vlm.loss.segment_loss`` (its ``loss`` from the fused head, its
     statistics from the detached NLL) and the model output.
     """
     if counts is None:
         counts = SegmentCounts.from_batch(segment_ids, example_ids)
     weights = segment_token_weights(segment_ids, method, w_think, w_answer, normalization, counts, example_ids)
-    outputs = model(**inputs, lean_token_weights=weights)
+    outputs = model(**inputs, fused_token_weights=weights)
     return SegmentLossOutput(loss=outputs.loss, **segment_statistics(outputs.nll, segment_ids)), outputs
-
-
-def check_data_parallel_only(trainer) -> None:
-    """Raise at start-up if ``trainer`` runs under tensor, context or sequence parallelism (or Megatron-LM).
-
-    The segment loss is exact under data parallelism only (DDP, DeepSpeed ZeRO, FSDP/HSDP): the step's normalisers
-    are all-reduced over *every* process and the loss is multiplied by the process count to undo the engines'
-    gradient average, both of which assume each process holds its own examples and the whole sequence. Under
-    TP/CP/SP processes share examples or split sequences, and the loss would be silently wrong.
-    """
-    from accelerate.utils import DistributedType
-
-    sizes = {
-        "tensor": trainer.get_tp_size(),  # model._tp_size (from_pretrained tp_plan), DeepSpeed AutoTP, accelerate
-        "context": trainer.get_cp_size(),  # accelerate ParallelismConfig cp_size
-        "sequence": trainer.get_sp_size(),  # accelerate ParallelismConfig sp_size (DeepSpeed ALST/Ulysses)
-    }
-    if getattr(trainer, "is_deepspeed_enabled", False):
-        ds_config = trainer.accelerator.state.deepspeed_plugin.hf_ds_config.config
-        sizes["DeepSpeed sequence"] = ds_config.get("sequence_parallel_size", 1)
-    if getattr(trainer.accelerator, "distributed_type", None) == DistributedType.MEGATRON_LM:
-        sizes["Megatron-LM model"] = 2
-    bad = {name: size for name, size in sizes.items() if isinstance(size, int) and size > 1}
-    if bad:
-        found = ", ".join(f"{name} parallel size {size}" for name, size in bad.items())
-        raise ValueError(
-            f"scale-vlm's segment loss supports data parallelism only (DDP, DeepSpeed ZeRO, FSDP); found {found}. "
-            "Its normalisers are summed over every process, which assumes each process trains on its own examples "
-            "and whole sequences. Use DDP, ZeRO or FSDP (see docs/scaling.md)."
-        )
