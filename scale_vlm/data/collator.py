@@ -8,9 +8,8 @@ import torch
 
 from ..packing import first_fit_decreasing, pack_rows
 from ..segments import SEGMENT_PROMPT
+from .render import PER_TOKEN_EXTRAS
 
-# Per-token processor outputs that rendering keeps (render.py) and the model needs; padded with 0.
-PER_TOKEN_EXTRAS = ("mm_token_type_ids", "token_type_ids")
 _PER_TOKEN_PAD = {"input_ids": None, "attention_mask": 0, "labels": -100, "segment_ids": SEGMENT_PROMPT}
 
 

@@ -42,8 +42,10 @@ import torch
 
 from ..parsing import ReasoningFormat
 from ..segments import DEFAULT_TAGS, SEGMENT_ANSWER, SEGMENT_PROMPT, SEGMENT_THINK, Tags
-from .collator import PER_TOKEN_EXTRAS
 from .formats import ChatExample, ExampleError
+
+# Per-token processor outputs that rendering keeps and the model needs (the collator pads them with 0).
+PER_TOKEN_EXTRAS = ("mm_token_type_ids", "token_type_ids")
 
 
 @dataclass
