@@ -178,16 +178,9 @@ def segment_statistics(nll: torch.Tensor, segment_ids: torch.Tensor) -> dict[str
             "think_tokens": think.sum(), "answer_tokens": answer.sum()}
 
 
-def segment_loss(
-    nll: torch.Tensor,
-    segment_ids: torch.Tensor,
-    method: str,
-    w_think: float = 1.0,
-    w_answer: float = 1.0,
-    normalization: str = "sample",
-    counts: SegmentCounts | None = None,
-    example_ids: torch.Tensor | None = None,
-) -> SegmentLossOutput:
+def segment_loss(nll: torch.Tensor, segment_ids: torch.Tensor, method: str, w_think: float = 1.0,
+                 w_answer: float = 1.0, normalization: str = "sample", counts: SegmentCounts | None = None,
+                 example_ids: torch.Tensor | None = None) -> SegmentLossOutput:
     """The SCALe or vanilla loss of one micro-batch from its per-token NLL: ``(segment_token_weights * nll).sum()``.
 
     nll: [B, T] per-token NLL (0 where ignored); segment_ids, example_ids: [B, T] (see ``segment_token_weights``).
@@ -197,15 +190,9 @@ def segment_loss(
     return SegmentLossOutput(loss=(weights * nll).sum(), **segment_statistics(nll, segment_ids))
 
 
-def scale_loss(
-    nll: torch.Tensor,
-    segment_ids: torch.Tensor,
-    w_think: float,
-    w_answer: float,
-    normalization: str = "sample",
-    counts: SegmentCounts | None = None,
-    example_ids: torch.Tensor | None = None,
-) -> SegmentLossOutput:
+def scale_loss(nll: torch.Tensor, segment_ids: torch.Tensor, w_think: float, w_answer: float,
+               normalization: str = "sample", counts: SegmentCounts | None = None,
+               example_ids: torch.Tensor | None = None) -> SegmentLossOutput:
     """SCALe loss of one micro-batch (``segment_loss`` with ``method="scale"``).
 
     ``sample``: L = w_think * mean_b(mean_t∈think_b nll) + w_answer * mean_b(mean_t∈answer_b nll)
