@@ -39,7 +39,7 @@ def test_sft_run_counts_input_and_supervised_tokens(tiny_qwen_dir, messages_data
     assert (saved / "model.safetensors").is_file()
 
 
-@pytest.mark.parametrize("bad", ["fused", "fast"])
+@pytest.mark.parametrize("bad", ["lean", "fast"])  # "lean": an old name of the fused path
 def test_recipe_takes_only_the_config_loss_paths(tmp_path, bad):
     with pytest.raises(ValueError, match="loss_impl"):
         sft_args(tmp_path, "scale", SCHEDULE, steps=6, batch_size=8, learning_rate=1e-3, seed=0, progress=False,
