@@ -145,10 +145,29 @@ def _inherit_log_level(level: int) -> None:
     logging.getLogger("scale_vlm").setLevel(level)
 
 
-def _train_and_evaluate(method: str, cfg: DemoConfig, out: Path, train_ds, base_dir: Path, examples,
-                        label_lines: bool = False):
+@dataclass
+class DemoData:
+    """One seed's data: the benchmark's training and test splits, the training rows rendered and segmented once
+    (both methods train on exactly these), and the test questions as evaluation examples."""
+
+    train: object
+    test: object
+    rows: object
+    examples: list
+
+
+def demo_data(cfg: DemoConfig, base_dir: Path) -> DemoData:
+    from .eval.adapters import builtin_examples
+
+    train = make_benchmark(cfg.bench(cfg.seed, "train", cfg.num_train))
+    test = make_benchmark(cfg.bench(cfg.seed, "test", cfg.num_test))
+    return DemoData(train, test, prepare_once(to_training_format(train), base_dir), builtin_examples(test))
+
+
+def train_and_evaluate(method: str, cfg: DemoConfig, out: Path, train_ds, base_dir: Path, examples,
+                       label_lines: bool = False):
     """One method's arm: train, then evaluate the saved model greedily (predictions in ``out / method``); returns
-    (result record, log history)."""
+    (result record, log history). The demo runs it per method, ``scripts/regime_map.py`` per arm of a cell."""
     torch.set_num_threads(cfg.threads)
     if label_lines:
         # The two methods train at once: label every line each of them prints.
@@ -178,7 +197,6 @@ def format_table(results: dict) -> str:
 
 def run_demo(cfg: DemoConfig, say: Callable[[str], None] = logger.info) -> dict:
     """Train and evaluate both methods; what the run does and its table go to ``say`` (the command prints them)."""
-    from .eval.adapters import builtin_examples
     from .tiny.shipped import SHIPPED_BASE
 
     torch.set_num_threads(cfg.threads)
@@ -192,16 +210,13 @@ def run_demo(cfg: DemoConfig, say: Callable[[str], None] = logger.info) -> dict:
             + " (options you give yourself are kept)")
     t_start = time.time()
     base_dir = Path(base_model_dir(cfg.base_model, out)[0])
-    train = make_benchmark(cfg.bench(cfg.seed, "train", cfg.num_train))
-    test = make_benchmark(cfg.bench(cfg.seed, "test", cfg.num_test))
-    train_sft = prepare_once(to_training_format(train), base_dir)
-    examples = builtin_examples(test)
+    data = demo_data(cfg, base_dir)
     results = {
         "config": asdict(cfg), "base_model": "shipped" if base_dir == SHIPPED_BASE else str(base_dir),
-        "majority_baseline": majority_baseline(train["answer"], test["answer"]), "methods": {},
+        "majority_baseline": majority_baseline(data.train["answer"], data.test["answer"]), "methods": {},
     }
     histories = {}
-    jobs = [(method, cfg, out, train_sft, base_dir, examples) for method in METHODS]
+    jobs = [(method, cfg, out, data.rows, base_dir, data.examples) for method in METHODS]
     parallel = cfg.parallel_methods and available_cpus() >= 2
     if cfg.parallel_methods and not parallel:
         say("one CPU core available: training the methods one after the other")
@@ -217,12 +232,12 @@ def run_demo(cfg: DemoConfig, say: Callable[[str], None] = logger.info) -> dict:
         with ProcessPoolExecutor(len(jobs), mp_context=multiprocessing.get_context("spawn"),
                                  initializer=_inherit_log_level,
                                  initargs=(logging.getLogger("scale_vlm").getEffectiveLevel(),)) as pool:
-            done = list(pool.map(_train_and_evaluate, *zip(*jobs), [True] * len(jobs)))
+            done = list(pool.map(train_and_evaluate, *zip(*jobs), [True] * len(jobs)))
     else:
         done = []
         for job in jobs:
             say(f"\n== {job[0]}: {cfg.max_steps} steps x {cfg.batch_size} examples ==")
-            done.append(_train_and_evaluate(*job))
+            done.append(train_and_evaluate(*job))
     for method, (record, hist) in zip(METHODS, done):
         results["methods"][method] = record
         histories[method] = hist

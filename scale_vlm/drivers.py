@@ -3,8 +3,10 @@ the scripts and the benchmarks.
 
 - :func:`sft_args`: the SFT recipe the demo and the comparison share (cosine decay, 5 percent warm-up, AdamW with
   beta2 0.98, weight decay 0.01, gradient clipping at 1, about 30 log lines per run);
-- :func:`build_sft_trainer`: a :class:`CountingSFTTrainer` for any ``ScaleSFTConfig`` (the benchmarks pass their own);
-- :func:`train_sft` / :func:`train_grpo`: one run from a model folder, ``trainer.train()`` timed alone;
+- :func:`build_sft_trainer`: the one SFT trainer (a :class:`CountingSFTTrainer`) for any ``ScaleSFTConfig``, built by
+  ``scale-vlm sft`` as by the demo;
+- :func:`timed_train`: ``trainer.train()`` timed alone (``scale-vlm sft`` resumes through it);
+- :func:`train_sft` / :func:`train_grpo`: one run from a fresh copy of the model in a folder;
 - :func:`evaluate`: greedy generation and scoring of a model on held-out questions.
 """
 
@@ -23,19 +25,29 @@ from .tiny.shipped import load_base
 
 
 class CountingSFTTrainer(ScaleSFTTrainer):
-    """Counts input tokens (real, not padding) and supervised tokens of every optimizer step: the SFT cost measure."""
+    """Counts input tokens (real, not padding) and supervised tokens of every optimizer step: the SFT cost measure.
+    The counts add up on the batch's device and are read as ints only when asked for (no GPU sync per step)."""
 
-    input_tokens = 0
-    supervised_tokens = 0
+    _input_count = 0
+    _supervised_count = 0
 
     def get_batch_samples(self, epoch_iterator, num_batches, device):
         batch_samples, n = super().get_batch_samples(epoch_iterator, num_batches, device)
         for batch in batch_samples:
             # packed rows (padding_free) carry no attention mask: their real tokens are those of an example
             real = batch["attention_mask"] if "attention_mask" in batch else batch["example_ids"] >= 0
-            self.input_tokens += int(real.sum())
-            self.supervised_tokens += int((batch["labels"][:, 1:] != -100).sum()) if "labels" in batch else 0
+            self._input_count = self._input_count + real.sum()
+            if "labels" in batch:
+                self._supervised_count = self._supervised_count + (batch["labels"][:, 1:] != -100).sum()
         return batch_samples, n
+
+    @property
+    def input_tokens(self) -> int:
+        return int(self._input_count)
+
+    @property
+    def supervised_tokens(self) -> int:
+        return int(self._supervised_count)
 
 
 def sft_args(output_dir: str | Path, method: str, schedule: dict, *, steps: int, batch_size: int,
@@ -52,9 +64,12 @@ def sft_args(output_dir: str | Path, method: str, schedule: dict, *, steps: int,
     )
 
 
-def build_sft_trainer(model, processor, args: ScaleSFTConfig, train_dataset, callbacks=None) -> CountingSFTTrainer:
-    return CountingSFTTrainer(model=model, args=args, train_dataset=train_dataset, processing_class=processor,
-                              callbacks=callbacks)
+def build_sft_trainer(model, processor, args: ScaleSFTConfig, train_dataset, *, eval_dataset=None, peft_config=None,
+                      callbacks=None) -> CountingSFTTrainer:
+    """The one SFT trainer every job builds: ``scale-vlm sft``, the demo, the comparison, the scripts, the
+    benchmarks."""
+    return CountingSFTTrainer(model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
+                              processing_class=processor, peft_config=peft_config, callbacks=callbacks)
 
 
 def prepare_sft_rows(train_dataset, model_dir: str | Path):
@@ -84,22 +99,23 @@ class Run:
         return list(self.trainer.state.log_history)
 
     def save(self, folder: str | Path) -> Path:
-        """The trained model and its processor, loadable with ``load_base`` (and by ``scale-vlm eval`` / ``grpo``)."""
+        """The trained model and its processor, loadable with ``load_model`` (and by ``scale-vlm eval`` / ``grpo``)."""
         self.trainer.model.save_pretrained(folder, safe_serialization=True)
         self.processor.save_pretrained(folder)
         return Path(folder)
 
 
-def _timed_train(trainer, processor) -> Run:
+def timed_train(trainer, processor, resume_from_checkpoint: str | None = None) -> Run:
+    """``trainer.train()`` (from ``resume_from_checkpoint`` when given), timed alone."""
     t0 = time.perf_counter()
-    trainer.train()
+    trainer.train(resume_from_checkpoint=resume_from_checkpoint)
     return Run(trainer, processor, time.perf_counter() - t0)
 
 
 def train_sft(model_dir: str | Path, args: ScaleSFTConfig, train_dataset, callbacks=None) -> Run:
     """One SFT run from a fresh copy of the model in ``model_dir``."""
     model, processor = load_base(model_dir)
-    return _timed_train(build_sft_trainer(model, processor, args, train_dataset, callbacks), processor)
+    return timed_train(build_sft_trainer(model, processor, args, train_dataset, callbacks=callbacks), processor)
 
 
 def train_grpo(model_dir: str | Path, args, prompts_dataset) -> Run:
@@ -108,7 +124,7 @@ def train_grpo(model_dir: str | Path, args, prompts_dataset) -> Run:
 
     model, processor = load_base(model_dir)
     trainer = ScaleGRPOTrainer(model=model, args=args, train_dataset=prompts_dataset, processing_class=processor)
-    return _timed_train(trainer, processor)
+    return timed_train(trainer, processor)
 
 
 def evaluate(model, processor, examples, *, batch_size: int, max_new_tokens: int, progress: bool):

@@ -86,14 +86,11 @@ class ScaleGRPOTrainer(GRPOTrainer):
                                              reasoning=reasoning_format(processing_class, args.tags),
                                              tokenizer=getattr(processing_class, "tokenizer", processing_class))
         if isinstance(model, str):
-            from transformers import AutoModelForImageTextToText
+            from .model_loading import load_model
 
-            from .lora import is_lora_run, load_lora_run
-
-            load_kwargs = dict(trust_remote_code=args.trust_remote_code, **(args.model_init_kwargs or {}))
             # a LoRA SFT run: its adapter trains on (from_pretrained would load it frozen, for inference)
-            model = load_lora_run(model, trainable=True, **load_kwargs) if is_lora_run(model) else \
-                AutoModelForImageTextToText.from_pretrained(model, **load_kwargs)
+            model = load_model(model, trust_remote_code=args.trust_remote_code, train_adapter=True,
+                               **(args.model_init_kwargs or {}))
         if isinstance(reward_funcs, Sequence) and len(reward_funcs) != len(args.reward_weights):
             raise ValueError(f"{len(reward_funcs)} reward functions but {len(args.reward_weights)} reward_weights")
         tokenizer = getattr(processing_class, "tokenizer", processing_class)

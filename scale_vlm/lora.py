@@ -1,5 +1,6 @@
 """LoRA for ``scale-vlm sft`` and ``scale-vlm grpo``: TRL's ``ModelConfig`` options, checked before the model loads,
-with a default target set, and the loading of a LoRA run (an output folder holding an adapter) for further training.
+with a default target set, and where a LoRA run (an output folder holding an adapter) finds its base model
+(:func:`scale_vlm.model_loading.load_model` loads it).
 
 Default targets: without ``--lora_target_modules`` PEFT knows no target set for most VLM classes and fails after the
 model has loaded. The default here is what VLM fine-tuning recipes adapt: every linear layer of the language model
@@ -151,14 +152,3 @@ def adapter_base(path: str) -> str:
         raise ValueError(f"the LoRA run {path} was trained on the base model {base!r}, which is not found; put the "
                          f"base model there, or set base_model_name_or_path in {path}/{ADAPTER_CONFIG} to where it is")
     return base
-
-
-def load_lora_run(path: str, trainable: bool = True, **base_kwargs):
-    """A LoRA run as a ``PeftModel``: its base model (``base_kwargs`` go to ``from_pretrained``) with the run's
-    adapter loaded trainable, so training continues the adapter (TRL's GRPO copies it as the frozen KL reference
-    when ``beta`` > 0)."""
-    from peft import PeftModel
-    from transformers import AutoModelForImageTextToText
-
-    base = AutoModelForImageTextToText.from_pretrained(adapter_base(path), **base_kwargs)
-    return PeftModel.from_pretrained(base, path, is_trainable=trainable)

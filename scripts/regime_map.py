@@ -115,43 +115,31 @@ def token_ratio(rows) -> dict:
 def run_one(cfg, arm: str, folder: Path, record_path: Path | None = None) -> dict:
     """One arm of one cell and seed: train, evaluate, diagnose; writes and returns ``record.json`` (and its copy at
     ``record_path``)."""
-    import torch
-
-    from scale_vlm.bench.dataset import make_benchmark, to_training_format
     from scale_vlm.bench.diagnostics import diagnose
-    from scale_vlm.compare.pipeline import evaluate_stage
-    from scale_vlm.demo import majority_baseline, prepare_once, train_one
-    from scale_vlm.eval.adapters import builtin_examples
-    from scale_vlm.report import EVAL_METRICS
+    from scale_vlm.demo import demo_data, majority_baseline, train_and_evaluate
     from scale_vlm.tiny.shipped import SHIPPED_BASE
 
-    torch.set_num_threads(cfg.threads)
     method, overrides = ARMS[arm]
-    cfg = replace(cfg, **overrides)
-    train = make_benchmark(cfg.bench(cfg.seed, "train", cfg.num_train))
-    test = make_benchmark(cfg.bench(cfg.seed, "test", cfg.num_test))
-    rows = prepare_once(to_training_format(train), SHIPPED_BASE)
+    cfg = replace(cfg, **overrides, progress=False)
+    data = demo_data(cfg, SHIPPED_BASE)
     # Long, varied traces outgrow the demo's generation budget: a truncated trace has no <answer> and would count as
     # malformed. Give every cell room for 1.5x its longest training response.
-    longest = max(sum(label != -100 for label in r) for r in rows["labels"])
+    longest = max(sum(label != -100 for label in r) for r in data.rows["labels"])
     cfg = replace(cfg, max_new_tokens=max(cfg.max_new_tokens, int(1.5 * longest)))
     t0, cpu0 = time.time(), time.process_time()
-    # train_one keeps the model in folder / method; the record sits next to it
-    sft = train_one(method, cfg, folder, rows, SHIPPED_BASE)
-    metrics = evaluate_stage(folder / method, builtin_examples(test), folder / method, batch_size=cfg.eval_batch_size,
-                             max_new_tokens=cfg.max_new_tokens, progress=False, metrics=EVAL_METRICS)
+    # the demo's arm: the model and its predictions in folder / method, the record next to them
+    metrics, hist = train_and_evaluate(method, cfg, folder, data.rows, SHIPPED_BASE, data.examples)
     preds = [json.loads(line) for line in (folder / method / "predictions.jsonl").read_text().splitlines() if line]
-    diag = diagnose(preds, test, paraphrased=getattr(cfg, "trace_entropy", 0) > 0)
-    hist = sft["log_history"]
+    diag = diagnose(preds, data.test, paraphrased=getattr(cfg, "trace_entropy", 0) > 0)
     record = {
-        **metrics,
+        **{k: v for k, v in metrics.items() if k not in ("train_seconds", "eval_seconds", "by_category")},
         "letter_consistency": diag["letter_consistent_with_trace"], "value_accuracy": diag["value_correct"],
         "final_loss_think": final_logged(hist, "loss_think"), "final_loss_answer": final_logged(hist, "loss_answer"),
-        "train_seconds": sft["train_seconds"], "wall_seconds": round(time.time() - t0, 1),
+        "train_seconds": metrics["train_seconds"], "wall_seconds": round(time.time() - t0, 1),
         "cpu_seconds": round(time.process_time() - cpu0, 1), "commit": git_commit(), "arm": arm,
         "config": {k: v for k, v in asdict(cfg).items() if k not in ("output_dir", "progress")},
         "max_new_tokens": cfg.max_new_tokens, "longest_training_response": longest,
-        "majority": majority_baseline(train["answer"], test["answer"])["accuracy"], **token_ratio(rows),
+        "majority": majority_baseline(data.train["answer"], data.test["answer"])["accuracy"], **token_ratio(data.rows),
         "loss_curve": [{k: h[k] for k in ("step", "loss_think", "loss_answer", "w_think", "schedule_progress")
                         if k in h} for h in hist if "loss_think" in h],
     }

@@ -461,7 +461,7 @@ def test_demo_asks_parallel_workers_to_label_their_lines(tmp_path, monkeypatch):
         def map(self, fn, *iterables):
             return map(fn, *iterables)
 
-    monkeypatch.setattr(demo, "_train_and_evaluate", fake)
+    monkeypatch.setattr(demo, "train_and_evaluate", fake)
     monkeypatch.setattr(demo, "available_cpus", lambda: 2)
     monkeypatch.setattr(concurrent.futures, "ProcessPoolExecutor", InProcessPool)
     level = logging.getLogger("scale_vlm").level
@@ -499,7 +499,7 @@ def test_demo_quick_run_explains_its_numbers_and_keeps_models(tmp_path, monkeypa
 
     import logging
 
-    monkeypatch.setattr(demo, "_train_and_evaluate", fake)
+    monkeypatch.setattr(demo, "train_and_evaluate", fake)
     monkeypatch.setattr(demo, "available_cpus", lambda: 1)
     level = logging.getLogger("scale_vlm").level
     try:

@@ -118,3 +118,25 @@ def test_records_dir_resumes_a_map_without_training(regime_map, tmp_path, capsys
     assert entry["row"] == "r"
     assert entry["minus_vanilla"]["scale"]["accuracy"]["values"] == pytest.approx([0.06, -0.02])
     assert (tmp_path / "rec" / "map_scale.png").stat().st_size > 0
+
+
+def test_run_one_is_the_demo_arm_plus_the_diagnostics(regime_map, tmp_path):
+    """One run through the demo's own train-and-evaluate: the record holds the demo arm's metrics, the diagnostics,
+    the measured token ratio and the loss curve of every logged step, and its copy is the same file."""
+    import json
+
+    from scale_vlm.demo import DemoConfig
+
+    cfg = DemoConfig(num_train=8, num_test=4, max_steps=2, batch_size=4, max_new_tokens=8, eval_batch_size=4,
+                     progress=False, parallel_methods=False, trace_verbosity=0, trace_repeat=0, output_dir="unused")
+    record = regime_map.run_one(cfg, "scale", tmp_path / "run", tmp_path / "kept" / "scale.json")
+    assert (tmp_path / "kept" / "scale.json").read_text() == (tmp_path / "run" / "record.json").read_text()
+    assert json.loads((tmp_path / "run" / "record.json").read_text()) == record
+    assert record["arm"] == "scale" and record["config"]["seed"] == 0
+    assert record["num_examples"] == 4 and 0.0 <= record["accuracy"] <= 1.0
+    assert (tmp_path / "run" / "scale" / "predictions.jsonl").read_text().count("\n") == 4
+    # the generation budget is raised to 1.5x the longest training response, so no trace is cut short
+    assert record["max_new_tokens"] == int(1.5 * record["longest_training_response"]) > 8
+    assert [p["step"] for p in record["loss_curve"]] == [1, 2]
+    assert record["think_answer_ratio"] == pytest.approx(record["think_tokens"] / record["answer_tokens"])
+    assert 0.0 <= record["letter_consistency"] <= 1.0 and record["cpu_seconds"] > 0

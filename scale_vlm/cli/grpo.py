@@ -81,7 +81,8 @@ def run(script: GRPOScriptArguments, args, model_args=None) -> dict:
     import torch
 
     from ..grpo_trainer import ScaleGRPOTrainer, load_grpo_dataset
-    from ..lora import check_lora_options, is_lora_run, load_lora_run, lora_config, model_skeleton
+    from ..lora import check_lora_options, is_lora_run, lora_config, model_skeleton
+    from ..model_loading import load_model
     from ..processors import load_processor
     from ..run_guard import check_local_path, check_output_writable
     from .sft import quantization_config
@@ -120,25 +121,15 @@ def run(script: GRPOScriptArguments, args, model_args=None) -> dict:
     prompts = [row[0]["content"][-1]["text"] for row in dataset["prompt"]]
     source = f"{script.dataset_name} split {script.dataset_train_split!r}, --adapter {script.adapter} (scale-vlm grpo)"
     check_prompts(script.model_name_or_path, prompts, source, "grpo", script.allow_prompt_mismatch, args.tags)
-    from transformers import AutoModelForImageTextToText
-
-    model_kwargs = dict(trust_remote_code=args.trust_remote_code, revision=model_args.model_revision,
-                        attn_implementation=model_args.attn_implementation)
-    if model_args.dtype not in (None, "auto"):
-        model_kwargs["dtype"] = model_args.dtype
-    if quantization is not None:
-        from accelerate import PartialState
-
-        model_kwargs.update(quantization_config=quantization, device_map={"": PartialState().local_process_index})
+    model = load_model(script.model_name_or_path, trust_remote_code=args.trust_remote_code,
+                       revision=model_args.model_revision, attn_implementation=model_args.attn_implementation,
+                       dtype=model_args.dtype, quantization_config=quantization, train_adapter=True)
     if lora_run:
-        model = load_lora_run(script.model_name_or_path, trainable=True, **model_kwargs)
         logger.info("scale-vlm grpo: %s is a LoRA run: continuing its adapter (r=%s) on the frozen base %s",
                     script.model_name_or_path, model.peft_config["default"].r,
                     model.peft_config["default"].base_model_name_or_path)
-    else:
-        model = AutoModelForImageTextToText.from_pretrained(script.model_name_or_path, **model_kwargs)
-        if model_args.use_peft and peft_config is None:
-            peft_config = lora_config(model_args, model, "grpo")
+    elif model_args.use_peft and peft_config is None:
+        peft_config = lora_config(model_args, model, "grpo")
     if quantization is None and (torch.cuda.is_available() is False or args.use_cpu):
         model = model.to(torch.float32)
     processor = load_processor(script.model_name_or_path, trust_remote_code=args.trust_remote_code)

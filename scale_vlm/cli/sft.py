@@ -148,13 +148,12 @@ def load_eval_split(script_args: SFTScriptArguments, training_args: ScaleSFTConf
 
 def run_sft(script_args: SFTScriptArguments, training_args: ScaleSFTConfig, model_args: ModelConfig):
     """Load model, processor and data, train, and save model + processor + resolved config to ``output_dir``."""
-    from transformers import AutoModelForImageTextToText
-
     from ..data.prepare import load_training_dataset
+    from ..drivers import build_sft_trainer, timed_train
     from ..lora import check_lora_options, lora_config, model_skeleton
+    from ..model_loading import load_model
     from ..processors import load_processor
     from ..run_guard import check_local_path, check_output_writable
-    from ..sft_trainer import ScaleSFTTrainer
 
     if not model_args.model_name_or_path:
         raise ValueError("--model_name_or_path is required")
@@ -176,19 +175,9 @@ def run_sft(script_args: SFTScriptArguments, training_args: ScaleSFTConfig, mode
     if resume is not None:
         say_resume(resume, training_args)
 
-    model_kwargs = dict(
-        trust_remote_code=training_args.trust_remote_code,
-        revision=model_args.model_revision,
-        attn_implementation=model_args.attn_implementation,
-    )
-    if model_args.dtype not in (None, "auto"):
-        model_kwargs["dtype"] = model_args.dtype
-    if quantization is not None:
-        from accelerate import PartialState
-
-        # Each process holds its whole quantised model on its own GPU (bitsandbytes cannot be moved afterwards).
-        model_kwargs.update(quantization_config=quantization, device_map={"": PartialState().local_process_index})
-    model = AutoModelForImageTextToText.from_pretrained(model_args.model_name_or_path, **model_kwargs)
+    model = load_model(model_args.model_name_or_path, trust_remote_code=training_args.trust_remote_code,
+                       revision=model_args.model_revision, attn_implementation=model_args.attn_implementation,
+                       dtype=model_args.dtype, quantization_config=quantization)
     if model_args.use_peft and peft_config is None:
         peft_config = lora_config(model_args, model, "sft")
     processor = load_processor(model_args.model_name_or_path, trust_remote_code=training_args.trust_remote_code,
@@ -198,11 +187,9 @@ def run_sft(script_args: SFTScriptArguments, training_args: ScaleSFTConfig, mode
         training_args.image_root = image_root
     eval_dataset = load_eval_split(script_args, training_args, dataset)
 
-    trainer = ScaleSFTTrainer(
-        model=model, args=training_args, train_dataset=dataset, eval_dataset=eval_dataset, processing_class=processor,
-        peft_config=peft_config,
-    )
-    trainer.train(resume_from_checkpoint=resume)
+    trainer = build_sft_trainer(model, processor, training_args, dataset, eval_dataset=eval_dataset,
+                                peft_config=peft_config)
+    timed_train(trainer, processor, resume_from_checkpoint=resume)
     if eval_dataset is not None and training_args.eval_strategy == "no":
         # No evaluation during training was asked for: the split is evaluated once, on the trained model.
         metrics = trainer.evaluate()

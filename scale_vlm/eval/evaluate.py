@@ -148,31 +148,6 @@ def evaluate_model(
     return summarize(predictions), predictions
 
 
-def _resolve_device(name: str):
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as err:
-        raise ValueError(f"--device {name!r} is not a device name ({err}); use auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        build = "this torch build has no CUDA support" if torch.version.cuda is None else "no CUDA GPU is visible"
-        raise ValueError(f"--device {name}: {build}; use --device cpu (or auto, which picks a GPU when there is one)")
-    return device
-
-
-def _resolve_dtype(name: str):
-    import torch
-
-    if name == "auto":
-        return "auto"
-    if name not in ("float32", "bfloat16", "float16"):
-        raise ValueError(f"--dtype must be auto, float32, bfloat16 or float16, got {name!r}")
-    return getattr(torch, name)
-
-
 def write_results(output_dir: str | Path, metrics: dict, predictions: Sequence[dict], overwrite: bool = False) -> None:
     output_dir = Path(output_dir)
     existing = [name for name in (PREDICTIONS_FILE, METRICS_FILE) if (output_dir / name).exists()]
@@ -214,8 +189,8 @@ def _warn(text: str) -> None:
 def run_eval(cfg: EvalConfig) -> dict:
     """Load the model and dataset named in ``cfg``, evaluate, write ``predictions.jsonl`` and ``metrics.json``."""
     import torch
-    from transformers import AutoModelForImageTextToText
 
+    from ..model_loading import load_model, resolve_device, resolve_dtype
     from ..processors import load_processor
     from ..run_guard import check_local_path, check_output_writable
 
@@ -225,7 +200,8 @@ def run_eval(cfg: EvalConfig) -> dict:
         if existing:  # checked before the (slow) model load
             raise FileExistsError(f"{output_dir} already holds {existing}; pass --overwrite_output_dir to replace them")
     check_local_path(cfg.model_name_or_path, "model")
-    device = _resolve_device(cfg.device)  # a device this machine lacks is found before anything loads
+    device = resolve_device(cfg.device)  # a device this machine lacks is found before anything loads
+    resolve_dtype(cfg.dtype)  # and a dtype name that does not exist
     check_output_writable(output_dir)  # before the model load and generation, not when the results are written
     torch.manual_seed(cfg.seed)
     tags = cfg.tags
@@ -238,9 +214,8 @@ def run_eval(cfg: EvalConfig) -> dict:
     prompt_check = check_prompts(  # before the (slow) model load
         cfg.model_name_or_path, [e.prompt for e in examples], f"{cfg.dataset_name} split {cfg.dataset_test_split!r}, "
         f"--adapter {cfg.adapter}", "eval", cfg.allow_prompt_mismatch, tags, say=_warn)
-    model = AutoModelForImageTextToText.from_pretrained(
-        cfg.model_name_or_path, trust_remote_code=cfg.trust_remote_code, dtype=_resolve_dtype(cfg.dtype)
-    ).to(device)
+    model = load_model(cfg.model_name_or_path, trust_remote_code=cfg.trust_remote_code, dtype=cfg.dtype,
+                       device=device)
     processor = load_processor(cfg.model_name_or_path, trust_remote_code=cfg.trust_remote_code)
     metrics, predictions = evaluate_model(
         model, processor, examples, batch_size=cfg.batch_size, max_new_tokens=cfg.max_new_tokens, tags=tags,

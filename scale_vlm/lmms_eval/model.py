@@ -13,7 +13,6 @@ from __future__ import annotations
 from lmms_eval.api.model import lmms
 
 from ..eval.adapters import EvalExample
-from ..eval.evaluate import _resolve_device, _resolve_dtype
 from ..eval.generate import generate_batch
 
 # lmms-eval passes these with every model; their values are lmms-eval's business (not generation settings).
@@ -50,15 +49,13 @@ class ScaleVLM(lmms):
         if unknown:
             raise ValueError(f"--model scale_vlm: unknown --model_args {unknown}; expected pretrained, device, dtype, "
                              "batch_size, trust_remote_code, progress")
-        from transformers import AutoModelForImageTextToText
-
+        from ..model_loading import load_model, resolve_device
         from ..processors import load_processor
         from ..run_guard import check_local_path
 
         trust = str(trust_remote_code).lower() in ("1", "true", "yes")
         check_local_path(pretrained, "model")
-        self._model = AutoModelForImageTextToText.from_pretrained(
-            pretrained, trust_remote_code=trust, dtype=_resolve_dtype(dtype)).to(_resolve_device(device))
+        self._model = load_model(pretrained, trust_remote_code=trust, dtype=dtype, device=resolve_device(device))
         self.processor = load_processor(pretrained, trust_remote_code=trust)
         self.batch_size_per_gpu = int(batch_size)
         self.progress = str(progress).lower() in ("1", "true", "yes")

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import torch
 from transformers import (
-    AutoModelForImageTextToText,
     CLIPVisionConfig,
     LlavaConfig,
     LlavaForConditionalGeneration,
@@ -166,6 +165,6 @@ def save_tiny(model, processor, path: str | Path) -> Path:
 
 def load_tiny(path: str | Path):
     """Load a saved tiny model through the Auto classes (never with remote code)."""
-    model = AutoModelForImageTextToText.from_pretrained(path, trust_remote_code=False)
-    processor = load_processor(str(path))
-    return model, processor
+    from ..model_loading import load_model
+
+    return load_model(str(path)), load_processor(str(path))

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import torch
 
-from ..eval.generate import reset_rope_cache
-from .model import load_tiny, save_tiny
+from .model import save_tiny
 
 SHIPPED_BASE = Path(__file__).resolve().parent.parent / "assets" / "tiny-base"
 
@@ -24,12 +23,13 @@ def save_base(model, processor, path: str | Path, fp16: bool = True) -> Path:
 
 
 def load_base(path: str | Path | None = None):
-    """Load the base model (shipped one by default) in float32, ready for SFT on a CPU."""
-    path = Path(path) if path is not None else SHIPPED_BASE
-    model, processor = load_tiny(path)
-    model = model.to(torch.float32)
-    reset_rope_cache(model)
-    return model, processor
+    """A fresh float32 copy of a model and its processor (the shipped base by default), ready to train or evaluate
+    on a CPU: :func:`scale_vlm.model_loading.load_model`, the one loader, with this package's defaults."""
+    from ..model_loading import load_model
+    from ..processors import load_processor
+
+    path = str(path) if path is not None else str(SHIPPED_BASE)
+    return load_model(path, dtype=torch.float32), load_processor(path)
 
 
 def has_shipped_base() -> bool:
