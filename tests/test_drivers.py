@@ -48,7 +48,7 @@ def test_recipe_takes_only_the_config_loss_paths(tmp_path, bad):
 
 def test_scale_vlm_sft_builds_and_trains_through_the_drivers(tiny_qwen_dir, messages_dataset, tmp_path):
     """``scale-vlm sft`` and the demo share one build-and-train: the command's trainer is the drivers' counting
-    trainer, and one step over the same 8 rows counts the same tokens as ``train_sft``."""
+    trainer, and its counts are the rows' real and supervised tokens."""
     from scale_vlm.cli.sft import SFTScriptArguments, run_sft
     from scale_vlm.drivers import prepare_sft_rows
     from scale_vlm.sft_config import ScaleSFTConfig
@@ -56,10 +56,11 @@ def test_scale_vlm_sft_builds_and_trains_through_the_drivers(tiny_qwen_dir, mess
 
     data = tmp_path / "train"
     messages_dataset.save_to_disk(str(data))  # a datasets folder: the images stay images
-    args = ScaleSFTConfig(output_dir=str(tmp_path / "cli"), max_steps=1, per_device_train_batch_size=8,
+    # two steps of 4: the counts add up over steps (each of the 8 rows is seen once)
+    args = ScaleSFTConfig(output_dir=str(tmp_path / "cli"), max_steps=2, per_device_train_batch_size=4,
                           save_strategy="no", report_to="none", use_cpu=True, method="scale")
     trainer = run_sft(SFTScriptArguments(dataset_name=str(data)), args, ModelConfig(model_name_or_path=tiny_qwen_dir))
-    assert type(trainer) is CountingSFTTrainer and trainer.state.global_step == 1
+    assert type(trainer) is CountingSFTTrainer and trainer.state.global_step == 2
     rows = prepare_sft_rows(messages_dataset, tiny_qwen_dir)
     assert trainer.input_tokens == sum(len(ids) for ids in rows["input_ids"])
     assert trainer.supervised_tokens == sum(sum(t != -100 for t in labels[1:]) for labels in rows["labels"])
