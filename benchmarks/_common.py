@@ -1,4 +1,5 @@
-"""Shared pieces of the benchmarks: the tiny VLM, its data, machine description, JSON output."""
+"""Shared pieces of the benchmarks: the tiny VLM, its data, the SFT config and trainer, machine description, JSON
+output."""
 
 from __future__ import annotations
 
@@ -82,16 +83,25 @@ def seed_torch(args) -> None:
     torch.manual_seed(0)
 
 
-def make_trainer(loss_impl: str, args, data, **config):
-    """The shared trainer (``scale_vlm.drivers.build_sft_trainer``) on the benchmark data with the benchmarks'
-    CPU-friendly settings plus ``config``."""
+def sft_config(output_dir: str, loss_impl: str, args, *, steps: int, batch_size: int, learning_rate: float,
+               **overrides):
+    """A benchmark's SFT config: the demo's recipe (``scale_vlm.drivers.sft_args``: cosine, warm-up, AdamW,
+    clipping), SCALe with its default schedule, seed 0, no progress bars, on ``--device``, plus ``overrides``."""
+    from scale_vlm.drivers import sft_args
+
+    return sft_args(output_dir, "scale", {}, steps=steps, batch_size=batch_size, learning_rate=learning_rate, seed=0,
+                    progress=False, use_cpu=args.device == "cpu", loss_impl=loss_impl, **overrides)
+
+
+def make_trainer(loss_impl: str, args, data, *, steps: int, batch_size: int, **overrides):
+    """The shared trainer (``scale_vlm.drivers.build_sft_trainer``) on the benchmark data, configured by
+    :func:`sft_config` (learning rate 1e-4, examples up to 1024 tokens) plus ``overrides``."""
     import tempfile
 
     from scale_vlm.drivers import build_sft_trainer
-    from scale_vlm.sft_config import ScaleSFTConfig
 
     model, processor, _, train = data
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = ScaleSFTConfig(output_dir=tmp, save_strategy="no", use_cpu=args.device == "cpu", seed=0, max_length=1024,
-                             dataloader_num_workers=0, loss_impl=loss_impl, learning_rate=1e-4, **config)
+        cfg = sft_config(tmp, loss_impl, args, steps=steps, batch_size=batch_size, learning_rate=1e-4,
+                         max_length=1024, **overrides)
         return build_sft_trainer(model, processor, cfg, train)

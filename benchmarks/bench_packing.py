@@ -68,19 +68,17 @@ def run(padding_free: bool, args, data) -> dict:
 
     import torch
 
-    from scale_vlm.sft_config import ScaleSFTConfig
-    from scale_vlm.sft_trainer import ScaleSFTTrainer
+    from scale_vlm.drivers import build_sft_trainer
     from scale_vlm.tiny.shipped import load_base
 
     torch.manual_seed(0)
     model, processor = load_base()
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = ScaleSFTConfig(output_dir=tmp, save_strategy="no", use_cpu=args.device == "cpu", seed=0,
-                             max_length=4096, dataloader_num_workers=0, learning_rate=1e-3, max_steps=args.steps,
-                             per_device_train_batch_size=args.batch_size, logging_steps=1, report_to="none",
-                             disable_tqdm=True, padding_free=padding_free, loss_impl=args.loss_impl,
-                             packing_row_tokens=args.row_tokens if padding_free else None)
-        trainer = ScaleSFTTrainer(model=model, args=cfg, train_dataset=data, processing_class=processor)
+        # a loss logged every step: the two runs' losses are compared step by step
+        cfg = _common.sft_config(tmp, args.loss_impl, args, steps=args.steps, batch_size=args.batch_size,
+                                 learning_rate=1e-3, max_length=4096, logging_steps=1, padding_free=padding_free,
+                                 packing_row_tokens=args.row_tokens if padding_free else None)
+        trainer = build_sft_trainer(model, processor, cfg, data)
         trainer.data_collator = counting = _Counting(trainer.data_collator)
         t0, c0 = time.perf_counter(), time.process_time()
         trainer.train()

@@ -20,8 +20,7 @@ import _common
 def measure(loss_impl: str, args, model_and_data) -> dict:
     import torch
 
-    trainer = _common.make_trainer(loss_impl, args, model_and_data, max_steps=10,
-                                   per_device_train_batch_size=args.batch_size)
+    trainer = _common.make_trainer(loss_impl, args, model_and_data, steps=10, batch_size=args.batch_size)
     trainer.create_optimizer()
     opt = trainer.optimizer
     model = trainer.model.to(args.device)

@@ -10,6 +10,7 @@ one example at a time (batch size 1), same model, same ``--max-new-tokens``, run
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 
@@ -17,9 +18,9 @@ import _common
 
 
 def train_throughput(loss_impl: str, args, data) -> dict:
-    trainer = _common.make_trainer(loss_impl, args, data, num_train_epochs=1,
-                                   per_device_train_batch_size=args.train_batch_size, logging_steps=1000,
-                                   disable_tqdm=True)
+    # one epoch: as many steps as batches of the examples
+    trainer = _common.make_trainer(loss_impl, args, data, steps=math.ceil(len(data[3]) / args.train_batch_size),
+                                   batch_size=args.train_batch_size, logging_steps=1000)
     result = trainer.train()
     runtime = result.metrics["train_runtime"]
     n = len(trainer.train_dataset)

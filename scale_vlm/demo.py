@@ -23,7 +23,7 @@ import torch
 from .bench.dataset import make_benchmark, to_training_format
 from .compare.pipeline import base_model_dir, evaluate_stage, sft_stage
 from .drivers import prepare_sft_rows, sft_args
-from .knobs import BenchKnobs, ScheduleKnobs
+from .knobs import BenchKnobs, ScheduleKnobs, apply_quick, quick_message
 from .report import EVAL_METRICS, majority_baseline, markdown_table, plot_training_curves
 
 logger = logging.getLogger(__name__)
@@ -63,15 +63,9 @@ class DemoConfig(BenchKnobs, ScheduleKnobs):
 
     def __post_init__(self):
         # --quick sets only what the user left at its default, and says so; an explicit value is kept.
-        self.quick_settings: dict[str, int] = {}
         if self.quick and self.output_dir == DemoConfig.__dataclass_fields__["output_dir"].default:
             self.output_dir = QUICK_OUTPUT_DIR
-        if self.quick:
-            for name, value in QUICK.items():
-                default = DemoConfig.__dataclass_fields__[name].default
-                if getattr(self, name) == default and value != default:
-                    setattr(self, name, value)
-                    self.quick_settings[name] = value
+        self.quick_settings: dict[str, int] = apply_quick(self, QUICK) if self.quick else {}
         for name in ("num_train", "num_test", "max_steps", "batch_size", "eval_batch_size", "max_new_tokens"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"--{name} must be positive, got {getattr(self, name)}")
@@ -206,8 +200,7 @@ def run_demo(cfg: DemoConfig, say: Callable[[str], None] = logger.info) -> dict:
         check_local_path(cfg.base_model, "base model")
     out = _check_output_dir(cfg)
     if cfg.quick_settings:
-        say("--quick set " + ", ".join(f"--{k} {v}" for k, v in cfg.quick_settings.items())
-            + " (options you give yourself are kept)")
+        say(quick_message(cfg.quick_settings))
     t_start = time.time()
     base_dir = Path(base_model_dir(cfg.base_model, out)[0])
     data = demo_data(cfg, base_dir)

@@ -53,15 +53,14 @@ class CountingSFTTrainer(ScaleSFTTrainer):
 def sft_args(output_dir: str | Path, method: str, schedule: dict, *, steps: int, batch_size: int,
              learning_rate: float, seed: int, progress: bool, **overrides) -> ScaleSFTConfig:
     """The demo's and the comparison's SFT recipe; ``schedule`` is ``ScheduleKnobs.schedule_kwargs()``,
-    ``overrides`` any other ``ScaleSFTConfig`` field."""
-    return ScaleSFTConfig(
+    ``overrides`` any ``ScaleSFTConfig`` field, a recipe one included (the benchmarks fix e.g. ``logging_steps``)."""
+    return ScaleSFTConfig(**{**dict(
         output_dir=str(output_dir), method=method, **schedule,
         max_steps=steps, per_device_train_batch_size=batch_size, gradient_accumulation_steps=1,
         learning_rate=learning_rate, lr_scheduler_type="cosine", warmup_steps=0.05, weight_decay=0.01,
         adam_beta2=0.98, max_grad_norm=1.0, seed=seed, data_seed=seed, logging_steps=max(1, steps // 30),
         save_strategy="no", report_to="none", disable_tqdm=not progress, dataloader_num_workers=0,
-        use_cpu=not torch.cuda.is_available(), overwrite_output_dir=True, **overrides,
-    )
+        use_cpu=not torch.cuda.is_available(), overwrite_output_dir=True), **overrides})
 
 
 def build_sft_trainer(model, processor, args: ScaleSFTConfig, train_dataset, *, eval_dataset=None, peft_config=None,

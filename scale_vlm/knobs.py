@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 
 from .bench.dataset import BenchConfig
 from .schedules import ScheduleFields
@@ -51,3 +51,25 @@ class ScheduleKnobs(ScheduleFields):
 
 # the schedule knob names (``ScaleSFTConfig``'s), in declaration order: what the SFT stage's cache hash depends on
 SCHEDULE_KNOBS = tuple(f.name for f in fields(ScheduleKnobs))
+
+
+def apply_quick(config, values: dict) -> dict:
+    """``--quick``: set each option of ``values`` that still holds its dataclass default (an option the user gave
+    is kept; one given at its default value reads as left alone); returns ``{option: value}`` of what it set."""
+    defaults = {f.name: f.default if f.default is not MISSING else f.default_factory() for f in fields(config)
+                if f.default is not MISSING or f.default_factory is not MISSING}
+    unknown = [name for name in values if name not in defaults]
+    if unknown:
+        raise ValueError(f"quick values name {', '.join(unknown)}: not options of {type(config).__name__}")
+    done = {}
+    for name, value in values.items():
+        if getattr(config, name) == defaults[name] and value != defaults[name]:
+            setattr(config, name, value)
+            done[name] = value
+    return done
+
+
+def quick_message(settings: dict) -> str:
+    """The line the demo and the comparison print about what ``--quick`` set."""
+    return ("--quick set " + ", ".join(f"--{k} {v}" for k, v in settings.items())
+            + " (options you give yourself are kept)")

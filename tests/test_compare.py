@@ -80,6 +80,51 @@ def test_config_validation_and_quick():
         CompareConfig(seeds=[1, 1])
 
 
+def test_quick_sets_only_defaults_and_reports_what_it_set(monkeypatch):
+    """--quick replaces an option left at its default and keeps one the user gave (no min(), no overwrite); the
+    checks after it see the values the run uses; run_compare says exactly what it set, before any stage runs."""
+    from scale_vlm.compare import pipeline
+    from scale_vlm.compare.config import QUICK
+
+    every = {k: v for k, v in QUICK.items() if k != "num_generations"}  # quick's 4 is the default: nothing to set
+    assert CompareConfig(quick=True).quick_settings == every
+    assert CompareConfig().quick_settings == {} and CompareConfig().sft_steps == 120
+    cfg = CompareConfig(quick=True, max_new_tokens=300, sft_steps=3, grpo_batch_size=12, max_completion_length=20)
+    assert (cfg.max_new_tokens, cfg.sft_steps, cfg.grpo_batch_size, cfg.max_completion_length) == (300, 3, 12, 20)
+    assert (cfg.num_train, cfg.num_grpo_prompts, cfg.num_test, cfg.sft_batch_size, cfg.grpo_steps) == (64, 16, 20, 8, 2)
+    assert cfg.quick_settings == {"num_train": 64, "num_grpo_prompts": 16, "num_test": 20, "sft_batch_size": 8,
+                                  "grpo_steps": 2}
+    with pytest.raises(ValueError, match=r"--grpo_batch_size 8 \(set by --quick\) must be a multiple of "
+                                         r"--num_generations 3: pass e.g. --grpo_batch_size 9"):
+        CompareConfig(quick=True, num_generations=3)
+    with pytest.raises(ValueError, match=r"--num_grpo_prompts 16 \(set by --quick\) cannot exceed --num_train 10,"):
+        CompareConfig(quick=True, num_train=10)
+
+    class Stop(Exception):
+        pass
+
+    def stop(*a):
+        raise Stop
+
+    monkeypatch.setattr(pipeline, "base_model_dir", stop)  # the first stage: nothing is trained
+    said = []
+    with pytest.raises(Stop):
+        pipeline.run_compare(cfg, say=said.append)
+    assert said == ["--quick set --num_train 64, --num_grpo_prompts 16, --num_test 20, --sft_batch_size 8, "
+                    "--grpo_steps 2 (options you give yourself are kept)"]
+    said.clear()
+    with pytest.raises(Stop):
+        pipeline.run_compare(CompareConfig(output_dir=cfg.output_dir), say=said.append)
+    assert said == []
+
+
+def test_apply_quick_refuses_a_name_that_is_not_an_option():
+    from scale_vlm.knobs import apply_quick
+
+    with pytest.raises(ValueError, match="quick values name sft_stepz: not options of CompareConfig"):
+        apply_quick(CompareConfig(), {"sft_stepz": 1})
+
+
 def _arm(acc, sft_s, grpo_s):
     return {"accuracy": acc, "malformed_rate": 0.1, "mean_think_tokens": 50.0, "train_seconds": sft_s + grpo_s,
             "sft_seconds": sft_s, "grpo_seconds": grpo_s, "sft_supervised_tokens": 100, "grpo_generated_tokens": 10,

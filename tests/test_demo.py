@@ -27,6 +27,35 @@ def test_quick_is_small():
     assert cfg.max_steps * cfg.batch_size <= 64 and cfg.num_test <= 20
 
 
+def test_quick_sets_only_defaults_and_reports_what_it_set(tmp_path, monkeypatch):
+    """An option the user gave survives --quick, one left at its default is replaced; run_demo says exactly what was
+    set (and says nothing without --quick)."""
+    from scale_vlm import demo
+
+    cfg = DemoConfig(quick=True, output_dir=str(tmp_path / "q"), max_steps=10, max_new_tokens=50)
+    assert (cfg.max_steps, cfg.max_new_tokens) == (10, 50)
+    assert (cfg.num_train, cfg.num_test, cfg.batch_size) == (64, 20, 8)
+    assert cfg.quick_settings == {"num_train": 64, "num_test": 20, "batch_size": 8}
+    assert DemoConfig(quick=True).quick_settings == demo.QUICK
+    assert DemoConfig().quick_settings == {} and DemoConfig().num_train == 2000
+
+    class Stop(Exception):
+        pass
+
+    def stop(*a):
+        raise Stop
+
+    monkeypatch.setattr(demo, "base_model_dir", stop)  # the step after the report: nothing is trained
+    said = []
+    with pytest.raises(Stop):
+        demo.run_demo(cfg, say=said.append)
+    assert said == ["--quick set --num_train 64, --num_test 20, --batch_size 8 (options you give yourself are kept)"]
+    said.clear()
+    with pytest.raises(Stop):
+        demo.run_demo(DemoConfig(output_dir=str(tmp_path / "full")), say=said.append)
+    assert said == []
+
+
 def test_table_and_plot(tmp_path):
     hist = [{"step": s, "loss_think": 2.0 / s, "loss_answer": 1.0 / s, "w_think": 0.5, "w_answer": 0.5} for s in (1, 2, 3)]
     plot_curves({"vanilla": hist, "scale": hist}, tmp_path / "c.png")

@@ -23,6 +23,15 @@ def test_sft_recipe(tmp_path):
     assert frozen.freeze_vision_tower and not frozen.disable_tqdm
 
 
+def test_sft_recipe_overrides_replace_recipe_fields(tmp_path):
+    """The benchmarks build their configs through the recipe and fix some of its fields (a log line per step, the
+    device they were told); the fields they leave alone keep the recipe's values."""
+    args = sft_args(tmp_path, "vanilla", {}, steps=60, batch_size=8, learning_rate=1e-3, seed=0, progress=False,
+                    logging_steps=1, use_cpu=True, max_length=4096)
+    assert (args.logging_steps, args.use_cpu, args.max_length) == (1, True, 4096)
+    assert (args.lr_scheduler_type, args.warmup_steps, args.adam_beta2, args.max_steps) == ("cosine", 0.05, 0.98, 60)
+
+
 def test_sft_run_counts_input_and_supervised_tokens(tiny_qwen_dir, messages_dataset, tmp_path):
     """One optimizer step over all 8 examples: the counts are the prepared rows' lengths and labelled targets."""
     from scale_vlm.drivers import prepare_sft_rows, train_sft

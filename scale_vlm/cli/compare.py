@@ -9,6 +9,7 @@ in ``eval``) instead of the built-in benchmark.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 
@@ -27,7 +28,7 @@ def _main(argv: list[str]) -> int:
 
     (cfg,) = parse(TrlParser((CompareConfig,), prog="scale-vlm compare"), argv)
     pipeline_logging({"scale_vlm.compare": "\n== %(message)s ==", "scale_vlm.stages": "%(message)s"})
-    results = run_compare(cfg)
+    results = run_compare(cfg, say=functools.partial(print, flush=True))
     print("\n" + results["markdown"])
     print(f"wrote {', '.join(str(Path(cfg.output_dir) / name) for name in RESULT_FILES)}")
     return 0

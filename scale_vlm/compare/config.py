@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..knobs import BENCH_KNOBS, SCHEDULE_KNOBS, BenchKnobs, ScheduleKnobs
+from ..knobs import BENCH_KNOBS, SCHEDULE_KNOBS, BenchKnobs, ScheduleKnobs, apply_quick
 
 ARMS = ("sft", "scale", "sft_grpo", "scale_grpo")
 ARM_LABELS = {"sft": "vanilla SFT", "scale": "SCALe-SFT", "sft_grpo": "vanilla SFT -> GRPO",
@@ -13,6 +13,9 @@ ARM_LABELS = {"sft": "vanilla SFT", "scale": "SCALe-SFT", "sft_grpo": "vanilla S
 ARM_SFT = {"sft": "vanilla", "scale": "scale", "sft_grpo": "vanilla", "scale_grpo": "scale"}
 REFERENCE_ARM = "sft_grpo"  # "time relative to SFT+GRPO"
 RESULT_FILES = ("results.json", "results.md", "accuracy_vs_time.png")
+# --quick: a smoke run of the four arms in a few minutes (sets only options left at their defaults).
+QUICK = {"num_train": 64, "num_grpo_prompts": 16, "num_test": 20, "sft_steps": 6, "sft_batch_size": 8,
+         "grpo_steps": 2, "grpo_batch_size": 8, "num_generations": 4, "max_completion_length": 48, "max_new_tokens": 64}
 
 
 @dataclass
@@ -24,7 +27,9 @@ class CompareConfig(BenchKnobs, ScheduleKnobs):
 
     output_dir: str = field(default="runs/compare", metadata={"help": "results folder (stages are kept inside)"})
     seeds: list[int] = field(default_factory=lambda: [0], metadata={"help": "seeds: data, order, init, sampling"})
-    quick: bool = field(default=False, metadata={"help": "smoke test: tiny data and step budgets (a few minutes)"})
+    quick: bool = field(default=False, metadata={
+        "help": "smoke test: tiny data and step budgets (a few minutes); sets only the options you leave at their "
+                "defaults"})
     base_model: str = field(default="", metadata={"help": "base model folder (default: the shipped tiny base)"})
     # the user's data instead of the built-in benchmark: the options of scale-vlm sft and eval
     dataset_name: str = field(default="", metadata={
@@ -72,17 +77,20 @@ class CompareConfig(BenchKnobs, ScheduleKnobs):
         self.seeds = [int(s) for s in self.seeds]
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"seeds must be distinct and non-empty, got {self.seeds}")
-        if self.quick:
-            self.num_train, self.num_grpo_prompts, self.num_test = 64, 16, 20
-            self.sft_steps, self.sft_batch_size = 6, 8
-            self.grpo_steps, self.grpo_batch_size, self.num_generations = 2, 8, 4
-            self.max_completion_length = min(self.max_completion_length, 48)
-            self.max_new_tokens = min(self.max_new_tokens, 64)
+        # --quick sets only what the user left at its default, and says so (run_compare); an explicit value is kept,
+        # so the checks below see the values the run will use.
+        self.quick_settings: dict[str, int] = apply_quick(self, QUICK) if self.quick else {}
+
+        def shown(name: str) -> str:
+            return f"--{name} {getattr(self, name)}" + (" (set by --quick)" if name in self.quick_settings else "")
+
         if self.grpo_batch_size % self.num_generations:
-            raise ValueError(f"grpo_batch_size ({self.grpo_batch_size}) must be a multiple of num_generations "
-                             f"({self.num_generations})")
+            fit = max(1, round(self.grpo_batch_size / self.num_generations)) * self.num_generations
+            raise ValueError(f"{shown('grpo_batch_size')} must be a multiple of {shown('num_generations')}: pass "
+                             f"e.g. --grpo_batch_size {fit}")
         if self.num_grpo_prompts > self.num_train:
-            raise ValueError("num_grpo_prompts cannot exceed num_train (GRPO prompts are training questions)")
+            raise ValueError(f"{shown('num_grpo_prompts')} cannot exceed {shown('num_train')}, GRPO prompts are "
+                             "training questions: pass a smaller --num_grpo_prompts or a larger --num_train")
 
     def columns(self):
         from ..eval.adapters import ColumnMapping

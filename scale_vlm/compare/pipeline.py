@@ -11,11 +11,13 @@ import json
 import logging
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
+from ..knobs import quick_message
 from ..report import EVAL_METRICS
 from ..stages import run_stage
 from .config import ARM_LABELS, ARM_SFT, ARMS, REFERENCE_ARM, CompareConfig
@@ -185,12 +187,14 @@ def run_seed(cfg: CompareConfig, seed: int, out: Path, base_dir: str, base_id: s
     return arms
 
 
-def run_compare(cfg: CompareConfig) -> dict:
+def run_compare(cfg: CompareConfig, say: Callable[[str], None] = logger.info) -> dict:
     """All seeds; writes ``results.json``, ``results.md`` (returned as ``results["markdown"]``) and
-    ``accuracy_vs_time.png`` to ``cfg.output_dir``."""
+    ``accuracy_vs_time.png`` to ``cfg.output_dir``; what ``--quick`` set goes to ``say`` (the command prints it)."""
     torch.set_num_threads(cfg.threads)
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    if cfg.quick_settings:
+        say(quick_message(cfg.quick_settings))
     t0 = time.perf_counter()
     base_dir, base_id = base_model_dir(cfg.base_model, out)
     per_seed = {seed: run_seed(cfg, seed, out, base_dir, base_id) for seed in cfg.seeds}
