@@ -58,10 +58,11 @@ def test_recipe_takes_only_the_config_loss_paths(tmp_path, bad):
 def test_scale_vlm_sft_builds_and_trains_through_the_drivers(tiny_qwen_dir, messages_dataset, tmp_path):
     """``scale-vlm sft`` and the demo share one build-and-train: the command's trainer is the drivers' counting
     trainer, and its counts are the rows' real and supervised tokens."""
+    from trl import ModelConfig
+
     from scale_vlm.cli.sft import SFTScriptArguments, run_sft
     from scale_vlm.drivers import prepare_sft_rows
     from scale_vlm.sft_config import ScaleSFTConfig
-    from trl import ModelConfig
 
     data = tmp_path / "train"
     messages_dataset.save_to_disk(str(data))  # a datasets folder: the images stay images
