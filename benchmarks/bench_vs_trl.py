@@ -349,6 +349,17 @@ def _rotated(items: list, k: int) -> list:
     return items[k % len(items):] + items[:k % len(items)] if items else []
 
 
+def _repeated(kind: str, names: list[str], args, line) -> dict[str, list[dict]]:
+    """Every case ``kind name`` ``args.repeats`` times, each repeat in another order (:func:`_rotated`), one
+    subprocess per run; ``line(name, rep, result)`` is printed after each run."""
+    runs: dict[str, list[dict]] = {name: [] for name in names}
+    for rep in range(args.repeats):
+        for name in _rotated(names, rep):
+            runs[name].append(_subprocess([kind, name], args))
+            print(line(name, rep, runs[name][-1]), flush=True)
+    return runs
+
+
 def _median(rows: list[dict], key: str):
     values = [r[key] for r in rows if r.get(key) is not None]
     return statistics.median(values) if values else None
@@ -463,23 +474,14 @@ def main(argv=None) -> dict:
                         str(args.hidden), "--dtype", args.dtype, "--chunk-size", str(args.chunk_size)]
 
     t_start = time.perf_counter()
-    arm_runs: dict[str, list[dict]] = {a: [] for a in arms}
-    for rep in range(args.repeats):
-        for arm in _rotated(arms, rep):
-            res = _subprocess(["arm", arm], args)
-            arm_runs[arm].append(res)
-            print(f"  {arm:15s} rep {rep}: {_num(res['tokens_per_cpu_s_steady'], '.0f')} tok/cpu-s, "
-                  f"{_num(res['tokens_per_s_steady'], '.0f')} tok/s, "
-                  f"peak {_gib(res['process_peak_bytes'])} GiB, loss {_num(res['loss_first'], '.3f')} -> "
-                  f"{_num(res['loss_last'], '.3f')}", flush=True)
+    arm_runs = _repeated("arm", arms, args, lambda arm, rep, res: (
+        f"  {arm:15s} rep {rep}: {_num(res['tokens_per_cpu_s_steady'], '.0f')} tok/cpu-s, "
+        f"{_num(res['tokens_per_s_steady'], '.0f')} tok/s, peak {_gib(res['process_peak_bytes'])} GiB, "
+        f"loss {_num(res['loss_first'], '.3f')} -> {_num(res['loss_last'], '.3f')}"))
     check = _subprocess(["check"], args) if {"vanilla", "trl_completion"} <= set(arms) else None
-    loss_runs: dict[str, list[dict]] = {i: [] for i in impls}
-    for rep in range(args.repeats):
-        for impl in _rotated(impls, rep):
-            res = _subprocess(["loss", impl], args)
-            loss_runs[impl].append(res)
-            print(f"  loss {impl:6s} rep {rep}: {res['seconds']:.2f} s, peak {_gib(res['peak_bytes'])} GiB, "
-                  f"loss {res['loss']:.6f}", flush=True)
+    loss_runs = _repeated("loss", impls, args, lambda impl, rep, res: (
+        f"  loss {impl:6s} rep {rep}: {res['seconds']:.2f} s, peak {_gib(res['peak_bytes'])} GiB, "
+        f"loss {res['loss']:.6f}"))
 
     rows = summarise_arms(arm_runs)
     mem_key = "cuda_peak_allocated_bytes" if cuda else "process_peak_bytes"

@@ -11,7 +11,7 @@ import json
 import logging
 import numbers
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -176,6 +176,20 @@ def _require(row: Mapping, keys: Iterable[str], where: str, schema: str) -> None
         raise ValueError(f"{where}: missing column(s) {missing} of the {schema} schema; row has {sorted(row)}")
 
 
+def _collect(rows: Iterable[Mapping], limit: int | None,
+             build: Callable[[int, Mapping], EvalExample | None]) -> list[EvalExample]:
+    """The adapters' one loop: ``build(index, row)`` maps a row to its example, or None to pass over it (not an
+    image question under ``image_only``); stops at ``limit`` examples."""
+    examples = []
+    for index, row in enumerate(rows):
+        example = build(index, row)
+        if example is not None:
+            examples.append(example)
+            if limit is not None and len(examples) >= limit:
+                break
+    return examples
+
+
 # ---------------------------------------------------------------------------------------------- adapters
 
 
@@ -188,25 +202,23 @@ def scienceqa_examples(
     ``category``) with the conventional context/question/options prompt; the gold is the option letter.
     ``image_only`` keeps only questions with an image (the usual "IMG" subset). The schema's answer is an option
     index (``answer_format="index"``)."""
-    examples = []
-    for index, row in enumerate(rows):
+    def build(index: int, row: Mapping) -> EvalExample | None:
         where = f"ScienceQA example {index}"
         _require(row, ("question", "choices", "answer"), where, "ScienceQA")
         if image_only and row.get("image") is None:
-            continue
+            return None
         choices = split_choices(row["choices"])
         hint = (row.get("hint") or "").strip()
-        examples.append(EvalExample(
+        return EvalExample(
             id=_row_id(row, ("id",), f"scienceqa-{index}"),
             images=_images(row.get("image"), base_dir, where),
             prompt=build_prompt(row["question"], choices, context=hint or "N/A", tags=tags),
             gold=_letter_gold(row["answer"], choices, where, answer_format),
             choices=choices,
             category=row.get(category_column) or None,
-        ))
-        if limit is not None and len(examples) >= limit:
-            break
-    return examples
+        )
+
+    return _collect(rows, limit, build)
 
 
 def iconqa_examples(
@@ -216,12 +228,11 @@ def iconqa_examples(
     """IconQA rows in the lmms-lab schema (``query_image``, ``question``, ``choices`` comma-separated, ``answer``
     text, ``ques_type``). Multiple choice golds become the matching option letter; fill-in-the-blank golds stay
     text. For ``choose_img`` questions the ``choice_image_<i>`` columns, when present, follow the query image."""
-    examples = []
-    for index, row in enumerate(rows):
+    def build(index: int, row: Mapping) -> EvalExample | None:
         where = f"IconQA example {index}"
         _require(row, ("query_image", "question", "answer"), where, "IconQA")
         if image_only and row.get("query_image") is None:
-            continue
+            return None
         choices = split_choices(row.get("choices"))
         images = _images(row.get("query_image"), base_dir, where)
         question = row["question"]
@@ -229,17 +240,16 @@ def iconqa_examples(
         if choices and all(img is not None for img in choice_images) and row.get("ques_type") == "choose_img":
             images += [to_pil(img, base_dir, where) for img in choice_images]
             question += " The options are shown as images after the question image, in order."
-        examples.append(EvalExample(
+        return EvalExample(
             id=_row_id(row, ("question_id", "id"), f"iconqa-{index}"),
             images=images,
             prompt=build_prompt(question, choices, tags=tags),
             gold=_letter_gold(row["answer"], choices, where, answer_format) if choices else str(row["answer"]).strip(),
             choices=choices,
             category=row.get("ques_type") or None,
-        ))
-        if limit is not None and len(examples) >= limit:
-            break
-    return examples
+        )
+
+    return _collect(rows, limit, build)
 
 
 def builtin_examples(
@@ -248,26 +258,24 @@ def builtin_examples(
 ) -> list[EvalExample]:
     """The built-in benchmark (``id``, ``image``, ``prompt`` with options and instruction, ``answer``,
     ``choices``, ``category``): a direct mapping, the prompt is used as written."""
-    examples = []
-    for index, row in enumerate(rows):
+    def build(index: int, row: Mapping) -> EvalExample | None:
         where = f"built-in benchmark example {index}"
         _require(row, ("image", "prompt", "answer"), where, "built-in benchmark")
         if image_only and row.get("image") is None:
-            continue
+            return None
         gold = str(row["answer"]).strip()
         if not gold:
             raise ValueError(f"{where}: empty answer")
-        examples.append(EvalExample(
+        return EvalExample(
             id=_row_id(row, ("id",), f"builtin-{index}"),
             images=_images(row.get("image"), base_dir, where),
             prompt=row["prompt"],
             gold=gold,
             choices=split_choices(row.get("choices")),
             category=row.get("category") or None,
-        ))
-        if limit is not None and len(examples) >= limit:
-            break
-    return examples
+        )
+
+    return _collect(rows, limit, build)
 
 
 def column_examples(
@@ -278,8 +286,8 @@ def column_examples(
     one of the choices (``columns.answer_format``; an integer that could be either is refused under ``auto``);
     the gold becomes its letter. Without a choices column a gold that is an option letter is refused: the prompt
     would show no options for it to name."""
-    examples = []
-    for index, row in enumerate(rows):
+    def build(index: int, row: Mapping) -> EvalExample | None:
+        nonlocal columns  # the choices column found in the first row holds for every row
         if index == 0 and columns.choices_column is None:
             found = CHOICES_COLUMN if CHOICES_COLUMN in row else ""
             if found:
@@ -291,7 +299,7 @@ def column_examples(
         _require(row, needed, where, "column-mapped")
         image = row.get(columns.image_column) if columns.image_column else None
         if image_only and not image:
-            continue
+            return None
         choices = split_choices(row[columns.choices_column]) if columns.choices_column else []
         answer = row[columns.answer_column]
         if choices:
@@ -304,17 +312,16 @@ def column_examples(
                 raise ValueError(f"{where}: the answer {gold!r} is an option letter but the example has no choices, "
                                  "so its prompt would show no options to pick from; name the column that holds them "
                                  "with --choices_column NAME")
-        examples.append(EvalExample(
+        return EvalExample(
             id=str(row[columns.id_column]) if columns.id_column else str(index),
             images=_images(image, base_dir, where),
             prompt=build_prompt(str(row[columns.question_column]), choices, tags=tags),
             gold=gold,
             choices=choices,
             category=str(row[columns.category_column]) if columns.category_column and row[columns.category_column] is not None else None,
-        ))
-        if limit is not None and len(examples) >= limit:
-            break
-    return examples
+        )
+
+    return _collect(rows, limit, build)
 
 
 def user_text(example) -> str:
@@ -355,31 +362,29 @@ def sft_examples(
     from ..data.formats import ExampleError, normalize_example
     from ..parsing import parse_output
 
-    examples = []
-    for index, row in enumerate(rows):
+    def build(index: int, row: Mapping) -> EvalExample | None:
         where = f"example {index}"
         try:
             example = normalize_example(row, index, str(base_dir) if base_dir is not None else None)
         except ExampleError as err:
             raise ValueError(str(err)) from err
         if image_only and not example.images:
-            continue
+            return None
         answer = parse_output(example.response, tags).answer
         if answer is None or not answer.strip():
             raise ValueError(f"{where}: the response has no {tags.answer_open}...{tags.answer_close} block to take "
                              "the gold answer from")
         prompt = user_text(example)
-        examples.append(EvalExample(
+        return EvalExample(
             id=_row_id(row, ("id",), str(index)),
             images=example.images,
             prompt=prompt,
             gold=answer.strip(),
             choices=split_choices(row.get("choices")),
             category=row.get("category") or None,
-        ))
-        if limit is not None and len(examples) >= limit:
-            break
-    return examples
+        )
+
+    return _collect(rows, limit, build)
 
 
 # ------------------------------------------------------------------------------------------------ loading
