@@ -33,6 +33,19 @@ def is_lora_run(path: str | None) -> bool:
     return bool(path) and os.path.isfile(os.path.join(path, ADAPTER_CONFIG))
 
 
+def check_lora_run(model_name_or_path: str | None, model_args: ModelConfig, command: str) -> bool:
+    """Whether the model is a LoRA run, which training continues (its adapter trains, with its own rank and
+    targets, on its frozen base); refused with ``--use_peft``, which would start a second adapter on it."""
+    if not is_lora_run(model_name_or_path):
+        return False
+    if model_args.use_peft:
+        raise ValueError(f"{model_name_or_path} is a LoRA run (it holds {ADAPTER_CONFIG}): {command.upper()} "
+                         "continues its adapter, with the adapter's own rank and targets; drop --use_peft and the "
+                         "--lora_* options (to start a new adapter instead, merge this one into its base first with "
+                         "peft's merge_and_unload and pass the merged model)")
+    return True
+
+
 def check_lora_options(model_args: ModelConfig, command: str) -> None:
     """Refuse LoRA options that would be ignored or fail inside PEFT, before anything is loaded."""
     if not model_args.use_peft:

@@ -853,6 +853,21 @@ def test_use_peft_alone_adapts_the_language_model_and_says_so(tiny_qwen_dir, tmp
     assert len(keys) == 2 * 7 * 2  # 2 layers x 7 linear layers x lora_A/B
 
 
+def test_sft_continues_the_adapter_of_a_lora_run(tiny_qwen_dir, tmp_path, capsys):
+    """SFT given a LoRA run trains that adapter on (as GRPO does): the same keys, changed values, no base weights;
+    with --use_peft, which would stack a second adapter, it is refused with what to do."""
+    data, first, second = _data(tmp_path / "d"), tmp_path / "lora", tmp_path / "again"
+    assert _sft(tiny_qwen_dir, data, first, "--use_peft", "true", "--save_strategy", "no") == 0
+    assert _sft(str(first), data, second, "--save_strategy", "no") == 0
+    before, after = _tensors(first / "adapter_model.safetensors"), _tensors(second / "adapter_model.safetensors")
+    assert sorted(before) == sorted(after) and len(before) == 2 * 7 * 2
+    assert [k for k in before if not (before[k] == after[k]).all()], "the second SFT left the adapter unchanged"
+    assert not (second / "model.safetensors").exists()
+    assert json.loads((second / "adapter_config.json").read_text())["base_model_name_or_path"] == tiny_qwen_dir
+    rc = _sft(str(first), data, tmp_path / "refused", "--use_peft", "true")
+    _assert_user_error(capsys, rc, "is a LoRA run", "SFT continues its adapter", "drop --use_peft")
+
+
 @pytest.mark.parametrize("extra, fragment", [
     (["--use_peft", "true", "--lora_target_modules", "qproj"],
      "--lora_target_modules qproj: no linear layer of Qwen2VLForConditionalGeneration has that name; its linear "

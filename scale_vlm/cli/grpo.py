@@ -81,7 +81,7 @@ def run(script: GRPOScriptArguments, args, model_args=None) -> dict:
     import torch
 
     from ..grpo_trainer import ScaleGRPOTrainer, load_grpo_dataset
-    from ..lora import check_lora_options, is_lora_run, lora_config, model_skeleton
+    from ..lora import check_lora_options, check_lora_run, lora_config, model_skeleton
     from ..model_loading import load_model
     from ..processors import load_processor
     from ..run_guard import check_local_path, check_output_writable
@@ -91,12 +91,7 @@ def run(script: GRPOScriptArguments, args, model_args=None) -> dict:
         raise ValueError("--model_name_or_path is required")
     model_args = model_config(script, model_args)
     check_lora_options(model_args, "grpo")
-    lora_run = is_lora_run(script.model_name_or_path)
-    if lora_run and model_args.use_peft:
-        raise ValueError(f"{script.model_name_or_path} is a LoRA run (it holds adapter_config.json): GRPO continues "
-                         "its adapter, with the adapter's own rank and targets; drop --use_peft and the --lora_* "
-                         "options (to start a new adapter instead, merge this one into its base first with peft's "
-                         "merge_and_unload and pass the merged model)")
+    lora_run = check_lora_run(script.model_name_or_path, model_args, "grpo")
     if args.use_vllm and importlib.util.find_spec("vllm") is None:
         raise ValueError("--use_vllm needs vLLM: pip install 'scale-vlm[vllm]'")
     out = Path(args.output_dir)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -150,7 +151,7 @@ def run_sft(script_args: SFTScriptArguments, training_args: ScaleSFTConfig, mode
     """Load model, processor and data, train, and save model + processor + resolved config to ``output_dir``."""
     from ..data.prepare import load_training_dataset
     from ..drivers import build_sft_trainer, timed_train
-    from ..lora import check_lora_options, lora_config, model_skeleton
+    from ..lora import check_lora_options, check_lora_run, lora_config, model_skeleton
     from ..model_loading import load_model
     from ..processors import load_processor
     from ..run_guard import check_local_path, check_output_writable
@@ -161,7 +162,10 @@ def run_sft(script_args: SFTScriptArguments, training_args: ScaleSFTConfig, mode
         raise ValueError("--dataset_name is required")
     check_unsupported_options(script_args)
     check_lora_options(model_args, "sft")
-    quantization = quantization_config(model_args, training_args)
+    lora_run = check_lora_run(model_args.model_name_or_path, model_args, "sft")
+    # a LoRA run's base is frozen in whatever form it loads, quantised included: only the adapter trains
+    quantization = quantization_config(dataclasses.replace(model_args, use_peft=model_args.use_peft or lora_run),
+                                       training_args)
     check_output_dir(training_args)
     check_local_path(model_args.model_name_or_path, "model")
     # LoRA targets are resolved (and checked) on the model's module tree before its weights load
@@ -177,7 +181,7 @@ def run_sft(script_args: SFTScriptArguments, training_args: ScaleSFTConfig, mode
 
     model = load_model(model_args.model_name_or_path, trust_remote_code=training_args.trust_remote_code,
                        revision=model_args.model_revision, attn_implementation=model_args.attn_implementation,
-                       dtype=model_args.dtype, quantization_config=quantization)
+                       dtype=model_args.dtype, quantization_config=quantization, train_adapter=lora_run)
     if model_args.use_peft and peft_config is None:
         peft_config = lora_config(model_args, model, "sft")
     processor = load_processor(model_args.model_name_or_path, trust_remote_code=training_args.trust_remote_code,
