@@ -22,7 +22,12 @@ from pathlib import Path
 
 from trl import ModelConfig
 
+from ..run_guard import MODEL_FILES, WEIGHT_FILES, RunFiles
+
 logger = logging.getLogger(__name__)
+# What a run writes into output_dir (run_guard's one output-folder rule); TRL's checkpoints and model card included.
+GRPO_RUN = RunFiles("grpo", markers=("checkpoint-*", *WEIGHT_FILES, "log_history.json", "prompt_form.json"),
+                    companions=(*MODEL_FILES, "README.md"))
 
 
 @dataclass
@@ -83,7 +88,7 @@ def run(script: GRPOScriptArguments, args, model_args=None) -> dict:
     from ..grpo_trainer import ScaleGRPOTrainer, load_grpo_dataset
     from ..lora import check_lora_options, is_lora_run, load_lora_run, lora_config, model_skeleton
     from ..processors import load_processor
-    from ..run_guard import check_local_path, check_output_writable
+    from ..run_guard import check_local_path, check_output_dir, check_output_writable, move_previous_run_aside
     from .sft import quantization_config
 
     if not script.model_name_or_path:
@@ -99,10 +104,10 @@ def run(script: GRPOScriptArguments, args, model_args=None) -> dict:
     if args.use_vllm and importlib.util.find_spec("vllm") is None:
         raise ValueError("--use_vllm needs vLLM: pip install 'scale-vlm[vllm]'")
     out = Path(args.output_dir)
-    if out.is_dir() and any(out.iterdir()) and not args.overwrite_output_dir:
-        raise ValueError(f"{out} is not empty; pass --overwrite_output_dir to write into it")
+    check_output_dir(out, GRPO_RUN, args.overwrite_output_dir, inputs={"--model_name_or_path": script.model_name_or_path})
     check_local_path(script.model_name_or_path, "model")
     check_output_writable(out)  # before training, not at the final save
+    move_previous_run_aside(out, GRPO_RUN, args.overwrite_output_dir)
     if script.threads:
         torch.set_num_threads(script.threads)
     # a LoRA run's base is frozen in whatever form it loads, quantised included: only the adapter trains
