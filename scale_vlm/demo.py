@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -25,11 +24,15 @@ from .compare.pipeline import base_model_dir, evaluate_stage, sft_stage
 from .drivers import prepare_sft_rows, sft_args
 from .knobs import BenchKnobs, ScheduleKnobs, apply_quick, quick_message
 from .report import EVAL_METRICS, majority_baseline, markdown_table, plot_training_curves
+from .run_guard import RunFiles, check_output_dir, move_previous_run_aside
 
 logger = logging.getLogger(__name__)
 
 METHODS = ("vanilla", "scale")
 RESULT_FILES = ("results.json", "results.md", "training_curves.png")
+# What a run writes into output_dir (run_guard's one output-folder rule). Not base/: the base model built once when
+# no shipped one exists is a cache, reused by the next run.
+DEMO_RUN = RunFiles("demo", markers=(*RESULT_FILES, *METHODS))
 QUICK_OUTPUT_DIR = "runs/demo-quick"
 # --quick: a smoke run of the whole pipeline in about a minute (overrides only options left at their defaults).
 QUICK = {"num_train": 64, "num_test": 20, "max_steps": 6, "batch_size": 8, "max_new_tokens": 160}
@@ -45,7 +48,9 @@ class DemoConfig(BenchKnobs, ScheduleKnobs):
                 "the full one)"})
     seed: int = field(default=0, metadata={"help": "seed of the data, the training order and the initialisation"})
     quick: bool = field(default=False, metadata={"help": "smoke test: tiny data and step budget (< 2 min)"})
-    overwrite_output_dir: bool = field(default=False, metadata={"help": "replace existing results"})
+    overwrite_output_dir: bool = field(default=False, metadata={
+        "help": "start afresh in an output_dir holding a previous run: its files are moved into "
+                "output_dir/previous-run-<time>/ (never deleted)"})
     base_model: str = field(default="", metadata={"help": "base model folder (default: the shipped tiny base)"})
     num_train: int = field(default=2000, metadata={"help": "training questions"})
     num_test: int = field(default=200, metadata={"help": "held-out questions"})
@@ -78,14 +83,10 @@ class DemoConfig(BenchKnobs, ScheduleKnobs):
 
 
 def _check_output_dir(cfg: DemoConfig) -> Path:
+    """Refuse a folder holding a previous demo run, or move that run aside with ``--overwrite_output_dir``."""
     out = Path(cfg.output_dir)
-    existing = [f for f in (*RESULT_FILES, *METHODS) if (out / f).exists()]
-    if existing and not cfg.overwrite_output_dir:
-        raise FileExistsError(f"{out} already holds demo results ({', '.join(existing)}); "
-                              "pass --overwrite_output_dir to replace them")
-    for name in existing:
-        p = out / name
-        shutil.rmtree(p) if p.is_dir() else p.unlink()
+    check_output_dir(out, DEMO_RUN, cfg.overwrite_output_dir, inputs={"--base_model": cfg.base_model})
+    move_previous_run_aside(out, DEMO_RUN, cfg.overwrite_output_dir)
     out.mkdir(parents=True, exist_ok=True)
     return out
 

@@ -22,7 +22,8 @@ class ScaleGRPOConfig(GRPOConfig, TagFields):
     accuracy_weight: float = field(default=1.0, metadata={"help": "Weight of the answer-accuracy reward."})
     format_weight: float = field(default=0.5, metadata={"help": "Weight of the think-then-answer format reward."})
     overwrite_output_dir: bool = field(
-        default=False, metadata={"help": "Allow writing into an output_dir that already holds another run."}
+        default=False, metadata={"help": "Start afresh in an output_dir holding a previous run: its files are moved "
+                                 "into output_dir/previous-run-<time>/ (never deleted)."}
     )
     # Overridden defaults
     learning_rate: float = field(default=1e-5, metadata={"help": "The initial learning rate for AdamW."})

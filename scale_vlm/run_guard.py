@@ -1,6 +1,9 @@
 """Guards that keep a run from losing work or silently continuing someone else's run.
 
 - ``check_output_writable``: an output folder that cannot be written is found before training, not at the final save.
+- The one output-folder rule of every command (``RunFiles``, ``check_output_dir``, ``move_previous_run_aside``): a
+  folder holding a previous run of the command is refused, and with ``--overwrite_output_dir`` that run's files are
+  moved into ``previous-run-<time>/`` (never deleted), so old and new files are never mixed.
 - The run fingerprint (a digest of the prepared training data and the training-relevant settings) is written into
   every checkpoint as ``scale_run.json``; resuming from a checkpoint whose fingerprint differs is refused, so a stale
   checkpoint of another run (other data, a finished schedule) is never taken for this run's.
@@ -10,11 +13,18 @@
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
 import logging
 import os
+import shutil
+import sys
 import tempfile
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
 
 from .sft_config import SEGMENT_LOSS_FIELDS
 
@@ -48,6 +58,118 @@ def check_output_writable(output_dir: str | os.PathLike, what: str = "output_dir
             f"cannot write to {what} {out!r} ({err.strerror or err}); choose a folder you can write to, "
             "checked now so that no training is lost at save time"
         ) from err
+
+
+# What ``save_pretrained`` of a model and its processor writes beside the weights (the weights are each command's
+# markers): moved with a previous run so that the folder aside is a loadable model and none of it is taken for the
+# new run's (a LoRA run's adapter_config.json beside a full model's weights would be).
+MODEL_FILES = (
+    "config.json", "generation_config.json", "model-*-of-*.safetensors", "adapter_config.json", "training_args.bin",
+    "preprocessor_config.json", "processor_config.json", "video_preprocessor_config.json", "tokenizer.json",
+    "tokenizer_config.json", "tokenizer.model", "special_tokens_map.json", "added_tokens.json", "vocab.json",
+    "merges.txt", "chat_template.jinja", "chat_template.json",
+)
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "adapter_model.safetensors")
+PREVIOUS_RUN = "previous-run-"
+
+
+@dataclass(frozen=True)
+class RunFiles:
+    """The files one command writes into its output folder, as ``fnmatch`` patterns of top-level names.
+
+    ``markers``: any of them means a previous run of the command is there. ``companions``: also that run's, moved
+    with it, but not reason enough to refuse a folder (a README.md or config.json may be the user's own).
+    ``resume``: how the command continues a run, for the commands that can."""
+
+    command: str
+    markers: tuple[str, ...]
+    companions: tuple[str, ...] = ()
+    resume: str | None = None
+
+    def _matching(self, names: list[str], patterns: tuple[str, ...]) -> list[str]:
+        return [n for n in names if not n.startswith(PREVIOUS_RUN) and any(fnmatch.fnmatchcase(n, p) for p in patterns)]
+
+    def found(self, folder: str | os.PathLike) -> list[str]:
+        """The markers present in ``folder`` (sorted); empty when there is no previous run."""
+        folder = os.fspath(folder)
+        return self._matching(sorted(os.listdir(folder)), self.markers) if os.path.isdir(folder) else []
+
+    def to_move(self, folder: str | os.PathLike) -> list[str]:
+        """The previous run's files: its markers first, then its companions; empty when there is no previous run."""
+        markers = self.found(folder)
+        if not markers:
+            return []
+        rest = [n for n in self._matching(sorted(os.listdir(folder)), self.companions) if n not in markers]
+        return markers + rest
+
+
+class PreviousRunError(FileExistsError):
+    """The output folder holds a previous run of the command and neither resuming nor overwriting was asked for."""
+
+
+def _names(names: list[str], shown: int) -> str:
+    more = len(names) - shown
+    return ", ".join(names[:shown]) + (f" and {more} more" if more > 0 else "")
+
+
+def check_output_dir(output_dir: str | os.PathLike, run: RunFiles, overwrite: bool, resuming: bool = False,
+                     inputs: Mapping[str, str | None] | None = None, what: str = "--output_dir") -> list[str]:
+    """Refuse ``output_dir`` when it holds a previous run of ``run.command`` (unless ``overwrite`` or ``resuming``);
+    returns the markers found. ``inputs`` (option -> path this command reads): with ``overwrite``, an input inside
+    the files to be moved aside is refused, since the command would then not find it."""
+    folder = os.fspath(output_dir)
+    found = run.found(folder)
+    if not found or resuming:
+        return found
+    if not overwrite:
+        fix = (f"choose another {what}, or pass --overwrite_output_dir to move that run's files into "
+               f"{os.path.join(folder, PREVIOUS_RUN)}<time>/ (nothing is deleted)")
+        fix = f"{run.resume}, {fix}" if run.resume else fix
+        raise PreviousRunError(f"scale-vlm {run.command}: {what} {folder!r} already holds a run of scale-vlm "
+                               f"{run.command} ({_names(found, 3)}). {fix[0].upper()}{fix[1:]}.")
+    moved = [os.path.realpath(os.path.join(folder, n)) for n in run.to_move(folder)]
+    for option, path in (inputs or {}).items():
+        real = os.path.realpath(os.path.expanduser(path)) if path else None
+        if real and (real == os.path.realpath(folder) or any(real == m or real.startswith(m + os.sep) for m in moved)):
+            raise ValueError(
+                f"scale-vlm {run.command}: {option} {path!r} is read from {what} {folder!r}, whose previous run "
+                f"--overwrite_output_dir would move aside before it is read; choose another {what}"
+            )
+    return found
+
+
+def _is_main_process() -> bool:
+    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) == 0
+
+
+def move_previous_run_aside(output_dir: str | os.PathLike, run: RunFiles, overwrite: bool, resuming: bool = False,
+                            say: Callable[[str], None] | None = None) -> Path | None:
+    """With ``overwrite`` (and not ``resuming``), move the previous run's files (``run.to_move``) into a new
+    ``output_dir/previous-run-YYYYmmdd-HHMMSS/`` and say so in one line (stderr by default); other files stay.
+    Moved, not deleted: the user may still want them; and none is taken for the new run's (a later
+    ``--resume_from_checkpoint true`` cannot find the old checkpoints). Only the main process moves (the other ranks
+    of a distributed run see the same folder). Returns the folder they went to, or None."""
+    folder = Path(output_dir)
+    if not overwrite or resuming or not _is_main_process():
+        return None
+    names = run.to_move(folder)
+    if not names:
+        return None
+    stamp = time.strftime(f"{PREVIOUS_RUN}%Y%m%d-%H%M%S")
+    aside, n = folder / stamp, 1
+    while True:
+        try:
+            aside.mkdir()
+            break
+        except FileExistsError:  # a second overwrite within the same second
+            n += 1
+            aside = folder / f"{stamp}-{n}"
+    for name in names:
+        shutil.move(folder / name, aside / name)
+    line = (f"scale-vlm {run.command}: --overwrite_output_dir: moved the previous run's {_names(names, 4)} to "
+            f"{aside} (delete it when no longer needed)")
+    (say or (lambda text: print(text, file=sys.stderr, flush=True)))(line)
+    return aside
 
 
 # ------------------------------------------------------------------------------------------- fingerprint

@@ -43,7 +43,8 @@ class ScaleSFTConfig(SFTConfig, ScheduleFields, TagFields):
                   "where it is a separate module, e.g. LLaVA's multi_modal_projector)."},
     )
     overwrite_output_dir: bool = field(
-        default=False, metadata={"help": "Allow writing into an output_dir that already holds another run."}
+        default=False, metadata={"help": "Start afresh in an output_dir holding a previous run: its files are moved "
+                                 "into output_dir/previous-run-<time>/ (never deleted)."}
     )
     packing_row_tokens: int | None = field(
         default=None,

@@ -68,7 +68,8 @@ def test_sft_run_writes_state_model_and_config(tiny_qwen_dir, tmp_path, capsys):
     capsys.readouterr()
     assert main(args) == 2
     err = capsys.readouterr().err
-    assert "scale-vlm sft: error: output_dir" in err and "already holds a run" in err and "Traceback" not in err
+    assert "scale-vlm sft: error: --output_dir" in err and "already holds a run of scale-vlm sft" in err
+    assert "Traceback" not in err
 
 
 def test_sft_checkpoint_state_has_the_four_metrics(tiny_qwen_dir, tmp_path):

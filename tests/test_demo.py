@@ -16,10 +16,12 @@ def test_majority_baseline():
 
 def test_refuses_to_overwrite(tmp_path):
     (tmp_path / "results.json").write_text("{}")
-    with pytest.raises(FileExistsError):
+    with pytest.raises(FileExistsError, match="results.json"):
         _check_output_dir(DemoConfig(output_dir=str(tmp_path)))
     _check_output_dir(DemoConfig(output_dir=str(tmp_path), overwrite_output_dir=True))
     assert not (tmp_path / "results.json").exists()
+    (aside,) = tmp_path.glob("previous-run-*")  # moved, not deleted (tests/test_output_dir_policy.py)
+    assert (aside / "results.json").read_text() == "{}"
 
 
 def test_quick_is_small():

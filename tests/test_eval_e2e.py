@@ -77,13 +77,15 @@ def test_cli_eval_scienceqa(tiny_model_dir, tmp_path, capsys):
     assert set(metrics["by_category"]) == {"Colors", "Word meaning", "Classification"}
     assert "accuracy" in capsys.readouterr().out
 
-    # existing results are kept unless --overwrite_output_dir is given
+    # existing results are kept unless --overwrite_output_dir is given, which moves them aside
     rc = main(["eval", "--model_name_or_path", tiny_model_dir, "--dataset_name", str(FIXTURES / "scienceqa"), "--output_dir", str(out)])
     assert rc == 2 and "--overwrite_output_dir" in capsys.readouterr().err
     rc = main(["eval", "--model_name_or_path", tiny_model_dir, "--dataset_name", str(FIXTURES / "scienceqa"), "--output_dir", str(out),
                "--max_new_tokens", "4", "--image_only", "--overwrite_output_dir"])
     assert rc == 0
     assert _read_results(out)[0]["num_examples"] == 3
+    (aside,) = out.glob("previous-run-*")
+    assert _read_results(aside)[0]["num_examples"] == 4
 
 
 def test_cli_eval_iconqa_from_yaml_config(tiny_model_dir, tmp_path):

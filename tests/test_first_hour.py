@@ -62,6 +62,8 @@ def test_overwrite_moves_old_checkpoints_aside_so_resume_cannot_take_them(tiny_q
     assert not list(out.glob("checkpoint-*"))
     (aside,) = out.glob("previous-run-*")
     assert (aside / "checkpoint-2" / "trainer_state.json").is_file()  # moved, not deleted
+    # the whole previous model went with it (weights, config, processor), so the folder aside still loads
+    assert {"model.safetensors", "config.json", "tokenizer.json", "scale_config.yaml"} <= {p.name for p in aside.iterdir()}
     # ... and --resume_from_checkpoint true finds nothing of the old run to continue
     rc = _sft(tiny_qwen_dir, _data(tmp_path / "b", think="Other data"), out, "--resume_from_checkpoint", "true")
     _assert_user_error(capsys, rc, "no complete checkpoint to resume from")

@@ -112,6 +112,6 @@ def test_eval_refuses_to_overwrite_results(tmp_path):
     from scale_vlm.eval.evaluate import write_results
 
     write_results(tmp_path, {"accuracy": 1.0}, [])
-    with pytest.raises(FileExistsError, match="--overwrite_output_dir"):
+    with pytest.raises(FileExistsError, match=r"already holds a run of scale-vlm eval \(metrics.json.*--overwrite_output_dir"):
         write_results(tmp_path, {"accuracy": 0.0}, [])
     assert '"accuracy": 1.0' in Path(tmp_path / "metrics.json").read_text()

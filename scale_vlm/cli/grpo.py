@@ -22,7 +22,12 @@ from pathlib import Path
 
 from trl import ModelConfig
 
+from ..run_guard import MODEL_FILES, WEIGHT_FILES, RunFiles
+
 logger = logging.getLogger(__name__)
+# What a run writes into output_dir (run_guard's one output-folder rule); TRL's checkpoints and model card included.
+GRPO_RUN = RunFiles("grpo", markers=("checkpoint-*", *WEIGHT_FILES, "log_history.json", "prompt_form.json"),
+                    companions=(*MODEL_FILES, "README.md"))
 
 
 @dataclass
@@ -84,7 +89,7 @@ def run(script: GRPOScriptArguments, args, model_args=None) -> dict:
     from ..lora import check_lora_options, check_lora_run, lora_config, model_skeleton
     from ..model_loading import load_model
     from ..processors import load_processor
-    from ..run_guard import check_local_path, check_output_writable
+    from ..run_guard import check_local_path, check_output_dir, check_output_writable, move_previous_run_aside
     from .sft import quantization_config
 
     if not script.model_name_or_path:
@@ -95,10 +100,10 @@ def run(script: GRPOScriptArguments, args, model_args=None) -> dict:
     if args.use_vllm and importlib.util.find_spec("vllm") is None:
         raise ValueError("--use_vllm needs vLLM: pip install 'scale-vlm[vllm]'")
     out = Path(args.output_dir)
-    if out.is_dir() and any(out.iterdir()) and not args.overwrite_output_dir:
-        raise ValueError(f"{out} is not empty; pass --overwrite_output_dir to write into it")
+    check_output_dir(out, GRPO_RUN, args.overwrite_output_dir, inputs={"--model_name_or_path": script.model_name_or_path})
     check_local_path(script.model_name_or_path, "model")
     check_output_writable(out)  # before training, not at the final save
+    move_previous_run_aside(out, GRPO_RUN, args.overwrite_output_dir)
     if script.threads:
         torch.set_num_threads(script.threads)
     # a LoRA run's base is frozen in whatever form it loads, quantised included: only the adapter trains

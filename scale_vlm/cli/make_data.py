@@ -12,8 +12,14 @@ from pathlib import Path
 from trl import TrlParser
 
 from ..bench.dataset import BenchConfig, make_benchmark, write_messages_jsonl, write_sharegpt_json
+from ..run_guard import RunFiles, check_output_dir, move_previous_run_aside
 
 FORMATS = ("messages", "sharegpt", "hf")
+SPLITS = ("train", "test")
+# What a run writes into output_dir, in any format (run_guard's one output-folder rule): the splits as JSONL or JSON
+# files, their images/, or the splits' save_to_disk folders.
+MAKE_DATA_RUN = RunFiles("make-data", markers=(*(f"{s}.jsonl" for s in SPLITS), *(f"{s}.json" for s in SPLITS),
+                                               "images", *SPLITS))
 # Help of the benchmark options (BenchConfig documents them in comments, which argparse cannot show).
 BENCH_HELP = {
     "seed": "seed of the generated scenes, questions and traces",
@@ -40,7 +46,9 @@ class MakeDataArgs:
     output_dir: str = field(default="data/builtin", metadata={"help": "folder to write"})
     format: str = field(default="messages", metadata={"help": f"one of {FORMATS}"})
     num_test: int = field(default=300, metadata={"help": "held-out questions (a 'test' split next to 'train')"})
-    overwrite_output_dir: bool = field(default=False, metadata={"help": "write into a non-empty folder"})
+    overwrite_output_dir: bool = field(default=False, metadata={
+        "help": "start afresh in an output_dir holding a previous run: its files are moved into "
+                "output_dir/previous-run-<time>/ (never deleted)"})
 
 
 def main(argv: list[str]) -> int:
@@ -54,8 +62,8 @@ def main(argv: list[str]) -> int:
     if args.format not in FORMATS:
         raise ValueError(f"--format must be one of {FORMATS}, got {args.format!r}")
     out = Path(args.output_dir)
-    if out.exists() and any(out.iterdir()) and not args.overwrite_output_dir:
-        raise FileExistsError(f"{out} is not empty; pass --overwrite_output_dir to write into it")
+    check_output_dir(out, MAKE_DATA_RUN, args.overwrite_output_dir)
+    move_previous_run_aside(out, MAKE_DATA_RUN, args.overwrite_output_dir)
     splits = {"train": make_benchmark(bench)}
     if args.num_test > 0:
         test_cfg = BenchConfig(**{**vars(bench), "split": "test", "num_examples": args.num_test})

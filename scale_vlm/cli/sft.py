@@ -6,22 +6,28 @@ import dataclasses
 import json
 import logging
 import os
-import shutil
 import sys
-import time
 from dataclasses import asdict, dataclass, field
 
 import yaml
 from trl import ModelConfig, ScriptArguments, TrlParser
 
-from ..run_guard import resolve_resume_checkpoint
+from .. import run_guard
+from ..run_guard import MODEL_FILES, WEIGHT_FILES, PreviousRunError, RunFiles, resolve_resume_checkpoint
 from ..sft_config import SCALE_SFT_FIELDS, ScaleSFTConfig
 from .common import parse
 
 logger = logging.getLogger(__name__)
-RUN_MARKERS = ("trainer_state.json", "model.safetensors", "scale_config.yaml")
-# written at the end of a run; moved aside with the run by --overwrite_output_dir, so none is mistaken for the next one's
-RESULT_FILES = ("data_report.json", "eval_data_report.json", "eval_results.json", "all_results.json")
+# What a run writes into output_dir (run_guard's one output-folder rule): the checkpoints, the trainer state, the
+# weights, the resolved config and the reports are a run's markers; the result files are written at the end of a run
+# and moved aside with it, so none is mistaken for the next run's.
+RESULT_FILES = ("data_report.json", "eval_data_report.json", "eval_results.json", "all_results.json",
+                "train_results.json")
+SFT_RUN = RunFiles(
+    "sft", markers=("checkpoint-*", "trainer_state.json", *WEIGHT_FILES, "scale_config.yaml", *RESULT_FILES),
+    companions=(*MODEL_FILES, "prompt_form.json", "training_curves.png", "README.md"),
+    resume="resume it with --resume_from_checkpoint true",
+)
 
 
 @dataclass
@@ -37,41 +43,30 @@ class SFTScriptArguments(ScriptArguments):
                 "eval_loss_answer in eval_results.json). Unset: no evaluation ('test' with --eval_strategy)."})
 
 
-def _previous_run_files(out: str) -> list[str]:
-    return sorted(e for e in os.listdir(out) if e.startswith("checkpoint-") or e in RUN_MARKERS + RESULT_FILES)
+def _resuming(args: ScaleSFTConfig) -> bool:
+    return args.resume_from_checkpoint not in (None, False, "", "false", "False")  # as resolve_resume_checkpoint
 
 
-def check_output_dir(args: ScaleSFTConfig) -> None:
-    """Refuse to start in a folder that holds another run, unless resuming or explicitly overwriting."""
-    out = args.output_dir
-    if not out or not os.path.isdir(out) or args.overwrite_output_dir or args.resume_from_checkpoint:
+def check_output_dir(args: ScaleSFTConfig, model: str | None = None) -> None:
+    """Refuse to start in a folder that holds another run, unless resuming or explicitly overwriting (run_guard's
+    rule; ``model``: the model folder this run reads, which --overwrite_output_dir must not move aside)."""
+    if not args.output_dir:
         return
-    found = _previous_run_files(out)
-    if found:
+    try:
+        run_guard.check_output_dir(args.output_dir, SFT_RUN, args.overwrite_output_dir, _resuming(args),
+                                   inputs={"--model_name_or_path": model})
+    except PreviousRunError as err:
         # SystemExit, as before for API callers; the command line prints it in the one error style (exit 2).
-        raise SystemExit(
-            f"scale-vlm sft: output_dir {out!r} already holds a run ({', '.join(found[:3])}). "
-            "Resume it with --resume_from_checkpoint, choose another --output_dir, or pass --overwrite_output_dir."
-        )
+        raise SystemExit(str(err)) from err
 
 
 def move_previous_run_aside(args: ScaleSFTConfig) -> str | None:
-    """With ``--overwrite_output_dir`` (and no resume), move the previous run's checkpoints and result files into
-    ``previous-run-<time>/``, so that a later ``--resume_from_checkpoint true`` can never take them for this run's.
-    Moved, not deleted: the user may still want them. Returns the folder they went to."""
-    out = args.output_dir
-    if not (args.overwrite_output_dir and not args.resume_from_checkpoint and out and os.path.isdir(out)):
+    """With ``--overwrite_output_dir`` (and no resume), move the previous run's files into
+    ``previous-run-<time>/`` (run_guard's rule). Returns the folder they went to."""
+    if not args.output_dir:
         return None
-    found = _previous_run_files(out)
-    if not found or int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) != 0:
-        return None  # the main process moves the files; the other ranks never read them
-    aside = os.path.join(out, time.strftime("previous-run-%Y%m%d-%H%M%S"))
-    os.makedirs(aside, exist_ok=True)
-    for name in found:
-        shutil.move(os.path.join(out, name), os.path.join(aside, name))
-    print(f"scale-vlm sft: --overwrite_output_dir: moved the previous run's {', '.join(found[:4])}"
-          f"{' ...' if len(found) > 4 else ''} to {aside} (delete it when no longer needed)", file=sys.stderr)
-    return aside
+    aside = run_guard.move_previous_run_aside(args.output_dir, SFT_RUN, args.overwrite_output_dir, _resuming(args))
+    return str(aside) if aside is not None else None
 
 
 def say_resume(checkpoint: str, args: ScaleSFTConfig) -> None:
@@ -166,7 +161,7 @@ def run_sft(script_args: SFTScriptArguments, training_args: ScaleSFTConfig, mode
     # a LoRA run's base is frozen in whatever form it loads, quantised included: only the adapter trains
     quantization = quantization_config(dataclasses.replace(model_args, use_peft=model_args.use_peft or lora_run),
                                        training_args)
-    check_output_dir(training_args)
+    check_output_dir(training_args, model_args.model_name_or_path)
     check_local_path(model_args.model_name_or_path, "model")
     # LoRA targets are resolved (and checked) on the model's module tree before its weights load
     skeleton = model_skeleton(model_args.model_name_or_path, model_args.model_revision,

@@ -52,7 +52,9 @@ class EvalConfig(TagFields):
     allow_prompt_mismatch: bool = field(default=False, metadata={
         "help": "score even when the prompts differ from those the model was trained on (its prompt_form.json): "
                 "said loudly and recorded in metrics.json; refused otherwise"})
-    overwrite_output_dir: bool = field(default=False, metadata={"help": "replace existing result files"})
+    overwrite_output_dir: bool = field(default=False, metadata={
+        "help": "start afresh in an output_dir holding a previous run: its files are moved into "
+                "output_dir/previous-run-<time>/ (never deleted)"})
     progress: bool = field(default=True, metadata={"help": "show a progress bar while generating"})
 
     def __post_init__(self):
@@ -148,11 +150,21 @@ def evaluate_model(
     return summarize(predictions), predictions
 
 
+def eval_run():
+    """What ``scale-vlm eval`` writes into its output folder, for run_guard's one output-folder rule (imported here:
+    run_guard loads TRL, which this module does not need)."""
+    from ..run_guard import RunFiles
+
+    return RunFiles("eval", markers=(PREDICTIONS_FILE, METRICS_FILE))
+
+
 def write_results(output_dir: str | Path, metrics: dict, predictions: Sequence[dict], overwrite: bool = False) -> None:
+    """Write ``predictions.jsonl`` and ``metrics.json``; existing ones are refused unless ``overwrite`` (replaced:
+    ``run_eval`` has moved them aside by then, the comparison's stages replace their own)."""
+    from ..run_guard import check_output_dir
+
     output_dir = Path(output_dir)
-    existing = [name for name in (PREDICTIONS_FILE, METRICS_FILE) if (output_dir / name).exists()]
-    if existing and not overwrite:
-        raise FileExistsError(f"{output_dir} already holds {existing}; pass --overwrite_output_dir to replace them")
+    check_output_dir(output_dir, eval_run(), overwrite)
     output_dir.mkdir(parents=True, exist_ok=True)
     with open(output_dir / PREDICTIONS_FILE, "w", encoding="utf-8") as f:
         for row in predictions:
@@ -192,13 +204,10 @@ def run_eval(cfg: EvalConfig) -> dict:
 
     from ..model_loading import load_model, resolve_device, resolve_dtype
     from ..processors import load_processor
-    from ..run_guard import check_local_path, check_output_writable
+    from ..run_guard import check_local_path, check_output_dir, check_output_writable, move_previous_run_aside
 
     output_dir = Path(cfg.output_dir)
-    if not cfg.overwrite_output_dir:
-        existing = [name for name in (PREDICTIONS_FILE, METRICS_FILE) if (output_dir / name).exists()]
-        if existing:  # checked before the (slow) model load
-            raise FileExistsError(f"{output_dir} already holds {existing}; pass --overwrite_output_dir to replace them")
+    check_output_dir(output_dir, eval_run(), cfg.overwrite_output_dir)  # before the (slow) model load
     check_local_path(cfg.model_name_or_path, "model")
     device = resolve_device(cfg.device)  # a device this machine lacks is found before anything loads
     resolve_dtype(cfg.dtype)  # and a dtype name that does not exist
@@ -224,5 +233,6 @@ def run_eval(cfg: EvalConfig) -> dict:
     metrics["majority_baseline"] = majority_baseline([e.gold for e in examples], [e.gold for e in examples])
     metrics["prompt_check"] = prompt_check
     metrics["config"] = {k: v for k, v in asdict(cfg).items() if k not in ("overwrite_output_dir", "progress")}
+    move_previous_run_aside(output_dir, eval_run(), cfg.overwrite_output_dir)  # just before writing: never a mix
     write_results(output_dir, metrics, predictions, overwrite=cfg.overwrite_output_dir)
     return metrics
