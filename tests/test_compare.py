@@ -191,3 +191,35 @@ def test_compare_quick_end_to_end(tmp_path):
     again = run_compare(cfg)  # every stage reused
     assert all(set(arm["reused_stages"]) == ({"sft", "grpo", "eval"} if name.endswith("_grpo") else {"sft", "eval"})
                for name, arm in again["per_seed"]["0"].items())
+
+
+def test_records_dir_keeps_each_seed_and_takes_it_back(monkeypatch, tmp_path):
+    """--records_dir: a run keeps each finished seed's record; a later run with the same settings takes the
+    recorded seeds from there and runs only the others; a record of other settings is refused, naming them."""
+    from scale_vlm.compare import pipeline
+
+    ran = []
+
+    def fake_seed(cfg, seed, out, base_dir, base_id):
+        ran.append(seed)
+        return {"sft": _arm(0.5, 10, 0), "scale": _arm(0.6 + seed / 10, 10, 0), "sft_grpo": _arm(0.6, 10, 30),
+                "scale_grpo": _arm(0.7, 10, 30)}
+
+    monkeypatch.setattr(pipeline, "run_seed", fake_seed)
+    monkeypatch.setattr(pipeline, "base_model_dir", lambda base, out: ("base", "shipped:test"))
+    monkeypatch.setattr(pipeline, "plot_results", lambda results, path: None)
+    records = tmp_path / "records"
+    common = dict(records_dir=str(records), grpo_steps=2, progress=False)
+    pipeline.run_compare(CompareConfig(seeds=[0], output_dir=str(tmp_path / "a"), **common))
+    kept = json.loads((records / "seed0.json").read_text())
+    assert ran == [0] and kept["seed"] == 0 and kept["cpu_seconds"] >= 0 and "commit" in kept
+    assert kept["arms"]["scale"]["accuracy"] == pytest.approx(0.6)
+    said = []
+    both = pipeline.run_compare(CompareConfig(seeds=[0, 1], output_dir=str(tmp_path / "b"), **common), say=said.append)
+    assert ran == [0, 1]  # seed 0 taken from its record, seed 1 run
+    assert [line for line in said if line.startswith("seed 0: taken from")]
+    assert both["summary"]["scale"]["accuracy_mean"] == pytest.approx(0.65)
+    assert (records / "seed1.json").is_file()
+    with pytest.raises(ValueError, match=r"seed0.json holds seed 0 of a comparison with other grpo settings"):
+        pipeline.run_compare(CompareConfig(seeds=[0], output_dir=str(tmp_path / "c"), **{**common, "grpo_steps": 3}))
+    assert ran == [0, 1]

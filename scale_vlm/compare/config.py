@@ -69,6 +69,10 @@ class CompareConfig(BenchKnobs, ScheduleKnobs):
     eval_batch_size: int = field(default=50, metadata={"help": "questions generated together"})
     max_new_tokens: int = field(default=200, metadata={"help": "evaluation generation budget"})
     threads: int = field(default=1, metadata={"help": "torch CPU threads (1 is fastest for the tiny model)"})
+    records_dir: str = field(default="", metadata={
+        "help": "also keep each finished seed's record here (small JSON, no models: one to commit) and take it from "
+                "there on a later run with the same settings instead of running that seed again, so that a "
+                "comparison can be run a few seeds at a time, in several processes or sessions"})
     progress: bool = field(default=True, metadata={"help": "progress bars"})
 
     def __post_init__(self):
@@ -117,6 +121,11 @@ class CompareConfig(BenchKnobs, ScheduleKnobs):
         return {k: getattr(self, k) for k in ("dataset_name", "dataset_train_split", "dataset_test_split", "adapter",
                                               "image_column", "question_column", "answer_column", "choices_column",
                                               "answer_format")} | {"files": sorted(stamp)}
+
+    def record_settings(self) -> dict:
+        """What a kept seed record must have been run with to stand in this comparison: every stage's fields."""
+        return {"data": self.data_fields(), "sft": self.sft_fields(), "grpo": self.grpo_fields(),
+                "eval": self.eval_fields(), "base_model": self.base_model}
 
     # The parts of the config each stage depends on (its hash), so that e.g. changing GRPO knobs reuses SFT.
     def data_fields(self) -> dict:

@@ -187,6 +187,33 @@ def run_seed(cfg: CompareConfig, seed: int, out: Path, base_dir: str, base_id: s
     return arms
 
 
+def kept_or_run_seed(cfg: CompareConfig, seed: int, out: Path, base_dir: str, base_id: str,
+                     say: Callable[[str], None] = logger.info) -> dict:
+    """One seed's four arms: from ``records_dir/seed<S>.json`` when a run with the same settings left it there,
+    else run (and, with ``records_dir``, kept there with the code's commit and the seed's CPU seconds). A record of
+    other settings is refused, naming them: it would mix two comparisons in one table."""
+    from ..stages import git_commit
+
+    kept = Path(cfg.records_dir) / f"seed{seed}.json" if cfg.records_dir else None
+    settings = json.loads(json.dumps(cfg.record_settings(), default=str))
+    if kept is not None and kept.is_file():
+        record = json.loads(kept.read_text())
+        differ = sorted(k for k in settings if record.get("settings", {}).get(k) != settings[k])
+        if differ:
+            raise ValueError(f"{kept} holds seed {seed} of a comparison with other {', '.join(differ)} settings; "
+                             "give another --records_dir, or move that record away to run the seed again")
+        say(f"seed {seed}: taken from {kept} (commit {record.get('commit')}, {record.get('cpu_seconds')} CPU s)")
+        return record["arms"]
+    cpu0 = time.process_time()
+    arms = run_seed(cfg, seed, out, base_dir, base_id)
+    if kept is not None:
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        record = {"seed": seed, "settings": settings, "commit": git_commit(),
+                  "cpu_seconds": round(time.process_time() - cpu0, 1), "arms": arms}
+        kept.write_text(json.dumps(record, indent=1, default=str) + "\n")
+    return arms
+
+
 def run_compare(cfg: CompareConfig, say: Callable[[str], None] = logger.info) -> dict:
     """All seeds; writes ``results.json``, ``results.md`` (returned as ``results["markdown"]``) and
     ``accuracy_vs_time.png`` to ``cfg.output_dir``; what ``--quick`` set goes to ``say`` (the command prints it)."""
@@ -197,7 +224,7 @@ def run_compare(cfg: CompareConfig, say: Callable[[str], None] = logger.info) ->
         say(quick_message(cfg.quick_settings))
     t0 = time.perf_counter()
     base_dir, base_id = base_model_dir(cfg.base_model, out)
-    per_seed = {seed: run_seed(cfg, seed, out, base_dir, base_id) for seed in cfg.seeds}
+    per_seed = {seed: kept_or_run_seed(cfg, seed, out, base_dir, base_id, say) for seed in cfg.seeds}
     summary = summarize(per_seed)
     ref = summary[REFERENCE_ARM]["train_seconds_mean"]
     results = {
