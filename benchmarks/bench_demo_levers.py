@@ -9,7 +9,9 @@ changes the computation (not only its cost) shows up as a loss difference agains
 
 Levers: ``padded`` (the old recipe: right-padded batches, ``loss_impl="fused"``), ``plain`` (full logits and
 cross-entropy: with a 546-token vocabulary there is nothing for the chunked head to save), ``packed``
-(``padding_free=True``: several examples per row, scale_vlm.packing), ``packed_plain`` (both), and with ``--compile``
+(``padding_free=True``: several examples per row, scale_vlm.packing), ``packed_plain`` (both), ``grouped`` (batches
+of similar lengths, ``train_sampling_strategy="group_by_length"``: other batches, so other losses), ``bf16`` (bf16 autocast on the CPU),
+``grouped_bf16`` (both), and with ``--compile``
 ``packed_plain_compiled`` (``torch.compile`` of each decoder layer; its compile seconds are reported apart).
 ``--bf16`` adds a matrix-multiply probe at the model's largest layer shape (fp32 vs bf16 on this CPU).
 
@@ -28,6 +30,14 @@ LEVERS = {
     "plain": {"padding_free": False, "loss_impl": "plain"},
     "packed": {"padding_free": True, "loss_impl": "fused"},
     "packed_plain": {"padding_free": True, "loss_impl": "plain"},
+    # batches of similar lengths (transformers' LengthGroupedSampler): less padding, but other batches than the
+    # demo's, so its losses are not the baseline's
+    "grouped": {"padding_free": False, "loss_impl": "fused", "train_sampling_strategy": "group_by_length"},
+    # bf16 autocast on the CPU: fast where the CPU multiplies bf16 natively (AVX512-BF16, AMX), slow where it
+    # emulates it (see --bf16's matrix-multiply probe); other arithmetic, so other losses
+    "bf16": {"padding_free": False, "loss_impl": "fused", "bf16": True},
+    "grouped_bf16": {"padding_free": False, "loss_impl": "fused", "train_sampling_strategy": "group_by_length",
+                     "bf16": True},
 }
 
 
@@ -48,6 +58,15 @@ def run_lever(name: str, settings: dict, rows, args, compile_layers: bool = Fals
                    learning_rate=2e-3, seed=0, progress=False, **settings)
     trainer = build_sft_trainer(model, processor, cfg, rows)
     steps: list[tuple[float, float]] = []
+    batch_tokens = []  # the positions each step computes, padding included: what padding costs
+    counted = trainer.get_batch_samples
+
+    def count_positions(*a, **k):
+        batches, n = counted(*a, **k)
+        batch_tokens.extend(int(b["input_ids"].numel()) for b in batches)
+        return batches, n
+
+    trainer.get_batch_samples = count_positions
 
     class StepTimer(TrainerCallback):
         def on_step_begin(self, *a, **k):
@@ -66,7 +85,9 @@ def run_lever(name: str, settings: dict, rows, args, compile_layers: bool = Fals
         "settings": {**settings, "compiled_layers": compile_layers},
         "cpu_s_per_step": statistics.median(c for _, c in timed),
         "wall_s_per_step": statistics.median(w for w, _ in timed),
-        "input_tokens": trainer.input_tokens, "compile_seconds": compile_seconds, "losses": losses,
+        "input_tokens": trainer.input_tokens, "computed_positions": sum(batch_tokens),
+        "padding_fraction": 1 - trainer.input_tokens / sum(batch_tokens), "compile_seconds": compile_seconds,
+        "losses": losses,
     }
 
 
@@ -122,11 +143,11 @@ def main() -> None:
     if args.bf16:
         report["bf16_probe"] = bf16_probe(tokens=16 * 190, hidden=128, ffn=512)
     report["machine"] = _common.machine(args.device)
-    print("\n| lever | CPU s / step | speed-up (CPU time) | speed-up (wall) | max loss diff vs padded |")
-    print("|---|---|---|---|---|")
+    print("\n| lever | CPU s / step | speed-up (CPU time) | speed-up (wall) | padding | max loss diff vs padded |")
+    print("|---|---|---|---|---|---|")
     for name, r in report["levers"].items():
         print(f"| {name} | {r['cpu_s_per_step']:.3f} | {r['speedup_cpu']:.2f}x | {r['speedup_wall']:.2f}x | "
-              f"{r['max_abs_loss_diff_vs_padded']:.1e} |")
+              f"{r['padding_fraction']:.1%} | {r['max_abs_loss_diff_vs_padded']:.1e} |")
     if args.bf16:
         print(f"bf16 / fp32 matmul time: {report['bf16_probe']['bf16_over_fp32_time']:.1f}x")
     _common.write_json(args.out, report)

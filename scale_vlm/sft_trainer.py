@@ -128,16 +128,19 @@ class ScaleSFTTrainer(SFTTrainer):
         return super().train(check_resume(self, resume_from_checkpoint), *args, **kwargs)
 
     def _prepare(self, dataset, processor, args: ScaleSFTConfig, split: str):
-        if "segment_ids" in dataset.column_names:
-            return dataset
-        prepared, report = prepare_dataset(
-            dataset, processor, tags=args.tags, max_length=args.max_length, policy=args.bad_example_policy,
-            image_root=args.image_root, num_proc=args.dataset_num_proc, progress=not args.disable_tqdm,
-        )
-        self.preparation_reports[split] = report
-        # The one place the summary is logged: a warning only when examples were skipped.
-        (logger.warning if report.num_skipped else logger.info)("%s data: %s", split, report.summary())
-        return prepared
+        if "segment_ids" not in dataset.column_names:
+            dataset, report = prepare_dataset(
+                dataset, processor, tags=args.tags, max_length=args.max_length, policy=args.bad_example_policy,
+                image_root=args.image_root, num_proc=args.dataset_num_proc, progress=not args.disable_tqdm,
+            )
+            self.preparation_reports[split] = report
+            # The one place the summary is logged: a warning only when examples were skipped.
+            (logger.warning if report.num_skipped else logger.info)("%s data: %s", split, report.summary())
+        if args.train_sampling_strategy == "group_by_length" and args.length_column_name not in dataset.column_names:
+            # transformers' LengthGroupedSampler reads each row's length from this column (it would otherwise look
+            # for the processor's first input, pixel_values, and fail): the rendered token count
+            dataset = dataset.add_column(args.length_column_name, [len(ids) for ids in dataset["input_ids"]])
+        return dataset
 
     def get_batch_samples(self, epoch_iterator, num_batches, device):
         # Look at every micro-batch of the optimizer step before any forward, like Trainer does for its token

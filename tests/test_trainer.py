@@ -90,3 +90,19 @@ def test_config_validation(tmp_path):
         _config(tmp_path, bad_example_policy="ignore")
     cfg = _config(tmp_path)
     assert cfg.bf16 is False and cfg.remove_unused_columns is False and cfg.trust_remote_code is False
+
+
+def test_batches_grouped_by_length(fresh_qwen, varied_dataset, tmp_path):
+    """``train_sampling_strategy="group_by_length"``: the rendered rows carry their token count in the length
+    column transformers' sampler reads (without it the sampler looks for pixel_values and fails), and training runs."""
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    model, processor = fresh_qwen
+    cfg = _config(tmp_path / "grouped", max_steps=2, per_device_train_batch_size=2,
+                  train_sampling_strategy="group_by_length")
+    trainer = ScaleSFTTrainer(model=model, args=cfg, train_dataset=varied_dataset, processing_class=processor)
+    rows = trainer.train_dataset
+    assert rows["length"] == [len(ids) for ids in rows["input_ids"]] and len(set(rows["length"])) > 1
+    assert isinstance(trainer._get_train_sampler(rows), LengthGroupedSampler)
+    trainer.train()
+    assert trainer.state.global_step == 2
