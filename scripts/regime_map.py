@@ -261,6 +261,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--arms", nargs="+", default=["vanilla", "scale"], choices=list(ARMS))
     parser.add_argument("--output_dir", default="runs/regime-map")
     parser.add_argument("--jobs", type=int, default=1, help="runs in parallel processes (one thread each)")
+    parser.add_argument("--report_only", action="store_true",
+                        help="train nothing: the map of the runs whose records exist (e.g. while others still train)")
     args, rest = parser.parse_known_args(argv)
     demo_fields = {f.name: f for f in fields(DemoConfig)}
     extra, i = {}, 0
@@ -294,8 +296,9 @@ def main(argv: list[str] | None = None) -> int:
                 records[key] = json.loads(path.read_text())
                 break
     todo = [job for job in jobs if job[0] not in records]
-    print(f"{len(jobs)} runs, {len(records)} already done, {len(todo)} to train", flush=True)
-    if todo:
+    print(f"{len(jobs)} runs, {len(records)} already done, {len(todo)} to train"
+          f"{' (not now: --report_only)' if args.report_only else ''}", flush=True)
+    if todo and not args.report_only:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor, as_completed
 

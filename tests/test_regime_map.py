@@ -118,6 +118,12 @@ def test_records_dir_resumes_a_map_without_training(regime_map, tmp_path, capsys
     assert entry["row"] == "r"
     assert entry["minus_vanilla"]["scale"]["accuracy"]["values"] == pytest.approx([0.06, -0.02])
     assert (tmp_path / "rec" / "map_scale.png").stat().st_size > 0
+    # --report_only: a third seed without records is reported as left to train, and nothing trains
+    assert regime_map.main(["--cells", "r:trace_entropy=2", "--seeds", "0", "1", "2", "--records_dir",
+                            str(tmp_path / "rec"), "--output_dir", str(tmp_path / "runs"), "--report_only"]) == 0
+    assert "6 runs, 4 already done, 2 to train (not now: --report_only)" in capsys.readouterr().out
+    [entry] = __import__("json").loads((tmp_path / "rec" / "map.json").read_text())["cells"]
+    assert entry["seeds"] == [0, 1]
 
 
 def test_run_one_is_the_demo_arm_plus_the_diagnostics(regime_map, tmp_path):
