@@ -185,13 +185,14 @@ def aggregate(records: dict[tuple[str, int, str], dict], cell_list: list[dict], 
 def format_markdown(entries: list[dict], arms: list[str], command: str) -> str:
     from scale_vlm.report import markdown_table, mean_std
 
-    header = ["cell", "think/answer tokens", "vanilla final think loss", "majority"]
+    header = ["cell", "seeds", "think/answer tokens", "vanilla final think loss", "majority"]
     header += [f"{a} accuracy" for a in arms] + [f"{a} - vanilla accuracy" for a in arms if a != "vanilla"]
     header += [f"{a} - vanilla consistency" for a in arms if a != "vanilla"]
     rows = []
     for e in entries:
         van = e["arms"].get("vanilla", {})
-        row = [cell_name(e["cell"]), f"{e['think_answer_ratio']:.1f}",
+        # the seeds of this cell: one seed has no spread (its "± 0.000" is not a measured one)
+        row = [cell_name(e["cell"]), ",".join(map(str, e["seeds"])), f"{e['think_answer_ratio']:.1f}",
                mean_std(van["final_loss_think"]) if "final_loss_think" in van else "-", mean_std(e["majority"])]
         row += [mean_std(e["arms"][a]["accuracy"]) for a in arms]
         row += [mean_std(e["minus_vanilla"][a]["accuracy"], separator=" ± ") for a in arms if a != "vanilla"]
@@ -199,7 +200,7 @@ def format_markdown(entries: list[dict], arms: list[str], command: str) -> str:
         rows.append(row)
     seeds = sorted({s for e in entries for s in e["seeds"]})
     return "\n".join([f"Command: `{command}`", "", f"Seeds: {', '.join(map(str, seeds))} (mean ± sample std over "
-                      "seeds; differences are paired per seed)", "", markdown_table(header, rows), ""])
+                      "a cell's seeds, 0 for a single seed; differences are paired per seed)", "", markdown_table(header, rows), ""])
 
 
 def heat_axes(cell_list: list[dict], rows: dict[str, str], heat_x: str) -> tuple[str, list, str, list] | None:

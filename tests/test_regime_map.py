@@ -77,7 +77,7 @@ def test_aggregate_pairs_arms_seed_by_seed_and_skips_unfinished_seeds(regime_map
     assert entry["arms"]["vanilla"]["final_loss_think"]["mean"] == pytest.approx(1.05)
     assert entry["think_answer_ratio"] == 20.0
     table = regime_map.format_markdown([entry], ["vanilla", "scale"], "cmd")
-    assert "| trace_entropy=2 | 20.0 | 1.050 ± 0.071 | 0.250 ± 0.000 | 0.550 ± 0.071 | 0.570 ± 0.014 | 0.020 ± 0.057 |" \
+    assert "| trace_entropy=2 | 0,1 | 20.0 | 1.050 ± 0.071 | 0.250 ± 0.000 | 0.550 ± 0.071 | 0.570 ± 0.014 | 0.020 ± 0.057 |" \
         in table
 
 
