@@ -212,20 +212,46 @@ def run_fingerprint(train_dataset, args) -> dict:
 
 
 def attach_run_fingerprint(trainer) -> None:
-    """Compute the trainer's run fingerprint and write it into every checkpoint it saves."""
+    """Compute the trainer's run fingerprint and write it into every checkpoint it saves: inside
+    ``trainer_state.json`` (a stateful callback's state, written in the same file and moment as the step, the file
+    that marks a checkpoint complete, so a complete checkpoint always holds it) and as ``scale_run.json`` beside it
+    (to read; written after, so a crash can leave it short, and never relied on when the first copy is there)."""
     from transformers import TrainerCallback
+    from transformers.trainer_callback import ExportableState
 
     fingerprint = run_fingerprint(trainer.train_dataset, trainer.args)
     trainer.run_fingerprint = fingerprint
 
-    class WriteRunFingerprint(TrainerCallback):
+    class WriteRunFingerprint(TrainerCallback, ExportableState):
+        def __init__(self, fingerprint: dict):
+            self.fingerprint = fingerprint
+
+        def state(self) -> dict:
+            return {"args": {"fingerprint": self.fingerprint}, "attributes": {}}
+
         def on_save(self, args, state, control, **kwargs):
             folder = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
             if state.is_world_process_zero and os.path.isdir(folder):
-                with open(os.path.join(folder, FINGERPRINT_FILE), "w") as f:
-                    json.dump(fingerprint, f, indent=1)
+                path = os.path.join(folder, FINGERPRINT_FILE)
+                with open(path + ".tmp", "w") as f:
+                    json.dump(self.fingerprint, f, indent=1)
+                os.replace(path + ".tmp", path)  # whole or absent, never half-written
 
-    trainer.add_callback(WriteRunFingerprint())
+    trainer.add_callback(WriteRunFingerprint(fingerprint))
+
+
+def stored_fingerprint(checkpoint: str) -> dict | None:
+    """The run fingerprint a checkpoint holds: the copy in its ``trainer_state.json``, else (checkpoints of earlier
+    versions) its ``scale_run.json``, else None."""
+    with open(os.path.join(checkpoint, "trainer_state.json")) as f:
+        saved = (json.load(f).get("stateful_callbacks") or {}).get("WriteRunFingerprint")
+    if isinstance(saved, dict) and isinstance(saved.get("args", {}).get("fingerprint"), dict):
+        return saved["args"]["fingerprint"]
+    path = os.path.join(checkpoint, FINGERPRINT_FILE)
+    if os.path.isfile(path):
+        with open(path) as f:
+            return json.load(f)
+    return None
 
 
 class StaleCheckpointError(ValueError):
@@ -289,15 +315,13 @@ def check_resume(trainer, resume_from_checkpoint):
     if path is None:
         return resume_from_checkpoint
     current = getattr(trainer, "run_fingerprint", None)
-    stored = os.path.join(path, FINGERPRINT_FILE)
     if current is None:
         return path
-    if not os.path.isfile(stored):
-        logger.warning("%s has no %s (written by another tool or an older version): cannot check that it belongs "
-                       "to this run", path, FINGERPRINT_FILE)
+    saved = stored_fingerprint(path)
+    if saved is None:
+        logger.warning("%s has no run fingerprint (written by another tool or an older version): cannot check that "
+                       "it belongs to this run", path)
         return path
-    with open(stored) as f:
-        saved = json.load(f)
     problems = fingerprint_mismatch(saved, current)
     if problems:
         raise StaleCheckpointError(

@@ -106,6 +106,26 @@ def test_api_resume_true_refuses_a_stale_checkpoint(tiny_qwen_dir, tmp_path):
         trainer(_data(tmp_path / "b", think="Other data")).train(resume_from_checkpoint=True)
 
 
+def test_a_crash_after_the_step_state_still_leaves_a_checked_checkpoint(tiny_qwen_dir, tmp_path, capsys):
+    """The fingerprint travels inside trainer_state.json, the file that marks a checkpoint complete: a crash while
+    scale_run.json was being written (simulated: empty) or before it (absent) still resumes, checked. Before, the
+    half-written file failed the resume with a bare 'Expecting value: line 1 column 1'."""
+    out, data_a = tmp_path / "run", _data(tmp_path / "a")
+    assert _sft(tiny_qwen_dir, data_a, out) == 0
+    checkpoint = out / "checkpoint-2"
+    state = json.loads((checkpoint / "trainer_state.json").read_text())
+    embedded = state["stateful_callbacks"]["WriteRunFingerprint"]["args"]["fingerprint"]
+    assert embedded == json.loads((checkpoint / "scale_run.json").read_text()) and embedded["num_examples"] == 8
+    (checkpoint / "scale_run.json").write_text("")  # cut short by the crash
+    capsys.readouterr()
+    rc = _sft(tiny_qwen_dir, _data(tmp_path / "b", think="Other data"), out, "--resume_from_checkpoint", "true")
+    _assert_user_error(capsys, rc, "refusing to resume from", "checkpoint-2", "the training data differ")
+    (checkpoint / "scale_run.json").unlink()  # the crash came before it
+    rc = _sft(tiny_qwen_dir, _data(tmp_path / "b", think="Other data"), out, "--resume_from_checkpoint", "true")
+    _assert_user_error(capsys, rc, "refusing to resume from", "the training data differ")
+    assert _sft(tiny_qwen_dir, data_a, out, "--resume_from_checkpoint", "true") == 0
+
+
 # ------------------------------------------------------------------------ 2. no work lost at save time
 
 
