@@ -5,7 +5,7 @@
   folder holding a previous run of the command is refused, and with ``--overwrite_output_dir`` that run's files are
   moved into ``previous-run-<time>/`` (never deleted), so old and new files are never mixed.
 - The run fingerprint (a digest of the prepared training data and the training-relevant settings) is written into
-  every checkpoint as ``scale_run.json``; resuming from a checkpoint whose fingerprint differs is refused, so a stale
+  every checkpoint, inside ``trainer_state.json`` (and as ``scale_run.json`` beside it); resuming from a checkpoint whose fingerprint differs is refused, so a stale
   checkpoint of another run (other data, a finished schedule) is never taken for this run's.
 - ``looks_local`` / ``check_local_path``: a path that is clearly meant to be local and does not exist is "not found"
   at once, instead of becoming a slow hub lookup that fails with an unrelated error.
