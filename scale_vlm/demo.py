@@ -206,7 +206,8 @@ def run_demo(cfg: DemoConfig, say: Callable[[str], None] = logger.info) -> dict:
     base_dir = Path(base_model_dir(cfg.base_model, out)[0])
     data = demo_data(cfg, base_dir)
     results = {
-        "config": asdict(cfg), "base_model": "shipped" if base_dir == SHIPPED_BASE else str(base_dir),
+        "config": asdict(cfg), "quick_settings": cfg.quick_settings,  # what --quick set (asdict has the result only)
+        "base_model": "shipped" if base_dir == SHIPPED_BASE else str(base_dir),
         "majority_baseline": majority_baseline(data.train["answer"], data.test["answer"]), "methods": {},
     }
     histories = {}

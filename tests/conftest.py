@@ -85,9 +85,9 @@ def tiny_llava():
 @pytest.fixture()
 def fresh_qwen(tiny_qwen_dir):
     """A fresh copy of the tiny Qwen2-VL (training mutates it)."""
-    from scale_vlm.tiny.model import load_tiny
+    from scale_vlm.tiny.shipped import load_base
 
-    return load_tiny(tiny_qwen_dir)
+    return load_base(tiny_qwen_dir)
 
 
 @pytest.fixture(scope="session")

@@ -54,7 +54,7 @@ def main() -> None:
     from scale_vlm.data.prepare import load_training_dataset
     from scale_vlm.sft_config import ScaleSFTConfig
     from scale_vlm.sft_trainer import ScaleSFTTrainer
-    from scale_vlm.tiny.model import load_tiny
+    from scale_vlm.tiny.shipped import load_base
 
     if args.zero_stage:
         import deepspeed.comm.torch
@@ -64,7 +64,7 @@ def main() -> None:
         deepspeed.comm.torch.build_shm_op = lambda: None
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    model, processor = load_tiny(args.model)
+    model, processor = load_base(args.model)
     if args.untie_head:
         untie_head(model)
     dataset, image_root = load_training_dataset(args.data)

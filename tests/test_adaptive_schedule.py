@@ -179,13 +179,13 @@ def runs(tmp_path_factory):
     from scale_vlm.data.prepare import load_training_dataset
     from scale_vlm.sft_config import ScaleSFTConfig
     from scale_vlm.sft_trainer import ScaleSFTTrainer
-    from scale_vlm.tiny.model import load_tiny
+    from scale_vlm.tiny.shipped import load_base
 
     tmp = tmp_path_factory.mktemp("adaptive")
     ds, root = load_training_dataset(str(write_good_jsonl(tmp / "data", 8)))
 
     def trainer(out):
-        model, processor = load_tiny(tiny_model_dir())
+        model, processor = load_base(tiny_model_dir())
         # 2 micro-batches of 1 per optimizer step: the state must be updated once per step from both
         args = ScaleSFTConfig(output_dir=str(out), max_steps=STEPS, per_device_train_batch_size=1,
                               gradient_accumulation_steps=2, learning_rate=5e-3, save_steps=2, save_strategy="steps",

@@ -61,9 +61,9 @@ def test_sft_run_writes_state_model_and_config(tiny_qwen_dir, tmp_path, capsys):
     resolved = yaml.safe_load((out / "scale_config.yaml").read_text())
     assert resolved["method"] == "scale" and resolved["schedule"] == "linear" and resolved["max_steps"] == 3
     # the saved model loads back through the Auto classes
-    from scale_vlm.tiny.model import load_tiny
+    from scale_vlm.tiny.shipped import load_base
 
-    load_tiny(str(out))
+    load_base(str(out))
     # a second run into the same folder is refused, as a one-line error (exit status 2, no traceback)
     capsys.readouterr()
     assert main(args) == 2

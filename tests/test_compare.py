@@ -187,7 +187,9 @@ def test_compare_quick_end_to_end(tmp_path):
         assert (tmp_path / "out" / name).is_file()
     assert set(results["summary"]) == set(ARMS)
     assert results["markdown"] == (tmp_path / "out" / "results.md").read_text()
-    assert json.loads((tmp_path / "out" / "results.json").read_text())["grpo_reward_windows"]["all"]["window"] == 1
+    written = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert written["grpo_reward_windows"]["all"]["window"] == 1
+    assert written["quick_settings"] == cfg.quick_settings and written["quick_settings"]["num_train"] == 64
     again = run_compare(cfg)  # every stage reused
     assert all(set(arm["reused_stages"]) == ({"sft", "grpo", "eval"} if name.endswith("_grpo") else {"sft", "eval"})
                for name, arm in again["per_seed"]["0"].items())

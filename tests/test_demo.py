@@ -98,6 +98,9 @@ def test_parallel_methods_match_sequential(tmp_path, monkeypatch, capsys):
             runs[parallel] = run_demo(cfg, say=print)
         said = capsys.readouterr().out
         assert ("one CPU core available" in said) == (not parallel)
+    written = json.loads((tmp_path / "p1" / "results.json").read_text())
+    # what --quick set is in the results: all of QUICK but the generation budget given above
+    assert written["quick_settings"] == {k: v for k, v in demo.QUICK.items() if k != "max_new_tokens"}
     for method in ("vanilla", "scale"):
         seq, par = runs[False]["methods"][method], runs[True]["methods"][method]
         assert seq["final_loss_answer"] is not None

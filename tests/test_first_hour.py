@@ -92,13 +92,13 @@ def test_api_resume_true_refuses_a_stale_checkpoint(tiny_qwen_dir, tmp_path):
     from scale_vlm.run_guard import StaleCheckpointError
     from scale_vlm.sft_config import ScaleSFTConfig
     from scale_vlm.sft_trainer import ScaleSFTTrainer
-    from scale_vlm.tiny.model import load_tiny
+    from scale_vlm.tiny.shipped import load_base
 
     def trainer(data, **kw):
         ds, root = load_training_dataset(str(data))
         args = ScaleSFTConfig(output_dir=str(tmp_path / "run"), max_steps=2, per_device_train_batch_size=2,
                               save_steps=2, use_cpu=True, disable_tqdm=True, report_to="none", image_root=root, **kw)
-        model, processor = load_tiny(tiny_qwen_dir)
+        model, processor = load_base(tiny_qwen_dir)
         return ScaleSFTTrainer(model=model, args=args, train_dataset=ds, processing_class=processor)
 
     trainer(_data(tmp_path / "a")).train()
@@ -543,9 +543,9 @@ def test_demo_saves_each_trained_model(tmp_path):
     cfg = demo.DemoConfig(quick=True, max_steps=1, batch_size=2, num_train=4, progress=False)
     train = demo.prepare_once(demo.to_training_format(demo.make_benchmark(cfg.bench(0, "train", 4))), SHIPPED_BASE)
     demo.train_one("vanilla", cfg, tmp_path, train, SHIPPED_BASE)
-    from scale_vlm.tiny.model import load_tiny
+    from scale_vlm.tiny.shipped import load_base
 
-    load_tiny(str(tmp_path / "vanilla"))  # a reusable model folder: weights + processor
+    load_base(str(tmp_path / "vanilla"))  # a reusable model folder: weights + processor
 
 
 def test_plot_axes_are_labelled(tmp_path, monkeypatch):

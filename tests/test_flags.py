@@ -49,9 +49,9 @@ def test_freeze_vision_tower_with_the_model_given_by_name(tiny_qwen_dir, message
     """The README's Python API passes the model as a name: the vision tower must stay as it was."""
     from scale_vlm.sft_config import ScaleSFTConfig
     from scale_vlm.sft_trainer import ScaleSFTTrainer
-    from scale_vlm.tiny.model import load_tiny
+    from scale_vlm.tiny.shipped import load_base
 
-    initial, _ = load_tiny(tiny_qwen_dir)
+    initial, _ = load_base(tiny_qwen_dir)
     before = {n: p.detach().float().clone() for n, p in initial.named_parameters()}
     args = ScaleSFTConfig(output_dir=str(tmp_path / "run"), max_steps=2, per_device_train_batch_size=4,
                           learning_rate=1e-2, use_cpu=True, save_strategy="no", report_to="none",

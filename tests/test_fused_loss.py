@@ -127,10 +127,10 @@ def test_segment_token_weights_are_the_written_out_formulas(method, normalizatio
 
 @pytest.fixture(scope="module")
 def trainer_and_batch(tiny_qwen_dir, messages_dataset, tmp_path_factory):
-    from scale_vlm.tiny.model import load_tiny
+    from scale_vlm.tiny.shipped import load_base
 
     torch.manual_seed(0)
-    model, processor = load_tiny(tiny_qwen_dir)
+    model, processor = load_base(tiny_qwen_dir)
     args = ScaleSFTConfig(output_dir=str(tmp_path_factory.mktemp("fused") / "out"), max_steps=1,
                           per_device_train_batch_size=4, save_strategy="no", use_cpu=True, seed=0,
                           max_length=256, dataloader_num_workers=0)
@@ -431,9 +431,9 @@ def test_tensor_context_and_sequence_parallel_are_refused():
 
 
 def test_trainer_refuses_a_tensor_parallel_model(tiny_qwen_dir, messages_dataset, tmp_path, monkeypatch):
-    from scale_vlm.tiny.model import load_tiny
+    from scale_vlm.tiny.shipped import load_base
 
-    model, processor = load_tiny(tiny_qwen_dir)
+    model, processor = load_base(tiny_qwen_dir)
     # Trainer.get_tp_size reads model._tp_size (from_pretrained with a tp_plan), DeepSpeed AutoTP or accelerate
     monkeypatch.setattr(ScaleSFTTrainer, "get_tp_size", lambda self: 2)
     args = ScaleSFTConfig(output_dir=str(tmp_path / "out"), max_steps=1, use_cpu=True, save_strategy="no",

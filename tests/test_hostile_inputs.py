@@ -148,14 +148,14 @@ def test_training_on_mixed_data_with_skip_policy_gives_finite_losses(corpus, tmp
 
     from scale_vlm.sft_config import ScaleSFTConfig
     from scale_vlm.sft_trainer import ScaleSFTTrainer
-    from scale_vlm.tiny.model import load_tiny
+    from scale_vlm.tiny.shipped import load_base
 
     root, cases = corpus
     # a mixed file: good examples and every bad or awkward one, in one JSONL
     good = [good_row(i, "images/good.png") for i in range(4)]
     path = write_jsonl(root / "train_mixed.jsonl", good + [c.row for c in cases])
     ds, image_root = load_training_dataset(str(path))
-    model, processor = load_tiny(tiny_model_dir())
+    model, processor = load_base(tiny_model_dir())
 
     raw_losses = []
 

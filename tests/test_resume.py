@@ -62,13 +62,13 @@ def test_resume_in_process_matches_uninterrupted(tmp_path):
 
     from scale_vlm.data.prepare import load_training_dataset
     from scale_vlm.sft_trainer import ScaleSFTTrainer
-    from scale_vlm.tiny.model import load_tiny
+    from scale_vlm.tiny.shipped import load_base
 
     data = write_good_jsonl(tmp_path / "data", 8)  # 8 examples, batch 2: 4 steps per epoch, so resume crosses one
     ds, root = load_training_dataset(str(data))
 
     def trainer(out, callbacks=()):
-        model, processor = load_tiny(tiny_model_dir())
+        model, processor = load_base(tiny_model_dir())
         return ScaleSFTTrainer(model=model, args=_config(out, image_root=root, save_steps=3), train_dataset=ds,
                                processing_class=processor, callbacks=list(callbacks))
 

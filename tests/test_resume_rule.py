@@ -15,13 +15,13 @@ def _trainer(tiny_qwen_dir, data, out, max_steps=3):
     from scale_vlm.data.prepare import load_training_dataset
     from scale_vlm.sft_config import ScaleSFTConfig
     from scale_vlm.sft_trainer import ScaleSFTTrainer
-    from scale_vlm.tiny.model import load_tiny
+    from scale_vlm.tiny.shipped import load_base
 
     ds, root = load_training_dataset(str(data))
     args = ScaleSFTConfig(output_dir=str(out), max_steps=max_steps, per_device_train_batch_size=2, save_steps=1,
                           use_cpu=True, disable_tqdm=True, report_to="none", image_root=root, seed=0,
                           overwrite_output_dir=True)
-    model, processor = load_tiny(tiny_qwen_dir)
+    model, processor = load_base(tiny_qwen_dir)
     return ScaleSFTTrainer(model=model, args=args, train_dataset=ds, processing_class=processor)
 
 

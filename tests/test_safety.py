@@ -61,9 +61,10 @@ def test_source_never_enables_remote_code_or_unsafe_loads():
 
 
 def test_saved_weights_are_safetensors(tmp_path):
-    from scale_vlm.tiny.model import load_tiny, save_tiny
+    from scale_vlm.tiny.model import save_tiny
+    from scale_vlm.tiny.shipped import load_base
 
-    model, processor = load_tiny(tiny_model_dir())
+    model, processor = load_base(tiny_model_dir())
     out = save_tiny(model, processor, tmp_path / "saved")
     names = {p.name for p in out.iterdir()}
     assert "model.safetensors" in names

@@ -46,11 +46,11 @@ def test_three_step_run_trains_and_logs(fresh_qwen, messages_dataset, tmp_path, 
 @pytest.mark.parametrize("normalization", ["sample", "batch"])
 def test_gradient_accumulation_equals_big_batch(tiny_qwen_dir, varied_dataset, tmp_path, normalization):
     """micro-batch 2 x accumulation 2 == micro-batch 4: same loss and same parameters after two steps."""
-    from scale_vlm.tiny.model import load_tiny
+    from scale_vlm.tiny.shipped import load_base
 
     results = []
     for bs, ga in ((4, 1), (2, 2)):
-        model, processor = load_tiny(tiny_qwen_dir)
+        model, processor = load_base(tiny_qwen_dir)
         # Think and answer lengths differ inside each micro-batch, so a per-micro-batch normaliser would differ.
         rows = varied_dataset
         cfg = _config(tmp_path / f"{bs}", max_steps=2, per_device_train_batch_size=bs, gradient_accumulation_steps=ga,

@@ -228,7 +228,8 @@ def run_compare(cfg: CompareConfig, say: Callable[[str], None] = logger.info) ->
     summary = summarize(per_seed)
     ref = summary[REFERENCE_ARM]["train_seconds_mean"]
     results = {
-        "config": asdict(cfg), "base_model": base_id, "seeds": list(cfg.seeds),
+        "config": asdict(cfg), "quick_settings": cfg.quick_settings,  # what --quick set (asdict has the result only)
+        "base_model": base_id, "seeds": list(cfg.seeds),
         "per_seed": {str(s): v for s, v in per_seed.items()}, "summary": summary,
         "scale_sft_time_over_sft_grpo_time": summary["scale"]["train_seconds_mean"] / ref if ref else None,
         "wall_seconds_this_run": round(time.perf_counter() - t0, 1),

@@ -24,7 +24,7 @@ from transformers import (
 from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
-from ..processors import build_image_only_processor, load_processor
+from ..processors import build_image_only_processor
 from .tokenizer import build_tokenizer
 
 TINY_IMAGE_SIZE = 48  # pixels per side
@@ -161,10 +161,3 @@ def save_tiny(model, processor, path: str | Path) -> Path:
     model.save_pretrained(path, safe_serialization=True)
     processor.save_pretrained(path)
     return path
-
-
-def load_tiny(path: str | Path):
-    """Load a saved tiny model through the Auto classes (never with remote code)."""
-    from ..model_loading import load_model
-
-    return load_model(str(path)), load_processor(str(path))
