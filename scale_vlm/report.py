@@ -224,24 +224,64 @@ def sft_model_card(run: dict) -> str:
     for key in ("eval_loss_think", "eval_loss_answer"):
         if run.get("eval") and key in run["eval"]:
             rows.append((key.replace("_", " "), f"{run['eval'][key]:.4f}"))
+    if run.get("plot"):
+        plot = (run["plot"], "training curves", "Think and answer losses per optimizer step and the schedule weights"
+                + (" and the adaptive schedule's progress." if final and "schedule_progress" in final else "."))
+    else:
+        plot = None
+    return _model_card(run, "sft", run["method"], "A vision-language model fine-tuned with `scale-vlm sft` to reason "
+                       "inside think tags and answer inside answer tags.", rows, plot, [
+                           f"scale-vlm grpo --model_name_or_path {run['output_dir']} --dataset_name {run['dataset']} "
+                           "--output_dir grpo-out",
+                           f"scale-vlm sft --config {Path(run['output_dir']) / 'scale_config.yaml'} --output_dir NEW"
+                           "   # this run again"],
+                       "`scale_config.yaml` holds every option of the run, `data_report.json` the data counts, "
+                       "`prompt_form.json` the form of the prompts trained on (checked by `scale-vlm eval`).")
+
+
+def grpo_model_card(run: dict) -> str:
+    """The model card (``README.md``) of a ``scale-vlm grpo`` run, from ``run``: ``base``, ``output_dir``, ``lora``
+    (a sentence or None), ``dataset``, ``prompts`` (how many), ``rewards`` (``[(name, weight)]``),
+    ``num_generations``, ``beta``, ``learning_rate``, ``steps``, ``epochs``, ``curve`` (:func:`reward_curve`),
+    ``generated_tokens``, ``prompt_form`` (dict or None) and ``plot`` (file name or None)."""
+    rewards = " + ".join(f"{weight:g} x {name}" for name, weight in run["rewards"])
+    rows = [("policy initialised from", f"`{run['base']}`"),
+            ("method", f"GRPO: {run['num_generations']} completions per prompt, KL coefficient {run['beta']:g}, "
+                       f"learning rate {run['learning_rate']:g}"),
+            ("reward", f"{rewards} (the evaluation's output parser)"),
+            ("weights", run["lora"] or "full fine-tuning"),
+            ("data", f"`{run['dataset']}`: {run['prompts']} prompts"),
+            ("training", f"{run['steps']} optimizer steps, {run['epochs']:.2f} epochs, "
+                         f"{run['generated_tokens']} generated tokens")]
+    curve = run["curve"]
+    if curve:
+        first, last = curve[0], curve[-1]
+        parts = [f"{key} {first[key]:.3f} -> {last[key]:.3f}" for key in ("reward", "accuracy", "format")
+                 if key in first and key in last]
+        rows.append(("mean reward per step", f"{', '.join(parts)} (step {first['step']} -> {last['step']}; "
+                                             "one step is noisy, the figure smooths it)"))
+    plot = (run["plot"], "reward curves", "Mean, accuracy and format reward per GRPO step (trailing means).") if run.get("plot") else None
+    return _model_card(run, "grpo", None, "A vision-language model trained with `scale-vlm grpo` (reinforcement "
+                       "learning on the answer-accuracy and format rewards) to reason inside think tags and answer "
+                       "inside answer tags.", rows, plot, [],
+                       "`log_history.json` holds every logged step (rewards, completion lengths, KL), "
+                       "`prompt_form.json` the form of the prompts trained on (checked by `scale-vlm eval`).")
+
+
+def _model_card(run: dict, stage: str, method: str | None, intro: str, rows: list, plot: tuple | None,
+                more_commands: list[str], files: str) -> str:
+    """The parts both stages' cards share: front matter, the table, the figure (``(file, alt text, caption)``), the
+    commands that use the model."""
     form = run.get("prompt_form")
     if form:
-        rows.append(("prompts", f"{form['template']}; e.g. `{form['examples'][0][:100]!r}`"))
+        rows = [*rows, ("prompts", f"{form['template']}; e.g. `{form['examples'][0][:100]!r}`")]
+    tags = ["- scale-vlm", f"- {stage}"] + ([f"- {method}"] if method else [])
     lines = ["---", f"base_model: {run['base']}", f"library_name: {'peft' if run['lora'] else 'transformers'}",
-             "tags:", "- scale-vlm", "- sft", f"- {run['method']}", "---", "",
-             f"# {Path(run['output_dir']).name}", "",
-             "A vision-language model fine-tuned with `scale-vlm sft` to reason inside think tags and answer inside "
-             "answer tags.", "", markdown_table(("", ""), rows), ""]
-    if run.get("plot"):
-        lines += [f"![training curves]({run['plot']})", "",
-                  "Think and answer losses per optimizer step and the schedule weights"
-                  + (" and the adaptive schedule's progress." if final and "schedule_progress" in final else "."), ""]
+             "tags:", *tags, "---", "", f"# {Path(run['output_dir']).name}", "", intro, "",
+             markdown_table(("", ""), rows), ""]
+    if plot:
+        lines += [f"![{plot[1]}]({plot[0]})", "", plot[2], ""]
     lines += ["## Use", "", "```bash",
               f"scale-vlm eval --model_name_or_path {run['output_dir']} --dataset_name {run['dataset']} "
-              "--dataset_test_split test --output_dir eval-out",
-              f"scale-vlm grpo --model_name_or_path {run['output_dir']} --dataset_name {run['dataset']} "
-              "--output_dir grpo-out",
-              f"scale-vlm sft --config {Path(run['output_dir']) / 'scale_config.yaml'} --output_dir NEW   # this run again", "```", "",
-              "`scale_config.yaml` holds every option of the run, `data_report.json` the data counts, "
-              "`prompt_form.json` the form of the prompts trained on (checked by `scale-vlm eval`).", ""]
+              "--dataset_test_split test --output_dir eval-out", *more_commands, "```", "", files, ""]
     return "\n".join(lines)

@@ -397,7 +397,14 @@ def test_grpo_trains_on_the_sft_data_file(tiny_qwen_dir, tmp_path):
                  "--max_completion_length", "4", "--use_cpu", "true", "--report_to", "none",
                  "--disable_tqdm", "true"]) == 0
     assert (out / "model.safetensors").is_file()
-    assert any("reward" in h for h in json.loads((out / "log_history.json").read_text()))
+    history = json.loads((out / "log_history.json").read_text())
+    step = next(h for h in history if "reward" in h)
+    # the run's own model card, not TRL's generic one: the rewards with their weights, the logged reward
+    card = (out / "README.md").read_text()
+    assert "scale-vlm grpo" in card and "- grpo" in card and "1 x accuracy_reward + 0.5 x format_reward" in card
+    assert f"`{data}`: 4 prompts" in card and "2 completions per prompt" in card and "1 optimizer steps" in card
+    assert f"reward {step['reward']:.3f} -> {step['reward']:.3f}" in card
+    assert "![reward curves](reward_curve.png)" in card and (out / "reward_curve.png").stat().st_size > 5_000
 
 
 def test_grpo_column_mapping_flags(tmp_path):
@@ -832,6 +839,8 @@ def test_grpo_continues_the_adapter_of_a_lora_sft_run(bench_data, tmp_path, capl
     changed = [k for k in before if not (before[k] == after[k]).all()]
     assert changed, "GRPO left the adapter unchanged"
     assert not (grpo_out / "model.safetensors").exists() and not (grpo_out / "ref").exists()
+    card = (grpo_out / "README.md").read_text()  # the card says what trained: the continued adapter
+    assert "library_name: peft" in card and "LoRA adapter (r 16, alpha 32) on k_proj, o_proj, q_proj, v_proj" in card
     config = json.loads((grpo_out / "adapter_config.json").read_text())
     assert config["base_model_name_or_path"] == base and sorted(config["target_modules"]) == \
         ["k_proj", "o_proj", "q_proj", "v_proj"]

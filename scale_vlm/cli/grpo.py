@@ -26,8 +26,9 @@ from ..run_guard import MODEL_FILES, WEIGHT_FILES, RunFiles
 
 logger = logging.getLogger(__name__)
 # What a run writes into output_dir (run_guard's one output-folder rule); TRL's checkpoints and model card included.
+REWARD_CURVE = "reward_curve.png"
 GRPO_RUN = RunFiles("grpo", markers=("checkpoint-*", *WEIGHT_FILES, "log_history.json", "prompt_form.json"),
-                    companions=(*MODEL_FILES, "README.md"))
+                    companions=(*MODEL_FILES, "README.md", REWARD_CURVE))
 
 
 @dataclass
@@ -147,7 +148,38 @@ def run(script: GRPOScriptArguments, args, model_args=None) -> dict:
     if curve:
         print(f"mean reward: step {curve[0]['step']} {curve[0]['reward']:.3f} -> step {curve[-1]['step']} "
               f"{curve[-1]['reward']:.3f}; generated tokens {trainer.generated_tokens}")
+    write_run_report(trainer, script, args, peft_config if peft_config is not None else lora_run_config(model),
+                     len(dataset))
     return {"log_history": history, "generated_tokens": trainer.generated_tokens}
+
+
+def lora_run_config(model):
+    """The adapter's config when the policy is a LoRA model (a LoRA run continued), else None."""
+    return getattr(model, "peft_config", {}).get("default")
+
+
+def write_run_report(trainer, script: GRPOScriptArguments, args, peft_config, num_prompts: int) -> None:
+    """The run's own model card (README.md, in place of TRL's generic card) and the reward figure (reward_curve.png)."""
+    from ..eval.prompt_form import read_prompt_form
+    from ..report import grpo_model_card, plot_reward_curve, reward_curve
+    from .sft import lora_sentence
+
+    out = Path(args.output_dir)
+    curve = reward_curve(trainer.state.log_history)
+    plot = None
+    if curve and all(key in row for row in curve for key in ("accuracy", "format")):
+        plot_reward_curve(curve, out / REWARD_CURVE)
+        plot = REWARD_CURVE
+    form = read_prompt_form(out)
+    card = grpo_model_card({
+        "base": script.model_name_or_path, "output_dir": str(out), "lora": lora_sentence(peft_config),
+        "dataset": script.dataset_name, "prompts": num_prompts, "rewards": list(zip(trainer.reward_func_names, trainer.reward_weights.tolist())),
+        "num_generations": args.num_generations, "beta": args.beta, "learning_rate": args.learning_rate,
+        "steps": trainer.state.global_step, "epochs": float(trainer.state.epoch or 0.0), "curve": curve,
+        "generated_tokens": trainer.generated_tokens, "prompt_form": form.to_dict() if form is not None else None,
+        "plot": plot,
+    })
+    (out / "README.md").write_text(card, encoding="utf-8")
 
 
 def main(argv: list[str]) -> int:
