@@ -5,7 +5,9 @@ with a default target set, and where a LoRA run (an output folder holding an ada
 Default targets: without ``--lora_target_modules`` PEFT knows no target set for most VLM classes and fails after the
 model has loaded. The default here is what VLM fine-tuning recipes adapt: every linear layer of the language model
 (attention and MLP projections), the vision tower, the projector and the output head left frozen.
-``--lora_target_modules all-linear`` (PEFT's) adds the vision tower and projector; a list of names picks modules.
+``--lora_target_modules all-linear`` (PEFT's) adds the vision tower and projector; a list of names picks modules,
+those of a type PEFT cannot wrap left out and logged (Gemma-4's vision tower names its Gemma4ClippableLinear
+wrappers q_proj, ... like the language model's Linear layers; PEFT would stop at them with "is not supported").
 """
 
 from __future__ import annotations
@@ -114,13 +116,18 @@ def default_target_modules(model) -> tuple[str, list[str]]:
     return rf"{re.escape(prefix)}\..*\.({'|'.join(map(re.escape, leaves))})", leaves
 
 
+def _is_regex(targets) -> bool:
+    """PEFT reads one string holding regex characters as a regex over full module names, a list as names."""
+    return isinstance(targets, str) and any(c in targets for c in "\\*()|[]?+^$")
+
+
 def _check_targets(model, targets) -> None:
     """``--lora_target_modules`` must select a linear layer: each name of a list (PEFT's suffix rule), or a regex
     (one string with regex characters, matched against full names). TRL turns a one-name list into a string."""
     if targets is None or targets in ("all-linear", ["all-linear"]):
         return
     names = _linear_names(model)
-    if isinstance(targets, str) and any(c in targets for c in "\\*()|[]?+^$"):
+    if _is_regex(targets):
         missing = [] if any(re.fullmatch(targets, n) for n in names) else [targets]
     else:
         targets = [targets] if isinstance(targets, str) else list(targets)
@@ -149,7 +156,39 @@ def lora_config(model_args: ModelConfig, model, command: str):
                        command, ", ".join(leaves))
     else:
         _check_targets(model, targets)
-    return get_peft_config(dataclasses.replace(model_args, lora_target_modules=targets))
+    config = get_peft_config(dataclasses.replace(model_args, lora_target_modules=targets))
+    unadaptable = _unadaptable_matches(model, targets)
+    if unadaptable:
+        # PEFT would stop at the first of these with "is not supported" (Gemma-4's vision projections are
+        # Gemma4ClippableLinear, a wrapper holding a Linear): the names mean the layers PEFT can adapt.
+        config.exclude_modules = sorted(set(config.exclude_modules or ()) | set(unadaptable))
+        kinds = sorted({type(module).__name__ for name, module in model.named_modules() if name in unadaptable})
+        logger.info("scale-vlm %s: --lora_target_modules also names %d modules PEFT cannot adapt (%s, e.g. %s): "
+                    "left out, the adapters go on the other layers of those names. Give a regex over full module "
+                    "names to choose exactly.", command, len(unadaptable), ", ".join(kinds), unadaptable[0])
+    return config
+
+
+def _unadaptable_matches(model, targets) -> list[str]:
+    """Full names of the modules a list of target names selects (PEFT's suffix rule) whose type PEFT's LoRA cannot
+    wrap; a regex or ``all-linear`` selects only what it means, so nothing is left out for those."""
+    import torch
+
+    if targets is None or targets in ("all-linear", ["all-linear"]):
+        return []
+    if _is_regex(targets):
+        return []
+    targets = [targets] if isinstance(targets, str) else list(targets)
+    adaptable = (torch.nn.Linear, torch.nn.Embedding, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d,
+                 torch.nn.MultiheadAttention)
+    try:
+        from transformers.pytorch_utils import Conv1D
+
+        adaptable += (Conv1D,)
+    except ImportError:  # pragma: no cover
+        pass
+    return [name for name, module in model.named_modules()
+            if any(name == t or name.endswith("." + t) for t in targets) and not isinstance(module, adaptable)]
 
 
 def adapter_base(path: str) -> str:

@@ -754,7 +754,8 @@ class Family:
     # segment starts after the prompt.
     think_in_prompt: bool = False
     # LoRA targets of the LoRA check. Gemma-4's vision projections are Gemma4ClippableLinear, which PEFT cannot wrap:
-    # its LoRA targets the language model's projections (a regex, as --lora_target_modules takes one).
+    # its LoRA targets the language model's projections (a regex: this check builds PEFT's LoraConfig itself; the
+    # CLI leaves such modules out of a list of names, test_families.py's Gemma-4 LoRA test).
     lora_targets: tuple[str, ...] | str = ("q_proj", "v_proj")
 
 

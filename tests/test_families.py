@@ -237,6 +237,34 @@ def test_gemma4_thought_channel_is_the_think_segment_and_parses(family_dirs):
     assert "<think>" not in rendered.text and rendered.text.count("<|channel>") == 1
 
 
+def test_lora_names_on_gemma4_adapt_the_language_model_and_leave_out_the_clippable_vision_layers(family_dirs, caplog):
+    """`--lora_target_modules q_proj v_proj` on Gemma-4: its vision tower's q_proj/v_proj are Gemma4ClippableLinear,
+    which PEFT refuses ('is not supported'); the CLI's LoRA config leaves exactly those out, and says so."""
+    import logging
+
+    from peft import LoraConfig, get_peft_model
+    from trl import ModelConfig
+
+    from scale_vlm.lora import lora_config
+
+    path = family_dirs("gemma4")
+    with pytest.raises(ValueError, match="is not supported"):  # the trap this guards: plain PEFT on these names
+        get_peft_model(F.family_model(path), LoraConfig(target_modules=["q_proj", "v_proj"]))
+    model = F.family_model(path)
+    linear = {name for name, module in model.named_modules()
+              if name.endswith((".q_proj", ".v_proj")) and isinstance(module, torch.nn.Linear)}
+    clippable = {name for name, module in model.named_modules()
+                 if name.endswith((".q_proj", ".v_proj")) and type(module).__name__ == "Gemma4ClippableLinear"}
+    assert linear and clippable and all("language_model" in n for n in linear)
+    caplog.set_level(logging.INFO, logger="scale_vlm")
+    config = lora_config(ModelConfig(use_peft=True, lora_target_modules=["q_proj", "v_proj"], lora_r=4), model, "sft")
+    assert set(config.exclude_modules) == clippable
+    adapted = {n.split(".lora_A.")[0] for n, _ in get_peft_model(model, config).named_parameters() if ".lora_A." in n}
+    assert {n.removeprefix("base_model.model.") for n in adapted} == linear
+    assert any(f"names {len(clippable)} modules PEFT cannot adapt (Gemma4ClippableLinear" in r.getMessage()
+               for r in caplog.records)
+
+
 def _gemma4_completion(tok, reasoning: str, answer: str):
     ids = tok(f"<|channel>thought\n{reasoning}\n<channel|><answer>{answer}</answer><turn|>", add_special_tokens=False)["input_ids"]
     return ids, tok.decode(ids, skip_special_tokens=True)  # what TRL hands the reward functions as text
