@@ -93,6 +93,23 @@ def test_custom_tags_reach_the_prompt():
     assert example.prompt.endswith(reasoning_instruction(tags)) and "<f></f>" in example.prompt
 
 
+def test_sft_rows_are_read_with_the_tags_training_renders_with():
+    """GRPO and eval take golds from SFT rows as training reads them: a reasoning field wrapped in the custom think
+    tags, and a row training refuses (a reasoning field and those tags in its text) refused here too."""
+    tags = Tags("<r>", "</r>", "<f>", "</f>")
+    good = {"messages": [{"role": "user", "content": "Q?"},
+                         {"role": "assistant", "content": "<f>7</f>", "reasoning_content": "three and four"}]}
+    both = {"messages": [{"role": "user", "content": "Q?"},
+                         {"role": "assistant", "content": "<r>again</r><f>7</f>", "reasoning_content": "three"}]}
+    (example,) = adapters.sft_examples([good], tags=tags)
+    assert (example.prompt, example.gold) == ("Q?", "7")
+    with pytest.raises(ValueError, match="example 0: .*both a reasoning field and '<r>' tags"):
+        adapters.sft_examples([both], tags=tags)
+    adapters.sft_examples([both])  # with the default tags the text holds no think tags: nothing to refuse
+    assert adapters.training_prompts([good, both], tags=tags) == ["Q?"]  # the refused row is passed over
+    assert adapters.training_prompts([good, both]) == ["Q?", "Q?"]
+
+
 def test_builtin_benchmark():
     from scale_vlm.bench import BenchConfig, make_benchmark
 

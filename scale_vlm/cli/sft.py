@@ -216,7 +216,7 @@ def save_prompt_form(output_dir: str, script_args, training_args: ScaleSFTConfig
     from ..eval.adapters import training_prompts
     from ..eval.prompt_form import prompt_form, write_prompt_form
 
-    prompts = training_prompts(dataset, training_args.image_root)
+    prompts = training_prompts(dataset, training_args.image_root, tags=training_args.tags)
     if prompts:
         source = f"{script_args.dataset_name} split {script_args.dataset_train_split!r}, as written (scale-vlm sft)"
         write_prompt_form(output_dir, prompt_form(prompts, source, training_args.tags))

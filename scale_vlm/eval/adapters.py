@@ -333,7 +333,7 @@ def user_text(example) -> str:
     ).strip()
 
 
-def training_prompts(rows, image_root: str | None = None, limit: int = 64) -> list[str]:
+def training_prompts(rows, image_root: str | None = None, limit: int = 64, tags: Tags = DEFAULT_TAGS) -> list[str]:
     """The user text of the first ``limit`` good training rows (rows a skip policy would drop are passed over)."""
     from ..data.formats import ExampleError, normalize_example
     from ..data.prepare import RAW_JSON_COLUMN
@@ -344,7 +344,7 @@ def training_prompts(rows, image_root: str | None = None, limit: int = 64) -> li
         if set(row) == {RAW_JSON_COLUMN}:  # rows too unlike for one table, kept as JSON text by the loader
             row = json.loads(row[RAW_JSON_COLUMN])
         try:
-            prompts.append(user_text(normalize_example(row, index, image_root)))
+            prompts.append(user_text(normalize_example(row, index, image_root, tags)))
         except ExampleError:
             continue
         if len(prompts) >= limit:
@@ -365,7 +365,9 @@ def sft_examples(
     def build(index: int, row: Mapping) -> EvalExample | None:
         where = f"example {index}"
         try:
-            example = normalize_example(row, index, str(base_dir) if base_dir is not None else None)
+            # the tags training renders with: a reasoning field is wrapped in them, and a row training refuses
+            # (a reasoning field and think tags in its text) is refused here too
+            example = normalize_example(row, index, str(base_dir) if base_dir is not None else None, tags)
         except ExampleError as err:
             raise ValueError(str(err)) from err
         if image_only and not example.images:
