@@ -70,7 +70,12 @@ ICONQA_ROWS = [
     dict(question_id="104", query_image=((10, 10, 200), (48, 48)),
          question="How many sides does the shape in the middle of the picture have?", choices=None, answer="4",
          ques_type="fill_in_blank"),
+    # the options are images (the hub data's choice_image_0 and _1 columns): three images in one prompt
+    dict(question_id="105", query_image=((120, 120, 120), (40, 40)), question="Which picture shows a circle?",
+         choices="image_0,image_1", answer="image_1", ques_type="choose_img",
+         choice_image_0=((250, 0, 0), (24, 24)), choice_image_1=((0, 0, 250), (32, 24))),
 ]
+CHOICE_IMAGES = ("choice_image_0", "choice_image_1")
 
 
 def _write_scienceqa(root: Path) -> Path:
@@ -93,11 +98,13 @@ def _write_scienceqa(root: Path) -> Path:
 def _write_iconqa(root: Path) -> Path:
     import datasets
 
-    rows = [{**row, "query_image": _image(*row["query_image"]), "grade": "grade1", "label": "shapes"} for row in ICONQA_ROWS]
+    rows = [{**row, "query_image": _image(*row["query_image"]), "grade": "grade1", "label": "shapes",
+             **{name: _image(*row[name]) if name in row else None for name in CHOICE_IMAGES}} for row in ICONQA_ROWS]
     string = datasets.Value("string")
     features = datasets.Features({
         "question_id": string, "query_image": datasets.Image(), "question": string, "choices": string,
         "answer": string, "ques_type": string, "grade": string, "label": string,
+        **{name: datasets.Image() for name in CHOICE_IMAGES},
     })
     (root / "data").mkdir(parents=True)
     datasets.Dataset.from_list(rows, features=features).to_parquet(str(root / "data" / f"{ICONQA_SPLIT}-00000-of-00001.parquet"))
@@ -113,8 +120,10 @@ def _write_sft_data(path: Path, sqa_dir: Path, iconqa_dir: Path) -> Path:
     """SFT rows (TRL messages) for every fixture question: the adapter's prompt, a tagged trace as the reply."""
     from scale_vlm.eval.adapters import load_rows
 
+    # the image-choice question is evaluated, not trained on: the short SFT stays the one the thresholds below were
+    # set for (and that question tests the prompt's images, not what the model learnt)
     examples = (scienceqa_examples(load_rows(str(sqa_dir), SQA_SPLIT)[0])
-                + iconqa_examples(load_rows(str(iconqa_dir), ICONQA_SPLIT)[0]))
+                + [e for e in iconqa_examples(load_rows(str(iconqa_dir), ICONQA_SPLIT)[0]) if e.category != "choose_img"])
     images = path.parent / "sft-images"
     images.mkdir()
     with open(path, "w", encoding="utf-8") as f:
@@ -237,6 +246,9 @@ def test_lmms_eval_runs_agree_with_scale_vlm_eval_example_by_example(which, fixt
     iconqa = _scale_vlm_eval(model_dir, fixtures["iconqa"], ICONQA_SPLIT, tmp_path / "eval-iconqa")
     _assert_agreement(results, "fx_sqa", *sqa)
     _assert_agreement(results, "fx_iconqa", *iconqa)
+    # the image-choice question reached both with its option images (the adapter says so in the prompt only then)
+    (choose_img,) = [row for row in iconqa[1] if row["id"] == "105"]
+    assert "The options are shown as images after the question image" in choose_img["prompt"]
     outputs = [row["output"] for row in sqa[1] + iconqa[1]]
     if which == "trained":  # the comparison covered the tagged path: traces with think text, scored from the tag
         tagged = [parse_output(o) for o in outputs]
