@@ -22,7 +22,7 @@ import torch
 from .bench.dataset import make_benchmark, to_training_format
 from .compare.pipeline import base_model_dir, evaluate_stage, sft_stage
 from .drivers import prepare_sft_rows, sft_args
-from .knobs import BenchKnobs, ScheduleKnobs, apply_quick, quick_message
+from .knobs import BenchKnobs, ScheduleKnobs, apply_quick, quick_message, was_given
 from .report import EVAL_METRICS, majority_baseline, markdown_table, plot_training_curves
 from .run_guard import RunFiles, check_output_dir, move_previous_run_aside
 
@@ -68,7 +68,8 @@ class DemoConfig(BenchKnobs, ScheduleKnobs):
 
     def __post_init__(self):
         # --quick sets only what the user left at its default, and says so; an explicit value is kept.
-        if self.quick and self.output_dir == DemoConfig.__dataclass_fields__["output_dir"].default:
+        if self.quick and self.output_dir == DemoConfig.__dataclass_fields__["output_dir"].default \
+                and not was_given("output_dir"):
             self.output_dir = QUICK_OUTPUT_DIR
         self.quick_settings: dict[str, int] = apply_quick(self, QUICK) if self.quick else {}
         for name in ("num_train", "num_test", "max_steps", "batch_size", "eval_batch_size", "max_new_tokens"):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import MISSING, dataclass, field, fields
 
 from .bench.dataset import BenchConfig
@@ -53,9 +56,31 @@ class ScheduleKnobs(ScheduleFields):
 SCHEDULE_KNOBS = tuple(f.name for f in fields(ScheduleKnobs))
 
 
+# The options a command line (or its --config file) gave, while it builds its config: a value equal to the default
+# is then still the user's, which the dataclass alone cannot tell from an option left unset.
+_GIVEN_OPTIONS: ContextVar[Collection[str]] = ContextVar("given_options", default=frozenset())
+
+
+@contextmanager
+def options_given(names: Collection[str]) -> Iterator[None]:
+    """While configs are built inside, ``--quick`` leaves the options ``names`` alone (``scale_vlm.cli.common``).
+    ``names`` is read when a config is built, so a set the parser fills while it reads a --config file counts."""
+    token = _GIVEN_OPTIONS.set(names)
+    try:
+        yield
+    finally:
+        _GIVEN_OPTIONS.reset(token)
+
+
+def was_given(name: str) -> bool:
+    """Whether the command line being parsed (or its --config file) gave the option ``name``."""
+    return name in _GIVEN_OPTIONS.get()
+
+
 def apply_quick(config, values: dict) -> dict:
-    """``--quick``: set each option of ``values`` that still holds its dataclass default (an option the user gave
-    is kept; one given at its default value reads as left alone); returns ``{option: value}`` of what it set."""
+    """``--quick``: set each option of ``values`` that the user did not give (on the command line or in its config
+    file, see :func:`options_given`) and that still holds its dataclass default (in Python: a value equal to the
+    default reads as left alone); returns ``{option: value}`` of what it set."""
     defaults = {f.name: f.default if f.default is not MISSING else f.default_factory() for f in fields(config)
                 if f.default is not MISSING or f.default_factory is not MISSING}
     unknown = [name for name in values if name not in defaults]
@@ -63,7 +88,7 @@ def apply_quick(config, values: dict) -> dict:
         raise ValueError(f"quick values name {', '.join(unknown)}: not options of {type(config).__name__}")
     done = {}
     for name, value in values.items():
-        if getattr(config, name) == defaults[name] and value != defaults[name]:
+        if not was_given(name) and getattr(config, name) == defaults[name] and value != defaults[name]:
             setattr(config, name, value)
             done[name] = value
     return done

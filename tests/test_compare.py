@@ -99,6 +99,14 @@ def test_quick_sets_only_defaults_and_reports_what_it_set(monkeypatch):
         CompareConfig(quick=True, num_generations=3)
     with pytest.raises(ValueError, match=r"--num_grpo_prompts 16 \(set by --quick\) cannot exceed --num_train 10,"):
         CompareConfig(quick=True, num_train=10)
+    # on the command line an option given at its default value is the user's too, and the checks see it
+    from trl import TrlParser
+
+    from scale_vlm.cli.common import parse
+
+    (given,) = parse(TrlParser((CompareConfig,)), ["--quick", "--sft_steps", "120", "--num_train", "2000"])
+    assert (given.sft_steps, given.num_train, given.num_test) == (120, 2000, 20)
+    assert "sft_steps" not in given.quick_settings and "num_train" not in given.quick_settings
 
     class Stop(Exception):
         pass

@@ -58,6 +58,30 @@ def test_quick_sets_only_defaults_and_reports_what_it_set(tmp_path, monkeypatch)
     assert said == []
 
 
+def test_quick_keeps_an_option_given_at_its_default_value(tmp_path):
+    """`demo --quick --num_train 2000` keeps 2000, the default, because it was given (on the command line or in the
+    --config file); in Python a value equal to the default cannot be told from one left alone."""
+    from trl import TrlParser
+
+    from scale_vlm import demo
+    from scale_vlm.cli.common import parse
+
+    def parsed(*argv):
+        (cfg,) = parse(TrlParser((DemoConfig,)), ["--quick", *argv])
+        return cfg
+
+    cfg = parsed("--num_train", "2000", "--batch_size=16")
+    assert (cfg.num_train, cfg.batch_size, cfg.num_test) == (2000, 16, 20)
+    assert cfg.quick_settings == {k: v for k, v in demo.QUICK.items() if k not in ("num_train", "batch_size")}
+    config = tmp_path / "demo.yaml"
+    config.write_text("num_test: 200\n")
+    cfg = parsed("--config", str(config))
+    assert (cfg.num_test, cfg.num_train) == (200, 64) and "num_test" not in cfg.quick_settings
+    assert parsed().quick_settings == demo.QUICK  # nothing given: --quick sets all of it
+    assert parsed().output_dir == demo.QUICK_OUTPUT_DIR and parsed("--output_dir", "runs/demo").output_dir == "runs/demo"
+    assert DemoConfig(quick=True, num_train=2000).num_train == 64  # the Python API cannot tell (documented)
+
+
 def test_table_and_plot(tmp_path):
     hist = [{"step": s, "loss_think": 2.0 / s, "loss_answer": 1.0 / s, "w_think": 0.5, "w_answer": 0.5} for s in (1, 2, 3)]
     plot_curves({"vanilla": hist, "scale": hist}, tmp_path / "c.png")

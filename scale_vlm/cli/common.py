@@ -45,9 +45,14 @@ def parse(parser, argv):
     unknown = [a for a in remaining if a.startswith("-")]
     if unknown:
         raise _unknown_options(parser, unknown)
-    _accept_alias_keys_in_config(parser)
+    given = {action.dest for action in parser._actions for option in action.option_strings
+             if any(token == option or token.startswith(option + "=") for token in plain)}
+    _accept_alias_keys_in_config(parser, given)
+    from ..knobs import options_given
+
     try:
-        return parser.parse_args_and_config(argv)
+        with options_given(given):  # --quick keeps them, even at their default values
+            return parser.parse_args_and_config(argv)
     except ValueError as err:
         match = re.match(r"Some specified arguments are not used by the HfArgumentParser: (\[.*\])", str(err))
         if not match:
@@ -55,21 +60,24 @@ def parse(parser, argv):
         raise _unknown_options(parser, re.findall(r"'([^']*)'", match.group(1)) or [match.group(1)]) from None
 
 
-def _accept_alias_keys_in_config(parser) -> None:
+def _accept_alias_keys_in_config(parser, given: set[str]) -> None:
     """Let a ``--config`` file use an option's alias as its key (``model:`` for ``model_name_or_path:``), as the
-    command line does: TrlParser matches config keys against option names only."""
+    command line does: TrlParser matches config keys against option names only. The options the file sets are
+    added to ``given``."""
     original = getattr(parser, "set_defaults_with_config", None)
-    if original is None or getattr(original, "accepts_aliases", False):
+    if original is None:
         return
+    original = getattr(original, "original", original)
 
     def set_defaults_with_config(**kwargs):
         renamed = {}
         for key, value in kwargs.items():
             action = parser._option_string_actions.get(f"--{key}")
             renamed[action.dest if action is not None else key] = value
+        given.update(renamed)
         return original(**renamed)
 
-    set_defaults_with_config.accepts_aliases = True
+    set_defaults_with_config.original = original
     parser.set_defaults_with_config = set_defaults_with_config
 
 
