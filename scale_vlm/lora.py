@@ -121,17 +121,30 @@ def _is_regex(targets) -> bool:
     return isinstance(targets, str) and any(c in targets for c in "\\*()|[]?+^$")
 
 
+def _target_names(targets) -> list[str] | None:
+    """The names of a ``--lora_target_modules`` list (TRL turns a one-name list into a string); None for a regex,
+    ``all-linear`` or no targets."""
+    if targets is None or targets in ("all-linear", ["all-linear"]) or _is_regex(targets):
+        return None
+    return [targets] if isinstance(targets, str) else list(targets)
+
+
+def _selects(name: str, targets: list[str]) -> bool:
+    """PEFT's suffix rule: a module is selected by its own name or by the last parts of its full name."""
+    return any(name == t or name.endswith("." + t) for t in targets)
+
+
 def _check_targets(model, targets) -> None:
     """``--lora_target_modules`` must select a linear layer: each name of a list (PEFT's suffix rule), or a regex
     (one string with regex characters, matched against full names). TRL turns a one-name list into a string."""
     if targets is None or targets in ("all-linear", ["all-linear"]):
         return
     names = _linear_names(model)
-    if _is_regex(targets):
+    listed = _target_names(targets)
+    if listed is None:  # a regex
         missing = [] if any(re.fullmatch(targets, n) for n in names) else [targets]
     else:
-        targets = [targets] if isinstance(targets, str) else list(targets)
-        missing = [t for t in targets if not any(n == t or n.endswith("." + t) for n in names)]
+        missing = [t for t in listed if not any(_selects(n, [t]) for n in names)]
     if missing:
         # a layer of a Sequential is named by its index: show it with its parent ("mlp.0")
         leaves = sorted({".".join(n.split(".")[-2:]) if n.rsplit(".", 1)[-1].isdigit() else n.rsplit(".", 1)[-1]
@@ -174,11 +187,9 @@ def _unadaptable_matches(model, targets) -> list[str]:
     wrap; a regex or ``all-linear`` selects only what it means, so nothing is left out for those."""
     import torch
 
-    if targets is None or targets in ("all-linear", ["all-linear"]):
+    listed = _target_names(targets)
+    if listed is None:
         return []
-    if _is_regex(targets):
-        return []
-    targets = [targets] if isinstance(targets, str) else list(targets)
     adaptable = (torch.nn.Linear, torch.nn.Embedding, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d,
                  torch.nn.MultiheadAttention)
     try:
@@ -188,7 +199,7 @@ def _unadaptable_matches(model, targets) -> list[str]:
     except ImportError:  # pragma: no cover
         pass
     return [name for name, module in model.named_modules()
-            if any(name == t or name.endswith("." + t) for t in targets) and not isinstance(module, adaptable)]
+            if _selects(name, listed) and not isinstance(module, adaptable)]
 
 
 def adapter_base(path: str) -> str:

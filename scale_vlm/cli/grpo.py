@@ -148,18 +148,13 @@ def run(script: GRPOScriptArguments, args, model_args=None) -> dict:
     if curve:
         print(f"mean reward: step {curve[0]['step']} {curve[0]['reward']:.3f} -> step {curve[-1]['step']} "
               f"{curve[-1]['reward']:.3f}; generated tokens {trainer.generated_tokens}")
-    write_run_report(trainer, script, args, peft_config if peft_config is not None else lora_run_config(model),
-                     len(dataset))
+    write_run_report(trainer, script, args, len(dataset))
     return {"log_history": history, "generated_tokens": trainer.generated_tokens}
 
 
-def lora_run_config(model):
-    """The adapter's config when the policy is a LoRA model (a LoRA run continued), else None."""
-    return getattr(model, "peft_config", {}).get("default")
-
-
-def write_run_report(trainer, script: GRPOScriptArguments, args, peft_config, num_prompts: int) -> None:
-    """The run's own model card (README.md, in place of TRL's generic card) and the reward figure (reward_curve.png)."""
+def write_run_report(trainer, script: GRPOScriptArguments, args, num_prompts: int) -> None:
+    """The run's own model card (README.md, in place of TRL's generic card) and the reward figure (reward_curve.png).
+    The adapter, new or a LoRA run's continued, is the trained policy's own."""
     from ..eval.prompt_form import read_prompt_form
     from ..report import grpo_model_card, plot_reward_curve, reward_curve
     from .sft import lora_sentence
@@ -172,7 +167,7 @@ def write_run_report(trainer, script: GRPOScriptArguments, args, peft_config, nu
         plot = REWARD_CURVE
     form = read_prompt_form(out)
     card = grpo_model_card({
-        "base": script.model_name_or_path, "output_dir": str(out), "lora": lora_sentence(peft_config),
+        "base": script.model_name_or_path, "output_dir": str(out), "lora": lora_sentence(getattr(trainer.model, "peft_config", {}).get("default")),
         "dataset": script.dataset_name, "prompts": num_prompts, "rewards": list(zip(trainer.reward_func_names, trainer.reward_weights.tolist())),
         "num_generations": args.num_generations, "beta": args.beta, "learning_rate": args.learning_rate,
         "steps": trainer.state.global_step, "epochs": float(trainer.state.epoch or 0.0), "curve": curve,
