@@ -73,6 +73,10 @@ def test_quick_keeps_an_option_given_at_its_default_value(tmp_path):
     cfg = parsed("--num_train", "2000", "--batch_size=16")
     assert (cfg.num_train, cfg.batch_size, cfg.num_test) == (2000, 16, 20)
     assert cfg.quick_settings == {k: v for k, v in demo.QUICK.items() if k not in ("num_train", "batch_size")}
+    # every spelling argparse accepts counts as given: an abbreviation, the dashed alias
+    cfg = parsed("--num_tr", "2000", "--batch-size", "16")
+    assert (cfg.num_train, cfg.batch_size, cfg.num_test) == (2000, 16, 20)
+    assert "num_train" not in cfg.quick_settings and "batch_size" not in cfg.quick_settings
     config = tmp_path / "demo.yaml"
     config.write_text("num_test: 200\n")
     cfg = parsed("--config", str(config))

@@ -6,6 +6,7 @@ the example), the fix, and exit status 2; the traceback only with ``--traceback`
 
 from __future__ import annotations
 
+import argparse
 import difflib
 import logging
 import os
@@ -33,20 +34,10 @@ def parse(parser, argv):
                 "file of options, such as the scale_config.yaml a run writes" if config else
                 "--config needs a YAML file of options, e.g. --config run/scale_config.yaml")
         del plain[i:i + 2]
-    # Options required on the command line may come from the --config file instead: not required for this look.
-    required = [a for a in parser._actions if a.required]
-    for action in required:
-        action.required = False
-    try:
-        _, remaining = parser.parse_known_args(plain)
-    finally:
-        for action in required:
-            action.required = True
+    given, remaining = _given_options(parser, plain)
     unknown = [a for a in remaining if a.startswith("-")]
     if unknown:
         raise _unknown_options(parser, unknown)
-    given = {action.dest for action in parser._actions for option in action.option_strings
-             if any(token == option or token.startswith(option + "=") for token in plain)}
     _accept_alias_keys_in_config(parser, given)
     from ..knobs import options_given
 
@@ -58,6 +49,27 @@ def parse(parser, argv):
         if not match:
             raise
         raise _unknown_options(parser, re.findall(r"'([^']*)'", match.group(1)) or [match.group(1)]) from None
+
+
+def _given_options(parser, argv: list[str]) -> tuple[set[str], list[str]]:
+    """The options ``argv`` sets (their ``dest``), read by argparse itself, so that every spelling it accepts counts
+    (``--name v``, ``--name=v``, an alias, an abbreviation such as ``--num_tr``), and the tokens it did not know.
+
+    argparse fills in a default only where the namespace lacks the attribute: every option starts at a marker, and
+    those that no longer hold it were given. Options required on the command line may come from the --config file
+    instead, so none is required for this look."""
+    unset = object()
+    namespace = argparse.Namespace(**{action.dest: unset for action in parser._actions
+                                      if action.dest is not argparse.SUPPRESS})
+    required = [action for action in parser._actions if action.required]
+    for action in required:
+        action.required = False
+    try:
+        _, remaining = parser.parse_known_args(argv, namespace)
+    finally:
+        for action in required:
+            action.required = True
+    return {dest for dest, value in vars(namespace).items() if value is not unset}, remaining
 
 
 def _accept_alias_keys_in_config(parser, given: set[str]) -> None:
