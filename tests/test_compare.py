@@ -6,7 +6,7 @@ import pytest
 
 from scale_vlm import stages
 from scale_vlm.compare import ARMS, CompareConfig
-from scale_vlm.compare.summary import format_markdown, grpo_reward_windows, summarize
+from scale_vlm.compare.summary import format_markdown, grpo_reward_windows, paired_differences, summarize
 from scale_vlm.stages import config_hash, run_stage, stage_done, stage_hash
 
 
@@ -152,6 +152,15 @@ def test_summary_ratio_and_markdown():
     assert "| arm | accuracy | malformed rate | think tokens | training time (s) | time relative to SFT+GRPO |" in md
     assert all(summary[a]["label"] in md for a in ARMS)
     assert "0.500 -> 0.800" in md
+    # the paper's questions, paired per seed (SCALe-SFT 0.6 / 0.7 against 0.5 and 0.6 / 0.6 ...)
+    paired = {(d["arm"], d["minus"]): d for d in paired_differences(per_seed)}
+    assert paired["scale", "sft"]["values"] == pytest.approx([0.1, 0.2])
+    assert paired["scale", "sft"]["std"] == pytest.approx(0.0707107, abs=1e-6)
+    assert paired["scale_grpo", "scale"]["values"] == pytest.approx([0.1, 0.0])
+    assert paired["scale", "sft_grpo"]["values"] == pytest.approx([0.0, 0.1])
+    assert paired["sft_grpo", "sft"]["mean"] == pytest.approx(0.1)
+    assert "| SCALe-SFT - vanilla SFT: does SCALe beat vanilla SFT? | +0.100, +0.200 | +0.150 +- 0.071 |" in md
+    assert "| SCALe-SFT -> GRPO - SCALe-SFT: what GRPO adds after SCALe-SFT | +0.100, +0.000 | +0.050 +- 0.071 |" in md
     # the windowed means the README quotes: 24 GRPO steps by default, so the first vs the last 8 (here both steps)
     assert "GRPO mean reward, first vs last 8 of 24 steps:" in md
     assert "- pooled over all 4 GRPO runs: 0.650 -> 0.650" in md
@@ -197,6 +206,7 @@ def test_compare_quick_end_to_end(tmp_path):
     assert results["markdown"] == (tmp_path / "out" / "results.md").read_text()
     written = json.loads((tmp_path / "out" / "results.json").read_text())
     assert written["grpo_reward_windows"]["all"]["window"] == 1
+    assert [(d["arm"], d["minus"]) for d in written["paired_accuracy"]][0] == ("scale", "sft")
     assert written["quick_settings"] == cfg.quick_settings and written["quick_settings"]["num_train"] == 64
     again = run_compare(cfg)  # every stage reused
     assert all(set(arm["reused_stages"]) == ({"sft", "grpo", "eval"} if name.endswith("_grpo") else {"sft", "eval"})
