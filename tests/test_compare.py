@@ -6,7 +6,13 @@ import pytest
 
 from scale_vlm import stages
 from scale_vlm.compare import ARMS, CompareConfig
-from scale_vlm.compare.summary import format_markdown, grpo_reward_windows, paired_differences, summarize
+from scale_vlm.compare.summary import (
+    format_markdown,
+    grpo_prompt_share,
+    grpo_reward_windows,
+    paired_differences,
+    summarize,
+)
 from scale_vlm.stages import config_hash, run_stage, stage_done, stage_hash
 
 
@@ -179,6 +185,9 @@ def test_grpo_reward_windows_pool_every_run():
               "scale_grpo": {"grpo_curve": _curve([0.2, 0.4, 0.0, 0.0, 0.4, 0.4])}},
     }}
     windows = grpo_reward_windows(results)
+    # the reward curves of the two arms of a seed share the prompts: their correlation over steps (numpy's corrcoef)
+    shared = grpo_prompt_share(results, key="reward")
+    assert shared["0"] == pytest.approx(0.8722735, abs=1e-6) and shared["1"] == pytest.approx(0.4152274, abs=1e-6)
     assert windows["all"]["window"] == 2 and windows["all"]["steps"] == [6, 6, 6, 6]
     assert windows["sft_grpo"]["pooled"] == pytest.approx({"first": (0.1 + 0.2 + 0.3 + 0.3) / 4,
                                                            "last": (0.5 + 0.6 + 0.3 + 0.7) / 4})

@@ -21,7 +21,14 @@ from ..knobs import quick_message
 from ..report import EVAL_METRICS
 from ..stages import run_stage
 from .config import ARM_LABELS, ARM_SFT, ARMS, REFERENCE_ARM, CompareConfig
-from .summary import format_markdown, grpo_reward_windows, paired_differences, plot_results, summarize
+from .summary import (
+    format_markdown,
+    grpo_prompt_share,
+    grpo_reward_windows,
+    paired_differences,
+    plot_results,
+    summarize,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -236,6 +243,7 @@ def run_compare(cfg: CompareConfig, say: Callable[[str], None] = logger.info) ->
     }
     results["grpo_reward_windows"] = grpo_reward_windows(results)
     results["paired_accuracy"] = paired_differences(per_seed)
+    results["grpo_prompt_share"] = grpo_prompt_share(results)
     (out / "results.json").write_text(json.dumps(results, indent=1, default=str) + "\n")
     markdown = format_markdown(results)
     (out / "results.md").write_text(markdown)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 from pathlib import Path
 
 from ..report import (
@@ -70,6 +71,21 @@ def grpo_reward_windows(results: dict) -> dict:
             **{arm: first_last_window(curves[arm], window) for arm in GRPO_ARMS}}
 
 
+def grpo_prompt_share(results: dict, key: str = "accuracy") -> dict[str, float | None]:
+    """Per seed: the correlation over steps of the two GRPO arms' ``key`` rewards. Both arms see the same prompts in
+    the same order, so what they share step by step is mostly how hard that step's prompts were: a high value says
+    the curve's ups and downs are the prompts', not the policy's. ``None`` where a curve is missing or constant."""
+    out = {}
+    for seed in results["seeds"]:
+        arms = results["per_seed"][str(seed)]
+        a, b = ([p.get(key) for p in arms[arm].get("grpo_curve", [])] for arm in GRPO_ARMS)
+        n = min(len(a), len(b))
+        a, b = a[:n], b[:n]
+        out[str(seed)] = (statistics.correlation(a, b) if n > 2 and None not in a + b
+                          and len(set(a)) > 1 and len(set(b)) > 1 else None)
+    return out
+
+
 def _ratio(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
 
@@ -129,6 +145,11 @@ def format_markdown(results: dict) -> str:
             pooled = windows[name]["pooled"]
             if pooled:
                 lines.append(f"- {label}: {pooled['first']:.3f} -> {pooled['last']:.3f}")
+    shared = {seed: r for seed, r in grpo_prompt_share(results).items() if r is not None}
+    if shared:
+        lines += ["", "Correlation over steps of the two GRPO arms' accuracy rewards (same prompts, same order; how "
+                  "much of a curve's movement is the prompts'), per seed: "
+                  + ", ".join(f"seed {seed} {r:.2f}" for seed, r in shared.items())]
     lines += ["", "Plot: accuracy_vs_time.png."]
     return "\n".join(lines) + "\n"
 
