@@ -16,6 +16,7 @@ of similar lengths, ``train_sampling_strategy="group_by_length"``: other batches
 ``--bf16`` adds a matrix-multiply probe at the model's largest layer shape (fp32 vs bf16 on this CPU).
 
     python benchmarks/bench_demo_levers.py --out benchmarks/results/demo_levers_cpu.json
+    python benchmarks/bench_demo_levers.py --trace_verbosity 2 --trace_repeat 4 --trace_entropy 2 --levers grouped
 """
 
 from __future__ import annotations
@@ -117,17 +118,25 @@ def main() -> None:
     p.add_argument("--num_examples", type=int, default=400)
     p.add_argument("--compile", action="store_true", help="also time torch.compile of the decoder layers")
     p.add_argument("--bf16", action="store_true", help="also probe bf16 matrix multiplies on this CPU")
+    p.add_argument("--levers", nargs="+", choices=list(LEVERS), default=list(LEVERS),
+                   help="levers to time (padded, the baseline, is always timed)")
+    # the benchmark's length and wording knobs (docs/regimes.md): the levers at another demo default
+    p.add_argument("--trace_verbosity", type=int, default=None)
+    p.add_argument("--trace_repeat", type=int, default=None)
+    p.add_argument("--trace_entropy", type=int, default=None)
     args = p.parse_args()
     _common.seed_torch(args)
     from scale_vlm.bench.dataset import BenchConfig, make_benchmark, to_training_format
     from scale_vlm.drivers import prepare_sft_rows
     from scale_vlm.tiny.shipped import SHIPPED_BASE
 
-    rows = prepare_sft_rows(to_training_format(make_benchmark(BenchConfig(num_examples=args.num_examples))),
-                            SHIPPED_BASE)
+    knobs = {k: getattr(args, k) for k in ("trace_verbosity", "trace_repeat", "trace_entropy")
+             if getattr(args, k) is not None}
+    rows = prepare_sft_rows(
+        to_training_format(make_benchmark(BenchConfig(num_examples=args.num_examples, **knobs))), SHIPPED_BASE)
     report = {"benchmark": "demo_levers", "steps": args.steps, "warmup": args.warmup, "batch_size": args.batch_size,
-              "levers": {}}
-    levers = [(name, s, False) for name, s in LEVERS.items()]
+              "bench_knobs": knobs, "levers": {}}
+    levers = [(name, s, False) for name, s in LEVERS.items() if name == "padded" or name in args.levers]
     if args.compile:
         levers.append(("packed_plain_compiled", LEVERS["packed_plain"], True))
     with tempfile.TemporaryDirectory() as tmp:
