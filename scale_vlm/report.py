@@ -10,9 +10,12 @@ import statistics
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-# TRL's GRPO log keys of the metrics every GRPO report shows (``reward`` is the weighted sum of the rewards).
+# TRL's GRPO log keys of the metrics every GRPO report shows (``reward`` is the weighted sum of the rewards). The
+# last two say whether GRPO can learn at all: the policy's mean token entropy (how varied its samples are) and the
+# share of groups whose completions all earned the same reward (zero advantage, so no gradient from them).
 GRPO_LOG_KEYS = {"reward": "reward", "accuracy": "rewards/accuracy_reward/mean", "format": "rewards/format_reward/mean",
-                 "completion_length": "completions/mean_length"}
+                 "completion_length": "completions/mean_length", "entropy": "entropy",
+                 "groups_without_signal": "frac_reward_zero_std"}
 # The evaluation metrics that the demo's and the comparison's results keep per arm.
 EVAL_METRICS = ("accuracy", "malformed_rate", "mean_think_tokens", "median_think_tokens", "mean_answer_tokens",
                 "num_examples")

@@ -26,11 +26,12 @@ def main() -> None:
     p.add_argument("--png", default=None)
     args = p.parse_args()
     curve = reward_curve(json.loads((Path(args.run_dir) / "log_history.json").read_text()))
-    columns = {key: window_means(curve, args.window, key) for key in GRPO_LOG_KEYS}
-    print(f"{'steps':>9}  " + "  ".join(f"{k:>17}" for k in GRPO_LOG_KEYS))
+    keys = [k for k in GRPO_LOG_KEYS if all(k in row for row in curve)]  # older TRL logs fewer of them
+    columns = {key: window_means(curve, args.window, key) for key in keys}
+    print(f"{'steps':>9}  " + "  ".join(f"{k:>21}" for k in keys))
     for i, window in enumerate(columns["reward"]):
         print(f"{window['first_step']:>4}-{window['last_step']:<4}  "
-              + "  ".join(f"{columns[k][i]['mean']:17.3f}" for k in GRPO_LOG_KEYS))
+              + "  ".join(f"{columns[k][i]['mean']:21.3f}" for k in keys))
     if args.png:
         plot_reward_curve(curve, args.png)
         print(f"wrote {args.png}")

@@ -44,9 +44,10 @@ def test_markdown_table():
 
 def test_reward_curve_reads_trl_keys_and_skips_other_rows():
     log = [{"step": 1, "reward": 0.2, "rewards/accuracy_reward/mean": 0.1, "rewards/format_reward/mean": 0.2,
-            "completions/mean_length": 40.0}, {"step": 1, "train_runtime": 3.0}, {"step": 2, "reward": 0.4}]
-    assert reward_curve(log) == [{"step": 1, "reward": 0.2, "accuracy": 0.1, "format": 0.2, "completion_length": 40.0},
-                                 {"step": 2, "reward": 0.4}]
+            "completions/mean_length": 40.0, "entropy": 0.05, "frac_reward_zero_std": 0.25, "loss": 0.0},
+           {"step": 1, "train_runtime": 3.0}, {"step": 2, "reward": 0.4}]
+    assert reward_curve(log) == [{"step": 1, "reward": 0.2, "accuracy": 0.1, "format": 0.2, "completion_length": 40.0,
+                                  "entropy": 0.05, "groups_without_signal": 0.25}, {"step": 2, "reward": 0.4}]
 
 
 def test_window_means_and_first_last():
