@@ -86,6 +86,30 @@ def test_config_validation_and_quick():
         CompareConfig(seeds=[1, 1])
 
 
+def test_grpo_prompts_of_the_builtin_benchmark_are_held_out_from_sft_by_default():
+    """GRPO's questions are the benchmark's own GRPO stream (none is an SFT question, as RL data is in cold-start
+    pipelines); --grpo_prompts sft_rows gives GRPO the first SFT questions (the comparison's earlier behaviour)."""
+    from scale_vlm.compare.pipeline import builtin_data
+
+    def split(**options):
+        data = builtin_data(CompareConfig(**{"num_train": 40, "num_grpo_prompts": 6, "num_test": 3, **options}), seed=0)
+        sft = [row["messages"][0]["content"][-1]["text"] for row in data["sft"]]
+        grpo = [prompt[-1]["content"][-1]["text"] for prompt in data["grpo"]["prompt"]]
+        return sft, grpo, list(data["grpo"]["id"])
+
+    sft, grpo, ids = split()
+    assert len(grpo) == 6 and all(i.startswith("grpo-0-") for i in ids)
+    assert not set(grpo) & set(sft)
+    assert split(num_train=60)[1] == grpo  # the GRPO stream does not depend on how many SFT rows there are
+    sft, grpo, ids = split(grpo_prompts="sft_rows")
+    assert grpo == sft[:6] and all(i.startswith("train-0-") for i in ids)
+    with pytest.raises(ValueError, match="--num_grpo_prompts 50 cannot exceed --num_train 40 with --grpo_prompts sft_rows"):
+        CompareConfig(num_train=40, num_grpo_prompts=50, grpo_prompts="sft_rows")
+    assert CompareConfig(num_train=40, num_grpo_prompts=50).grpo_prompts == "held_out"  # held out: no such limit
+    with pytest.raises(ValueError, match="--grpo_prompts 'test': choose one of held_out, sft_rows"):
+        CompareConfig(grpo_prompts="test")
+
+
 def test_quick_sets_only_defaults_and_reports_what_it_set(monkeypatch):
     """--quick replaces an option left at its default and keeps one the user gave (no min(), no overwrite); the
     checks after it see the values the run uses; run_compare says exactly what it set, before any stage runs."""
@@ -103,8 +127,9 @@ def test_quick_sets_only_defaults_and_reports_what_it_set(monkeypatch):
     with pytest.raises(ValueError, match=r"--grpo_batch_size 8 \(set by --quick\) must be a multiple of "
                                          r"--num_generations 3: pass e.g. --grpo_batch_size 9"):
         CompareConfig(quick=True, num_generations=3)
-    with pytest.raises(ValueError, match=r"--num_grpo_prompts 16 \(set by --quick\) cannot exceed --num_train 10,"):
-        CompareConfig(quick=True, num_train=10)
+    with pytest.raises(ValueError, match=r"--num_grpo_prompts 16 \(set by --quick\) cannot exceed --num_train 10 "
+                                         r"with --grpo_prompts sft_rows"):
+        CompareConfig(quick=True, num_train=10, grpo_prompts="sft_rows")
     # on the command line an option given at its default value is the user's too, and the checks see it
     from trl import TrlParser
 
@@ -252,3 +277,11 @@ def test_records_dir_keeps_each_seed_and_takes_it_back(monkeypatch, tmp_path):
     with pytest.raises(ValueError, match=r"seed0.json holds seed 0 of a comparison with other grpo settings"):
         pipeline.run_compare(CompareConfig(seeds=[0], output_dir=str(tmp_path / "c"), **{**common, "grpo_steps": 3}))
     assert ran == [0, 1]
+    # a record kept before --grpo_prompts existed ran GRPO on the first SFT rows: it stands for sft_rows only
+    kept["settings"]["grpo"].pop("grpo_prompts")
+    (records / "seed0.json").write_text(json.dumps(kept))
+    with pytest.raises(ValueError, match=r"other grpo settings"):
+        pipeline.run_compare(CompareConfig(seeds=[0], output_dir=str(tmp_path / "d"), **common))
+    old = pipeline.run_compare(CompareConfig(seeds=[0], output_dir=str(tmp_path / "e"), grpo_prompts="sft_rows",
+                                             **common))
+    assert ran == [0, 1] and old["summary"]["scale"]["accuracy_mean"] == pytest.approx(0.6)

@@ -1086,7 +1086,8 @@ COMPARE_TINY = ["--num_grpo_prompts", "2", "--num_test", "2", "--sft_steps", "1"
 def test_compare_runs_the_four_arms_on_the_users_data(bench_data, tmp_path, capsys):
     _shipped_base()
     out = tmp_path / "compare"
-    assert main(["compare", "--dataset_name", str(bench_data), "--output_dir", str(out), *COMPARE_TINY]) == 0
+    assert main(["compare", "--dataset_name", str(bench_data), "--output_dir", str(out), "--num_train", "6",
+                 *COMPARE_TINY]) == 0
     results = json.loads((out / "results.json").read_text())
     arms = results["per_seed"]["0"]
     assert sorted(arms) == ["scale", "scale_grpo", "sft", "sft_grpo"]
@@ -1103,10 +1104,34 @@ def test_compare_runs_the_four_arms_on_the_users_data(bench_data, tmp_path, caps
     (mixed / "train.jsonl").write_text((bench_data / "train.jsonl").read_text().replace('"images/', f'"{bench_data}/images/'))
     _columns_copy(bench_data, mixed / "test.jsonl")
     capsys.readouterr()
-    rc = main(["compare", "--dataset_name", str(mixed), "--output_dir", str(tmp_path / "c2"), *COMPARE_TINY])
+    rc = main(["compare", "--dataset_name", str(mixed), "--output_dir", str(tmp_path / "c2"), "--num_train", "6",
+               *COMPARE_TINY])
     _assert_user_error(capsys, rc, "the test prompts differ from the SFT training prompts", "--adapter sft",
                        command="compare")
     assert not list((tmp_path / "c2").glob("seed0/sft_*/model"))
+
+
+def test_compare_gives_grpo_the_users_rows_after_the_sft_rows(bench_data, tmp_path, capsys):
+    """Held-out GRPO prompts (the default) are the training split's rows after the first --num_train; with
+    --grpo_prompts sft_rows the first SFT rows; none left after the SFT rows is refused with the fix."""
+    from scale_vlm.compare import CompareConfig
+    from scale_vlm.compare.pipeline import user_data
+
+    written = [json.loads(line)["messages"][0]["content"][-1]["text"]
+               for line in (bench_data / "train.jsonl").read_text().splitlines()]
+
+    def grpo_texts(**options):
+        data = user_data(CompareConfig(dataset_name=str(bench_data), num_grpo_prompts=2, **options))
+        return len(data["sft"]), [p[-1]["content"][-1]["text"] for p in data["grpo"]["prompt"]]
+
+    assert grpo_texts(num_train=5) == (5, written[5:7])
+    assert grpo_texts(num_train=7) == (7, written[7:8])  # fewer left than asked: those (and a warning)
+    assert grpo_texts(num_train=5, grpo_prompts="sft_rows") == (5, written[:2])
+    with pytest.raises(ValueError, match=r"'train' split has no rows after the 8 SFT trains on.*--grpo_prompts sft_rows"):
+        grpo_texts(num_train=3000)
+    capsys.readouterr()
+    rc = main(["compare", "--dataset_name", str(bench_data), "--output_dir", str(tmp_path / "c"), *COMPARE_TINY])
+    _assert_user_error(capsys, rc, "no rows after the 8 SFT trains on", "pass a smaller --num_train", command="compare")
 
 
 # ------------------------------------------------------------------------ issue 26, item 7: the smaller ones

@@ -167,6 +167,20 @@ def run_command(command: str, main, argv: list[str]) -> int:
         _debug = outer
 
 
+class _StdoutHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stdout`` is when a line is logged, not to the stream it was when the handler was
+    made: a second pipeline in one process (a notebook, a test) with stdout redirected in between logs to where its
+    output goes, not to a closed stream."""
+
+    @property
+    def stream(self):
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, value):  # StreamHandler.__init__ sets it; sys.stdout is read at each line instead
+        pass
+
+
 def pipeline_logging(progress: dict[str, str] | None = None) -> None:
     """Logging of the commands that run whole pipelines (demo, compare): the package's modules report errors only,
     except the loggers in ``progress`` (name -> line format), whose INFO and WARNING lines (stage started, stage
@@ -177,7 +191,7 @@ def pipeline_logging(progress: dict[str, str] | None = None) -> None:
         logger.setLevel(logging.INFO)
         logger.propagate = False
         if not any(getattr(h, "pipeline_progress", False) for h in logger.handlers):
-            handler = logging.StreamHandler(sys.stdout)
+            handler = _StdoutHandler()
             handler.setFormatter(logging.Formatter(line))
             handler.pipeline_progress = True
             logger.addHandler(handler)

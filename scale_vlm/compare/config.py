@@ -12,6 +12,9 @@ ARM_LABELS = {"sft": "vanilla SFT", "scale": "SCALe-SFT", "sft_grpo": "vanilla S
               "scale_grpo": "SCALe-SFT -> GRPO"}
 ARM_SFT = {"sft": "vanilla", "scale": "scale", "sft_grpo": "vanilla", "scale_grpo": "scale"}
 REFERENCE_ARM = "sft_grpo"  # "time relative to SFT+GRPO"
+GRPO_PROMPTS = ("held_out", "sft_rows")
+# Settings that records kept before a field existed ran with: such a record stands for those values.
+RECORD_SETTINGS_BEFORE = {"grpo": {"grpo_prompts": "sft_rows"}}
 RESULT_FILES = ("results.json", "results.md", "accuracy_vs_time.png")
 # --quick: a smoke run of the four arms in a few minutes (sets only options left at their defaults).
 QUICK = {"num_train": 64, "num_grpo_prompts": 16, "num_test": 20, "sft_steps": 6, "sft_batch_size": 8,
@@ -34,7 +37,8 @@ class CompareConfig(BenchKnobs, ScheduleKnobs):
     # the user's data instead of the built-in benchmark: the options of scale-vlm sft and eval
     dataset_name: str = field(default="", metadata={
         "help": "your data (a file or folder scale-vlm sft reads, with a train and a test split); default: the "
-                "built-in benchmark. --num_train / --num_grpo_prompts / --num_test take the first rows of the splits"})
+                "built-in benchmark. --num_train / --num_test take the first rows of the splits, --num_grpo_prompts "
+                "the rows --grpo_prompts names"})
     dataset_train_split: str = field(default="train", metadata={"help": "split for SFT and the GRPO prompts"})
     dataset_test_split: str = field(default="test", metadata={"help": "split to evaluate the four arms on"})
     adapter: str = field(default="auto", metadata={
@@ -48,7 +52,12 @@ class CompareConfig(BenchKnobs, ScheduleKnobs):
     answer_format: str = field(default="auto", metadata={"help": "with choices: index, text or auto"})
     # data (built-in benchmark)
     num_train: int = field(default=3000, metadata={"help": "SFT training questions (with reasoning traces)"})
-    num_grpo_prompts: int = field(default=256, metadata={"help": "GRPO prompts (the first N training questions)"})
+    num_grpo_prompts: int = field(default=256, metadata={"help": "GRPO prompts (see --grpo_prompts)"})
+    grpo_prompts: str = field(default="held_out", metadata={
+        "help": "where the GRPO prompts come from: held_out (questions SFT did not train on, as RL data is in "
+                "cold-start pipelines: the built-in benchmark's own stream of GRPO questions; with --dataset_name, "
+                "the rows of --dataset_train_split after the first --num_train) or sft_rows (the first "
+                "--num_grpo_prompts SFT training questions)"})
     num_test: int = field(default=100, metadata={"help": "held-out evaluation questions"})
     # SFT (both methods share everything but the loss)
     sft_steps: int = field(default=120, metadata={"help": "SFT optimizer steps"})
@@ -92,9 +101,12 @@ class CompareConfig(BenchKnobs, ScheduleKnobs):
             fit = max(1, round(self.grpo_batch_size / self.num_generations)) * self.num_generations
             raise ValueError(f"{shown('grpo_batch_size')} must be a multiple of {shown('num_generations')}: pass "
                              f"e.g. --grpo_batch_size {fit}")
-        if self.num_grpo_prompts > self.num_train:
-            raise ValueError(f"{shown('num_grpo_prompts')} cannot exceed {shown('num_train')}, GRPO prompts are "
-                             "training questions: pass a smaller --num_grpo_prompts or a larger --num_train")
+        if self.grpo_prompts not in GRPO_PROMPTS:
+            raise ValueError(f"--grpo_prompts {self.grpo_prompts!r}: choose one of {', '.join(GRPO_PROMPTS)}")
+        if self.grpo_prompts == "sft_rows" and self.num_grpo_prompts > self.num_train:
+            raise ValueError(f"{shown('num_grpo_prompts')} cannot exceed {shown('num_train')} with --grpo_prompts "
+                             "sft_rows (GRPO prompts are then SFT training questions): pass a smaller "
+                             "--num_grpo_prompts or a larger --num_train")
 
     def columns(self):
         from ..eval.adapters import ColumnMapping
@@ -137,7 +149,7 @@ class CompareConfig(BenchKnobs, ScheduleKnobs):
         return {k: getattr(self, k) for k in ("sft_steps", "sft_batch_size", "sft_learning_rate", *SCHEDULE_KNOBS)}
 
     def grpo_fields(self) -> dict:
-        return {k: getattr(self, k) for k in ("num_grpo_prompts", "grpo_steps", "grpo_batch_size", "num_generations",
+        return {k: getattr(self, k) for k in ("num_grpo_prompts", "grpo_prompts", "grpo_steps", "grpo_batch_size", "num_generations",
                                               "max_completion_length", "grpo_learning_rate", "beta", "loss_type",
                                               "temperature", "accuracy_weight", "format_weight")}
 

@@ -20,7 +20,7 @@ import torch
 from ..knobs import quick_message
 from ..report import EVAL_METRICS
 from ..stages import run_stage
-from .config import ARM_LABELS, ARM_SFT, ARMS, REFERENCE_ARM, CompareConfig
+from .config import ARM_LABELS, ARM_SFT, ARMS, RECORD_SETTINGS_BEFORE, REFERENCE_ARM, CompareConfig
 from .summary import (
     format_markdown,
     grpo_prompt_share,
@@ -102,8 +102,8 @@ def base_model_dir(base_model: str, out: Path) -> tuple[str, str]:
 
 def user_data(cfg: CompareConfig) -> dict:
     """The user's splits for the four arms: SFT rows (the first ``num_train`` of the training split), GRPO prompts
-    (its first ``num_grpo_prompts``) and the test examples (the first ``num_test``), read as ``sft`` and ``eval``
-    read them. Refused when the test prompts are not in the form of the training prompts (see
+    (``num_grpo_prompts`` of its rows after those, or its first ones with ``grpo_prompts="sft_rows"``) and the test
+    examples (the first ``num_test``), read as ``sft`` and ``eval`` read them. Refused when the test prompts are not in the form of the training prompts (see
     :mod:`scale_vlm.eval.prompt_form`): the arms would be scored on prompts none of them was trained on."""
     from ..data.prepare import load_training_dataset
     from ..eval.adapters import load_eval_dataset, training_prompts
@@ -114,7 +114,18 @@ def user_data(cfg: CompareConfig) -> dict:
     if len(rows) > cfg.num_train:
         rows = rows.select(range(cfg.num_train))
     read = dict(adapter=cfg.adapter, columns=cfg.columns(), answer_format=cfg.answer_format)
-    prompts = load_eval_dataset(cfg.dataset_name, cfg.dataset_train_split, limit=cfg.num_grpo_prompts, **read)
+    if cfg.grpo_prompts == "held_out":
+        prompts = load_eval_dataset(cfg.dataset_name, cfg.dataset_train_split, limit=len(rows) + cfg.num_grpo_prompts,
+                                    **read)[len(rows):]
+        if not prompts:
+            raise ValueError(f"--dataset_name {cfg.dataset_name}: the {cfg.dataset_train_split!r} split has no rows after "
+                             f"the {len(rows)} SFT trains on, so none is left for held-out GRPO prompts; pass a "
+                             "smaller --num_train, or --grpo_prompts sft_rows to give GRPO the first SFT questions")
+        if len(prompts) < cfg.num_grpo_prompts:
+            logger.warning("%s: %d held-out GRPO prompts after the %d SFT rows (asked for --num_grpo_prompts %d)",
+                           cfg.dataset_name, len(prompts), len(rows), cfg.num_grpo_prompts)
+    else:
+        prompts = load_eval_dataset(cfg.dataset_name, cfg.dataset_train_split, limit=cfg.num_grpo_prompts, **read)
     test = load_eval_dataset(cfg.dataset_name, cfg.dataset_test_split, limit=cfg.num_test, **read)
     trained = prompt_form(training_prompts(rows, image_root), f"{cfg.dataset_name} {cfg.dataset_train_split!r}")
     for name, examples in (("test", test), ("GRPO", prompts)):
@@ -126,12 +137,26 @@ def user_data(cfg: CompareConfig) -> dict:
     return {"sft": rows, "grpo": to_grpo_dataset(prompts), "test": test, "image_root": image_root}
 
 
-def run_seed(cfg: CompareConfig, seed: int, out: Path, base_dir: str, base_id: str) -> dict:
-    """The four arms for one seed; returns ``{arm: record}``."""
+def builtin_data(cfg: CompareConfig, seed: int) -> dict:
+    """The built-in benchmark's splits for one seed: SFT rows (``num_train`` training questions with traces), GRPO
+    prompts and test examples. Held-out GRPO prompts are questions of their own stream (``split="grpo"``), as
+    independent of the SFT questions as the test questions are."""
     from ..bench.dataset import make_benchmark, to_training_format
-    from ..drivers import sft_args
     from ..eval.adapters import builtin_examples
     from ..grpo_trainer import to_grpo_dataset
+
+    train = make_benchmark(cfg.bench(seed, "train", cfg.num_train))
+    if cfg.grpo_prompts == "held_out":
+        prompts = make_benchmark(cfg.bench(seed, "grpo", cfg.num_grpo_prompts))
+    else:
+        prompts = train.select(range(cfg.num_grpo_prompts))
+    return {"sft": to_training_format(train), "grpo": to_grpo_dataset(builtin_examples(prompts)),
+            "test": builtin_examples(make_benchmark(cfg.bench(seed, "test", cfg.num_test)))}
+
+
+def run_seed(cfg: CompareConfig, seed: int, out: Path, base_dir: str, base_id: str) -> dict:
+    """The four arms for one seed; returns ``{arm: record}``."""
+    from ..drivers import sft_args
     from ..report import reward_curve
 
     root = out / f"seed{seed}"
@@ -141,11 +166,7 @@ def run_seed(cfg: CompareConfig, seed: int, out: Path, base_dir: str, base_id: s
         if not data_cache and cfg.dataset_name:
             data_cache.update(user_data(cfg))
         if not data_cache:
-            train = make_benchmark(cfg.bench(seed, "train", cfg.num_train))
-            test = make_benchmark(cfg.bench(seed, "test", cfg.num_test))
-            data_cache["sft"] = to_training_format(train)
-            data_cache["grpo"] = to_grpo_dataset(builtin_examples(train.select(range(cfg.num_grpo_prompts))))
-            data_cache["test"] = builtin_examples(test)
+            data_cache.update(builtin_data(cfg, seed))
         return data_cache
 
     def sft(method: str, folder: Path) -> dict:
@@ -205,7 +226,11 @@ def kept_or_run_seed(cfg: CompareConfig, seed: int, out: Path, base_dir: str, ba
     settings = json.loads(json.dumps(cfg.record_settings(), default=str))
     if kept is not None and kept.is_file():
         record = json.loads(kept.read_text())
-        differ = sorted(k for k in settings if record.get("settings", {}).get(k) != settings[k])
+        recorded = record.get("settings", {})
+        for section, before in RECORD_SETTINGS_BEFORE.items():  # a record kept before a field existed
+            if isinstance(recorded.get(section), dict):
+                recorded[section] = {**before, **recorded[section]}
+        differ = sorted(k for k in settings if recorded.get(k) != settings[k])
         if differ:
             raise ValueError(f"{kept} holds seed {seed} of a comparison with other {', '.join(differ)} settings; "
                              "give another --records_dir, or move that record away to run the seed again")

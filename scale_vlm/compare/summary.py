@@ -12,9 +12,10 @@ from ..report import (
     plot_accuracy_vs_time,
     seed_stats,
 )
-from .config import ARM_LABELS, ARMS, REFERENCE_ARM
+from .config import ARM_LABELS, ARMS, RECORD_SETTINGS_BEFORE, REFERENCE_ARM
 
 GRPO_ARMS = ("sft_grpo", "scale_grpo")
+GRPO_PROMPTS_SAID = {"held_out": "questions SFT did not train on", "sft_rows": "the first SFT training questions"}
 ARM_COLOURS = {"sft": "tab:blue", "scale": "tab:red", "sft_grpo": "tab:cyan", "scale_grpo": "tab:orange"}
 SUMMARY_METRICS = ("accuracy", "malformed_rate", "mean_think_tokens", "train_seconds", "sft_seconds", "grpo_seconds",
                    "sft_supervised_tokens", "grpo_generated_tokens")
@@ -106,7 +107,11 @@ def format_markdown(results: dict) -> str:
         "",
         (f"SFT: {cfg['sft_steps']} steps x {cfg['sft_batch_size']} of {cfg['num_train']} questions. "
          f"GRPO: {cfg['grpo_steps']} steps x {cfg['grpo_batch_size']} completions ({cfg['num_generations']} per "
-         f"prompt, max {cfg['max_completion_length']} tokens, loss {cfg['loss_type']}). Evaluation: {cfg['num_test']} "
+         f"prompt, max {cfg['max_completion_length']} tokens, loss {cfg['loss_type']}, learning rate "
+         f"{cfg['grpo_learning_rate']:g}, KL {cfg['beta']:g}, temperature {cfg['temperature']:g}) on "
+         f"{cfg['num_grpo_prompts']} prompts, "
+         f"{GRPO_PROMPTS_SAID[cfg.get('grpo_prompts', RECORD_SETTINGS_BEFORE['grpo']['grpo_prompts'])]}. "
+         f"Evaluation: {cfg['num_test']} "
          f"held-out questions, greedy, max {cfg['max_new_tokens']} tokens. Mean +- sample std over seeds."),
         "",
         markdown_table(("arm", "accuracy", "malformed rate", "think tokens", "training time (s)",
