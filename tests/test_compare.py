@@ -285,3 +285,26 @@ def test_records_dir_keeps_each_seed_and_takes_it_back(monkeypatch, tmp_path):
     old = pipeline.run_compare(CompareConfig(seeds=[0], output_dir=str(tmp_path / "e"), grpo_prompts="sft_rows",
                                              **common))
     assert ran == [0, 1] and old["summary"]["scale"]["accuracy_mean"] == pytest.approx(0.6)
+
+
+def test_progress_lines_go_to_the_stdout_of_the_moment():
+    """demo/compare progress: a second pipeline in one process, with stdout redirected in between, logs to the new
+    stdout (the handler used to keep the first one, closed by then: ``--- Logging error ---``)."""
+    import contextlib
+    import io
+    import logging
+
+    from scale_vlm.cli.common import pipeline_logging
+
+    name = "scale_vlm.test_progress"
+    try:
+        first, second = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(first):
+            pipeline_logging({name: "> %(message)s"})
+            logging.getLogger(name).info("one")
+        with contextlib.redirect_stdout(second):
+            pipeline_logging({name: "> %(message)s"})  # called again: no second handler
+            logging.getLogger(name).info("two")
+        assert (first.getvalue(), second.getvalue()) == ("> one\n", "> two\n")
+    finally:
+        logging.getLogger(name).handlers.clear()
