@@ -1,6 +1,8 @@
-"""Summarise a GRPO run's logged reward curve (``scale-vlm grpo`` writes ``log_history.json``).
+"""Summarise a GRPO run's logged reward curve (``scale-vlm grpo`` writes ``log_history.json``; a GRPO stage of
+``scale-vlm compare``, ``OUTPUT_DIR/seedS/grpo_METHOD``, keeps it in ``stage.json``).
 
     python scripts/grpo_reward_curve.py runs/grpo-scale [--window 20] [--png docs/grpo_reward_curve.png]
+    python scripts/grpo_reward_curve.py runs/grpo-search/seed0/seed0/grpo_vanilla --window 100
 
 Prints mean reward, accuracy reward, format reward and completion length over consecutive windows of steps.
 """
@@ -25,7 +27,12 @@ def main() -> None:
     p.add_argument("--window", type=int, default=20)
     p.add_argument("--png", default=None)
     args = p.parse_args()
-    curve = reward_curve(json.loads((Path(args.run_dir) / "log_history.json").read_text()))
+    run = Path(args.run_dir)
+    if (run / "log_history.json").is_file():
+        log = json.loads((run / "log_history.json").read_text())
+    else:  # a GRPO stage of scale-vlm compare (seedS/grpo_METHOD): the trainer log is in its stage record
+        log = json.loads((run / "stage.json").read_text())["results"]["log_history"]
+    curve = reward_curve(log)
     keys = [k for k in GRPO_LOG_KEYS if all(k in row for row in curve)]  # older TRL logs fewer of them
     columns = {key: window_means(curve, args.window, key) for key in keys}
     print(f"{'steps':>9}  " + "  ".join(f"{k:>21}" for k in keys))
