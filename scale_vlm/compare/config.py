@@ -149,9 +149,9 @@ class CompareConfig(BenchKnobs, ScheduleKnobs):
         return {k: getattr(self, k) for k in ("sft_steps", "sft_batch_size", "sft_learning_rate", *SCHEDULE_KNOBS)}
 
     def grpo_fields(self) -> dict:
-        return {k: getattr(self, k) for k in ("num_grpo_prompts", "grpo_prompts", "grpo_steps", "grpo_batch_size", "num_generations",
-                                              "max_completion_length", "grpo_learning_rate", "beta", "loss_type",
-                                              "temperature", "accuracy_weight", "format_weight")}
+        return {k: getattr(self, k) for k in ("num_grpo_prompts", "grpo_prompts", "grpo_steps", "grpo_batch_size",
+                                              "num_generations", "max_completion_length", "grpo_learning_rate", "beta",
+                                              "loss_type", "temperature", "accuracy_weight", "format_weight")}
 
     def eval_fields(self) -> dict:
         if self.dataset_name:

@@ -103,8 +103,9 @@ def base_model_dir(base_model: str, out: Path) -> tuple[str, str]:
 def user_data(cfg: CompareConfig) -> dict:
     """The user's splits for the four arms: SFT rows (the first ``num_train`` of the training split), GRPO prompts
     (``num_grpo_prompts`` of its rows after those, or its first ones with ``grpo_prompts="sft_rows"``) and the test
-    examples (the first ``num_test``), read as ``sft`` and ``eval`` read them. Refused when the test prompts are not in the form of the training prompts (see
-    :mod:`scale_vlm.eval.prompt_form`): the arms would be scored on prompts none of them was trained on."""
+    examples (the first ``num_test``), read as ``sft`` and ``eval`` read them. Refused when the test prompts are not
+    in the form of the training prompts (see :mod:`scale_vlm.eval.prompt_form`): the arms would be scored on prompts
+    none of them was trained on."""
     from ..data.prepare import load_training_dataset
     from ..eval.adapters import load_eval_dataset, training_prompts
     from ..eval.prompt_form import differences, prompt_form
@@ -118,8 +119,8 @@ def user_data(cfg: CompareConfig) -> dict:
         prompts = load_eval_dataset(cfg.dataset_name, cfg.dataset_train_split, limit=len(rows) + cfg.num_grpo_prompts,
                                     **read)[len(rows):]
         if not prompts:
-            raise ValueError(f"--dataset_name {cfg.dataset_name}: the {cfg.dataset_train_split!r} split has no rows after "
-                             f"the {len(rows)} SFT trains on, so none is left for held-out GRPO prompts; pass a "
+            raise ValueError(f"--dataset_name {cfg.dataset_name}: the {cfg.dataset_train_split!r} split has no rows "
+                             f"after the {len(rows)} SFT trains on, so none is left for held-out GRPO prompts; pass a "
                              "smaller --num_train, or --grpo_prompts sft_rows to give GRPO the first SFT questions")
         if len(prompts) < cfg.num_grpo_prompts:
             logger.warning("%s: %d held-out GRPO prompts after the %d SFT rows (asked for --num_grpo_prompts %d)",
