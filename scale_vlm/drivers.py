@@ -117,12 +117,13 @@ def train_sft(model_dir: str | Path, args: ScaleSFTConfig, train_dataset, callba
     return timed_train(build_sft_trainer(model, processor, args, train_dataset, callbacks=callbacks), processor)
 
 
-def train_grpo(model_dir: str | Path, args, prompts_dataset) -> Run:
+def train_grpo(model_dir: str | Path, args, prompts_dataset, callbacks=None) -> Run:
     """One GRPO run (``args``: a ``ScaleGRPOConfig``) from the model in ``model_dir``."""
     from .grpo_trainer import ScaleGRPOTrainer
 
     model, processor = load_base(model_dir)
-    trainer = ScaleGRPOTrainer(model=model, args=args, train_dataset=prompts_dataset, processing_class=processor)
+    trainer = ScaleGRPOTrainer(model=model, args=args, train_dataset=prompts_dataset, processing_class=processor,
+                               callbacks=callbacks)
     return timed_train(trainer, processor)
 
 

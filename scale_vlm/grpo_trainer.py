@@ -10,17 +10,21 @@ logs ``reward`` (weighted mean), ``rewards/accuracy_reward/mean``, ``rewards/for
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Sequence
 
+from transformers import TrainerCallback
 from trl import GRPOTrainer
 from trl.trainer.utils import get_config_model_id
 
 from .data.render import chat_template_kwargs, reasoning_format
 from .eval.adapters import EvalExample, load_eval_dataset
+from .eval.evaluate import evaluate_model
 from .eval.generate import reset_rope_cache
 from .grpo_config import ScaleGRPOConfig
 from .processors import load_processor
 from .rewards import make_reward_funcs
+from .segments import DEFAULT_TAGS
 
 # ------------------------------------------------------------------------------------------- prompt dataset
 
@@ -56,6 +60,50 @@ def load_grpo_dataset(name_or_path: str, split: str = "train", *, limit: int | N
     examples = load_eval_dataset(name_or_path, split, limit=limit, seed=seed, builtin_size=builtin_size,
                                  image_only=image_only, **extra, **kwargs)
     return to_grpo_dataset(examples)
+
+
+# ------------------------------------------------------------------------------------------------ greedy probe
+
+PROBE_KEYS = ("probe/accuracy", "probe/malformed_rate", "probe/seconds")
+
+
+class GreedyProbe(TrainerCallback):
+    """Greedy accuracy of the policy on fixed questions during GRPO, before the first step and every ``every`` steps
+    (and after the last). GRPO's reward is measured on sampled completions of the step's prompts: it can rise while
+    the greedy answer, the one that is scored, stays put. The probe evaluates as ``scale-vlm eval`` does (same
+    generation, parser and scorer) and appends ``{"step", "probe/accuracy", "probe/malformed_rate",
+    "probe/seconds"}`` rows to the trainer's log history. Greedy generation draws no random numbers, so the
+    training run is the same with or without it; ``seconds`` is its total time, to keep out of training time.
+    Monitoring only: nothing is selected by it. Every process evaluates all the questions (sharded models need
+    every rank in the forward pass)."""
+
+    def __init__(self, examples: Sequence[EvalExample], every: int, *, processor=None, batch_size: int = 16,
+                 max_new_tokens: int = 256, tags=None):
+        if every < 1:
+            raise ValueError(f"the probe's interval must be at least 1 step, got {every}")
+        self.examples = list(examples)
+        if not self.examples:
+            raise ValueError("no questions for the greedy probe")
+        self.processor, self.every = processor, every  # processor None: the trainer's processing_class
+        self.batch_size, self.max_new_tokens, self.tags = batch_size, max_new_tokens, tags
+        self.seconds = 0.0
+
+    def _probe(self, state, model, processor) -> None:
+        t0 = time.perf_counter()
+        metrics, _ = evaluate_model(model, self.processor or processor, self.examples, batch_size=self.batch_size,
+                                    max_new_tokens=self.max_new_tokens, tags=self.tags or DEFAULT_TAGS, progress=False)
+        seconds = time.perf_counter() - t0
+        self.seconds += seconds
+        state.log_history.append({"step": state.global_step, "probe/accuracy": metrics["accuracy"],
+                                  "probe/malformed_rate": metrics["malformed_rate"], "probe/seconds": round(seconds, 2)})
+
+    def on_train_begin(self, args, state, control, model=None, processing_class=None, **kwargs):
+        if state.global_step == 0:
+            self._probe(state, model, processing_class)
+
+    def on_step_end(self, args, state, control, model=None, processing_class=None, **kwargs):
+        if state.global_step % self.every == 0 or state.global_step >= state.max_steps:
+            self._probe(state, model, processing_class)
 
 
 # ------------------------------------------------------------------------------------------------ trainer

@@ -77,6 +77,12 @@ def reward_curve(log_history: list[dict]) -> list[dict]:
             for h in log_history if "reward" in h]
 
 
+def probe_curve(log_history: list[dict]) -> list[dict]:
+    """The greedy probe's rows of a GRPO log (``GreedyProbe``): step, accuracy, malformed rate, seconds."""
+    return [{"step": h["step"], "accuracy": h["probe/accuracy"], "malformed_rate": h["probe/malformed_rate"],
+             "seconds": h["probe/seconds"]} for h in log_history if "probe/accuracy" in h]
+
+
 def window_means(curve: list[dict], window: int, key: str = "reward") -> list[dict]:
     """Mean of ``key`` over consecutive windows of ``window`` steps: ``[{"first_step", "last_step", "mean"}]``."""
     if window < 1:

@@ -195,6 +195,17 @@ def test_summary_ratio_and_markdown():
     # the windowed means the README quotes: 24 GRPO steps by default, so the first vs the last 8 (here both steps)
     assert "GRPO mean reward, first vs last 8 of 24 steps:" in md
     assert "- pooled over all 4 GRPO runs: 0.650 -> 0.650" in md
+    assert "Greedy probe" not in md  # no probe asked for
+    # the greedy probe's rows, first -> last with their range, per GRPO arm and seed
+    per_seed[1]["scale_grpo"]["grpo_probe"] = [{"step": 0, "accuracy": 0.55, "malformed_rate": 0.02, "seconds": 3.0},
+                                               {"step": 4, "accuracy": 0.61, "malformed_rate": 0.0, "seconds": 3.0},
+                                               {"step": 8, "accuracy": 0.58, "malformed_rate": 0.01, "seconds": 3.0}]
+    results["config"].update(grpo_probe_every=4, grpo_probe_size=50)
+    md = format_markdown({**results, "per_seed": {str(s): v for s, v in per_seed.items()}})
+    assert "Greedy probe: accuracy on the first 50 test questions, greedy as in the evaluation, before GRPO and every 4" in md
+    assert ("- SCALe-SFT -> GRPO, seed 1: 0.550 -> 0.580 (min 0.550, max 0.610, 3 probes, malformed 0.020 -> 0.010)"
+            in md)
+    assert md.count("probes, malformed") == 1
 
 
 def _curve(rewards):
@@ -220,6 +231,29 @@ def test_grpo_reward_windows_pool_every_run():
     assert windows["all"]["pooled"] == pytest.approx({"first": 1.5 / 8, "last": 4.7 / 8})
 
 
+def test_grpo_stage_keeps_the_probes_time_out_of_training_time(monkeypatch, tmp_path):
+    """A GRPO stage's train_seconds is the run's time less the greedy probe's (which it reports on its own)."""
+    from types import SimpleNamespace
+
+    from scale_vlm import drivers
+    from scale_vlm.compare import pipeline
+
+    seen = {}
+
+    def fake_train_grpo(model_dir, args, prompts, callbacks=None):
+        (probe,) = callbacks
+        seen["probe"] = (probe.every, len(probe.examples), probe.max_new_tokens)
+        probe.seconds = 3.25  # as if the probe had run during the 10-second run
+        trainer = SimpleNamespace(generated_tokens=7, state=SimpleNamespace(log_history=[{"step": 1}]))
+        return SimpleNamespace(seconds=10.0, trainer=trainer, log_history=[{"step": 1}], save=lambda folder: folder)
+
+    monkeypatch.setattr(drivers, "train_grpo", fake_train_grpo)
+    cfg = CompareConfig(grpo_probe_every=5, max_new_tokens=33, progress=False)
+    result = pipeline.grpo_stage(cfg, 0, tmp_path / "sft", None, tmp_path / "grpo", ["q1", "q2"])
+    assert seen["probe"] == (5, 2, 33)
+    assert result["train_seconds"] == pytest.approx(6.75) and result["probe_seconds"] == pytest.approx(3.25)
+
+
 @pytest.mark.slow
 def test_compare_quick_end_to_end(tmp_path):
     import torch
@@ -232,7 +266,7 @@ def test_compare_quick_end_to_end(tmp_path):
     model, processor = build_tiny_qwen2_vl(corpus_texts(per_setting=20), vocab_size=400, num_layers=2)
     save_tiny(model, processor, tmp_path / "base")
     cfg = CompareConfig(quick=True, output_dir=str(tmp_path / "out"), base_model=str(tmp_path / "base"),
-                        progress=False)
+                        progress=False, grpo_probe_every=1, grpo_probe_size=4)
     results = run_compare(cfg)
     for name in ("results.json", "results.md", "accuracy_vs_time.png"):
         assert (tmp_path / "out" / name).is_file()
@@ -242,6 +276,17 @@ def test_compare_quick_end_to_end(tmp_path):
     assert written["grpo_reward_windows"]["all"]["window"] == 1
     assert [(d["arm"], d["minus"]) for d in written["paired_accuracy"]][0] == ("scale", "sft")
     assert written["quick_settings"] == cfg.quick_settings and written["quick_settings"]["num_train"] == 64
+    # the greedy probe: before GRPO and after each of its 2 steps; its time kept out of the GRPO stage's time
+    for arm in ("sft_grpo", "scale_grpo"):
+        assert [row["step"] for row in written["per_seed"]["0"][arm]["grpo_probe"]] == [0, 1, 2]
+    # before GRPO the probe evaluates the SFT model on the first 4 test questions, as the SFT arm's evaluation did
+    rows = (tmp_path / "out" / "seed0" / "eval_sft" / "predictions.jsonl").read_text().splitlines()[:4]
+    assert written["per_seed"]["0"]["sft_grpo"]["grpo_probe"][0]["accuracy"] == pytest.approx(
+        sum(json.loads(row)["correct"] for row in rows) / 4)
+    stage = json.loads((tmp_path / "out" / "seed0" / "grpo_vanilla" / "stage.json").read_text())
+    assert stage["results"]["probe_seconds"] > 0
+    assert stage["results"]["train_seconds"] == pytest.approx(
+        written["per_seed"]["0"]["sft_grpo"]["grpo_seconds"])
     again = run_compare(cfg)  # every stage reused
     assert all(set(arm["reused_stages"]) == ({"sft", "grpo", "eval"} if name.endswith("_grpo") else {"sft", "eval"})
                for name, arm in again["per_seed"]["0"].items())
@@ -279,6 +324,8 @@ def test_records_dir_keeps_each_seed_and_takes_it_back(monkeypatch, tmp_path):
     assert ran == [0, 1]
     # a record kept before --grpo_prompts existed ran GRPO on the first SFT rows: it stands for sft_rows only
     kept["settings"]["grpo"].pop("grpo_prompts")
+    for name in ("grpo_probe_every", "grpo_probe_size"):  # kept before the greedy probe existed: it stands for none
+        kept["settings"]["grpo"].pop(name)
     (records / "seed0.json").write_text(json.dumps(kept))
     with pytest.raises(ValueError, match=r"other grpo settings"):
         pipeline.run_compare(CompareConfig(seeds=[0], output_dir=str(tmp_path / "d"), **common))

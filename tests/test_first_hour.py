@@ -407,6 +407,24 @@ def test_grpo_trains_on_the_sft_data_file(tiny_qwen_dir, tmp_path):
     assert "![reward curves](reward_curve.png)" in card and (out / "reward_curve.png").stat().st_size > 5_000
 
 
+def test_grpo_greedy_probe_from_the_command_line(tiny_qwen_dir, tmp_path, capsys):
+    """--probe_every N: greedy accuracy on the first --probe_limit questions before training, every N steps and
+    after the last, in log_history.json and the run's summary line; a negative interval is refused first."""
+    data = write_good_jsonl(tmp_path / "d", 4)
+    common = ["grpo", "--model_name_or_path", tiny_qwen_dir, "--dataset_name", str(data), "--max_steps", "3",
+              "--num_generations", "2", "--per_device_train_batch_size", "2", "--max_completion_length", "4",
+              "--use_cpu", "true", "--report_to", "none", "--disable_tqdm", "true", "--probe_split", "train",
+              "--probe_limit", "3", "--probe_max_new_tokens", "6"]
+    rc = main([*common, "--output_dir", str(tmp_path / "bad"), "--probe_every", "-1"])
+    _assert_user_error(capsys, rc, "--probe_every -1 --probe_limit 3: give a positive interval", command="grpo")
+    assert main([*common, "--output_dir", str(tmp_path / "grpo"), "--probe_every", "2"]) == 0
+    history = json.loads((tmp_path / "grpo" / "log_history.json").read_text())
+    probes = [h for h in history if "probe/accuracy" in h]
+    assert [h["step"] for h in probes] == [0, 2, 3] and all(h["probe/seconds"] > 0 for h in probes)
+    assert (f"greedy probe accuracy (3 questions of 'train'): step 0 {probes[0]['probe/accuracy']:.3f} -> step 3 "
+            f"{probes[-1]['probe/accuracy']:.3f}") in capsys.readouterr().out
+
+
 def test_grpo_column_mapping_flags(tmp_path):
     from reliability_support import colour_image
     from trl import TrlParser

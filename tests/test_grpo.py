@@ -2,6 +2,7 @@
 
 import math
 
+import pytest
 import torch
 
 from scale_vlm.eval.adapters import load_eval_dataset
@@ -80,3 +81,73 @@ def test_trainer_given_a_lora_run_path_trains_its_adapter(tmp_path):
                                train_dataset=load_grpo_dataset("builtin", "train", builtin_size=2))
     trainable = sorted(n for n, p in trainer.model.named_parameters() if p.requires_grad)
     assert len(trainable) == 2 * 2 and all(".lora_A." in n or ".lora_B." in n for n in trainable)  # 1 layer, q/v
+
+
+def _checksum(model) -> float:
+    return float(sum(p.detach().double().sum() for p in model.parameters()))
+
+
+def test_greedy_probe_evaluates_the_live_policy_and_leaves_training_unchanged(tmp_path, monkeypatch):
+    """The probe evaluates the policy of the moment (before step 1, every 2 steps, after the last), writes its
+    rows into the log history, and the run's weights are the same with and without it (greedy draws no random
+    numbers)."""
+    import copy
+
+    from transformers import TrainerCallback
+
+    from scale_vlm import grpo_trainer
+    from scale_vlm.grpo_trainer import GreedyProbe
+    from scale_vlm.report import probe_curve
+
+    torch.set_num_threads(1)
+    model, processor = build_tiny_qwen2_vl(corpus_texts(per_setting=20), vocab_size=400, num_layers=2)
+    twin = copy.deepcopy(model)
+    dataset = load_grpo_dataset("builtin", "train", builtin_size=8)
+    questions = load_eval_dataset("builtin", "test", builtin_size=3)
+    evaluated, at_step = [], {}
+    real_evaluate = grpo_trainer.evaluate_model
+
+    def spy(model, processor, examples, **kwargs):
+        evaluated.append((_checksum(model), len(examples), model.training))
+        return real_evaluate(model, processor, examples, **kwargs)
+
+    class Recorder(TrainerCallback):  # the policy's weights at each step, seen by the trainer itself
+        def on_train_begin(self, args, state, control, model=None, **kwargs):
+            at_step[state.global_step] = _checksum(model)
+
+        on_step_end = on_train_begin
+
+    monkeypatch.setattr(grpo_trainer, "evaluate_model", spy)
+
+    def train(policy, callbacks):
+        args = ScaleGRPOConfig(output_dir=str(tmp_path), max_steps=3, per_device_train_batch_size=8, num_generations=4,
+                               max_completion_length=12, learning_rate=1e-2, reward_weights=[1.0, 0.5, 1.0],
+                               use_cpu=True, disable_tqdm=True, seed=0, report_to="none")
+        trainer = ScaleGRPOTrainer(model=policy, reward_funcs=make_reward_funcs(("accuracy", "format")) + [_length_reward],
+                                   args=args, train_dataset=dataset, processing_class=processor, callbacks=callbacks)
+        trainer.train()
+        return trainer
+
+    probe = GreedyProbe(questions, 2, max_new_tokens=8)
+    trainer = train(model, [Recorder(), probe])
+    rows = probe_curve(trainer.state.log_history)
+    assert [r["step"] for r in rows] == [0, 2, 3]
+    assert all(0.0 <= r["accuracy"] <= 1.0 and 0.0 <= r["malformed_rate"] <= 1.0 for r in rows)
+    assert probe.seconds == pytest.approx(sum(r["seconds"] for r in rows), abs=0.02) and probe.seconds > 0
+    assert [n for _, n, _ in evaluated] == [3, 3, 3]
+    assert [c for c, _, _ in evaluated] == [at_step[0], at_step[2], at_step[3]]
+    assert at_step[0] != at_step[3]  # the probe saw the weights change
+    assert model.training  # the policy goes back to training after each probe
+    train(twin, [])
+    assert len(evaluated) == 3
+    for (name, a), b in zip(model.named_parameters(), twin.parameters()):
+        assert torch.equal(a, b), name
+
+
+def test_greedy_probe_refuses_an_empty_probe():
+    from scale_vlm.grpo_trainer import GreedyProbe
+
+    with pytest.raises(ValueError, match="at least 1 step"):
+        GreedyProbe(load_eval_dataset("builtin", "test", builtin_size=1), 0)
+    with pytest.raises(ValueError, match="no questions"):
+        GreedyProbe([], 1)

@@ -59,6 +59,13 @@ class GRPOScriptArguments:
         "help": "with choices: 'index' (0-based option indices), 'text' (letter or choice text) or 'auto'"})
     allow_prompt_mismatch: bool = field(default=False, metadata={
         "help": "train even when the prompts differ from those the SFT model was trained on (its prompt_form.json)"})
+    # The greedy probe: the scored (greedy) accuracy during training, which the sampled reward need not follow.
+    probe_every: int = field(default=0, metadata={
+        "help": "evaluate greedy accuracy on --probe_limit questions of --probe_split before training and every N "
+                "steps (log rows 'probe/accuracy', 'probe/malformed_rate'; 0 = off)"})
+    probe_split: str = field(default="test", metadata={"help": "split of --dataset_name the probe reads"})
+    probe_limit: int = field(default=100, metadata={"help": "questions the probe evaluates (the split's first)"})
+    probe_max_new_tokens: int = field(default=256, metadata={"help": "the probe's generation budget (tokens)"})
 
     def columns(self):
         from ..eval.adapters import ColumnMapping
@@ -86,15 +93,20 @@ def model_config(script: GRPOScriptArguments, model_args=None) -> ModelConfig:
 def run(script: GRPOScriptArguments, args, model_args=None) -> dict:
     import torch
 
-    from ..grpo_trainer import ScaleGRPOTrainer, load_grpo_dataset
+    from ..eval.adapters import load_eval_dataset
+    from ..grpo_trainer import GreedyProbe, ScaleGRPOTrainer, load_grpo_dataset
     from ..lora import check_lora_options, check_lora_run, lora_config, model_skeleton
     from ..model_loading import load_model
     from ..processors import load_processor
+    from ..report import probe_curve
     from ..run_guard import check_local_path, check_output_dir, check_output_writable, move_previous_run_aside
     from .sft import quantization_config
 
     if not script.model_name_or_path:
         raise ValueError("--model_name_or_path is required")
+    if script.probe_every < 0 or (script.probe_every and script.probe_limit < 1):
+        raise ValueError(f"--probe_every {script.probe_every} --probe_limit {script.probe_limit}: give a positive "
+                         "interval and at least one question, or --probe_every 0 for no probe")
     model_args = model_config(script, model_args)
     check_lora_options(model_args, "grpo")
     lora_run = check_lora_run(script.model_name_or_path, model_args, "grpo")
@@ -122,6 +134,15 @@ def run(script: GRPOScriptArguments, args, model_args=None) -> dict:
     prompts = [row[0]["content"][-1]["text"] for row in dataset["prompt"]]
     source = f"{script.dataset_name} split {script.dataset_train_split!r}, --adapter {script.adapter} (scale-vlm grpo)"
     check_prompts(script.model_name_or_path, prompts, source, "grpo", script.allow_prompt_mismatch, args.tags)
+    probe_examples = None
+    if script.probe_every:
+        probe_examples = load_eval_dataset(
+            script.dataset_name, script.probe_split, limit=script.probe_limit, seed=script.builtin_seed,
+            builtin_size=script.probe_limit, image_only=script.image_only, tags=args.tags, adapter=script.adapter,
+            columns=script.columns(), answer_format=script.answer_format)
+        check_prompts(script.model_name_or_path, [ex.prompt for ex in probe_examples],
+                      f"{script.dataset_name} split {script.probe_split!r} (the greedy probe of scale-vlm grpo)",
+                      "grpo", script.allow_prompt_mismatch, args.tags)
     model = load_model(script.model_name_or_path, trust_remote_code=args.trust_remote_code,
                        revision=model_args.model_revision, attn_implementation=model_args.attn_implementation,
                        dtype=model_args.dtype, quantization_config=quantization, train_adapter=True)
@@ -134,8 +155,12 @@ def run(script: GRPOScriptArguments, args, model_args=None) -> dict:
     if quantization is None and (torch.cuda.is_available() is False or args.use_cpu):
         model = model.to(torch.float32)
     processor = load_processor(script.model_name_or_path, trust_remote_code=args.trust_remote_code)
+    callbacks = []
+    if probe_examples is not None:
+        callbacks.append(GreedyProbe(probe_examples, script.probe_every, processor=processor,
+                                     max_new_tokens=script.probe_max_new_tokens, tags=args.tags))
     trainer = ScaleGRPOTrainer(model=model, args=args, train_dataset=dataset, processing_class=processor,
-                               peft_config=peft_config)
+                               peft_config=peft_config, callbacks=callbacks)
     trainer.train()
     if "ref" in getattr(trainer.model, "peft_config", {}):
         trainer.model.delete_adapter("ref")  # TRL's frozen copy of the SFT adapter (the KL reference), not a result
@@ -145,6 +170,10 @@ def run(script: GRPOScriptArguments, args, model_args=None) -> dict:
     history = trainer.state.log_history
     (out / "log_history.json").write_text(json.dumps(history, indent=1) + "\n")
     curve = [h for h in history if "reward" in h]
+    probe = probe_curve(history)
+    if probe:
+        print(f"greedy probe accuracy ({script.probe_limit} questions of {script.probe_split!r}): step "
+              f"{probe[0]['step']} {probe[0]['accuracy']:.3f} -> step {probe[-1]['step']} {probe[-1]['accuracy']:.3f}")
     if curve:
         print(f"mean reward: step {curve[0]['step']} {curve[0]['reward']:.3f} -> step {curve[-1]['step']} "
               f"{curve[-1]['reward']:.3f}; generated tokens {trainer.generated_tokens}")

@@ -14,7 +14,7 @@ ARM_SFT = {"sft": "vanilla", "scale": "scale", "sft_grpo": "vanilla", "scale_grp
 REFERENCE_ARM = "sft_grpo"  # "time relative to SFT+GRPO"
 GRPO_PROMPTS = ("held_out", "sft_rows")
 # Settings that records kept before a field existed ran with: such a record stands for those values.
-RECORD_SETTINGS_BEFORE = {"grpo": {"grpo_prompts": "sft_rows"}}
+RECORD_SETTINGS_BEFORE = {"grpo": {"grpo_prompts": "sft_rows", "grpo_probe_every": 0, "grpo_probe_size": 100}}
 RESULT_FILES = ("results.json", "results.md", "accuracy_vs_time.png")
 # --quick: a smoke run of the four arms in a few minutes (sets only options left at their defaults).
 QUICK = {"num_train": 64, "num_grpo_prompts": 16, "num_test": 20, "sft_steps": 6, "sft_batch_size": 8,
@@ -74,6 +74,11 @@ class CompareConfig(BenchKnobs, ScheduleKnobs):
     temperature: float = field(default=1.0, metadata={"help": "GRPO sampling temperature"})
     accuracy_weight: float = field(default=1.0, metadata={"help": "weight of the accuracy reward"})
     format_weight: float = field(default=0.5, metadata={"help": "weight of the format reward"})
+    grpo_probe_every: int = field(default=0, metadata={
+        "help": "greedy accuracy of each GRPO policy on the first --grpo_probe_size test questions before GRPO and "
+                "every N steps (the scored answer, which the sampled reward need not follow; monitoring only, its "
+                "time kept out of the arms' training time; 0 = off)"})
+    grpo_probe_size: int = field(default=100, metadata={"help": "questions of the greedy probe (--grpo_probe_every)"})
     # evaluation
     eval_batch_size: int = field(default=50, metadata={"help": "questions generated together"})
     max_new_tokens: int = field(default=200, metadata={"help": "evaluation generation budget"})
@@ -107,6 +112,9 @@ class CompareConfig(BenchKnobs, ScheduleKnobs):
             raise ValueError(f"{shown('num_grpo_prompts')} cannot exceed {shown('num_train')} with --grpo_prompts "
                              "sft_rows (GRPO prompts are then SFT training questions): pass a smaller "
                              "--num_grpo_prompts or a larger --num_train")
+        if self.grpo_probe_every < 0 or (self.grpo_probe_every and self.grpo_probe_size < 1):
+            raise ValueError(f"--grpo_probe_every {self.grpo_probe_every} --grpo_probe_size {self.grpo_probe_size}: "
+                             "give a positive interval and at least one question, or --grpo_probe_every 0")
 
     def columns(self):
         from ..eval.adapters import ColumnMapping
@@ -151,7 +159,8 @@ class CompareConfig(BenchKnobs, ScheduleKnobs):
     def grpo_fields(self) -> dict:
         return {k: getattr(self, k) for k in ("num_grpo_prompts", "grpo_prompts", "grpo_steps", "grpo_batch_size",
                                               "num_generations", "max_completion_length", "grpo_learning_rate", "beta",
-                                              "loss_type", "temperature", "accuracy_weight", "format_weight")}
+                                              "loss_type", "temperature", "accuracy_weight", "format_weight",
+                                              "grpo_probe_every", "grpo_probe_size")}
 
     def eval_fields(self) -> dict:
         if self.dataset_name:

@@ -49,10 +49,12 @@ def sft_stage(args, base_dir: str | Path, train_ds, model_dir: Path, keep_traine
             "supervised_tokens": run.trainer.supervised_tokens, "log_history": run.log_history}
 
 
-def grpo_stage(cfg: CompareConfig, seed: int, sft_model: Path, prompts_ds, out: Path) -> dict:
-    """One GRPO run from an SFT checkpoint; saves the model to ``out / "model"``."""
+def grpo_stage(cfg: CompareConfig, seed: int, sft_model: Path, prompts_ds, out: Path, probe_examples=()) -> dict:
+    """One GRPO run from an SFT checkpoint; saves the model to ``out / "model"``. With ``cfg.grpo_probe_every``,
+    the greedy probe evaluates ``probe_examples`` during the run; its time is reported apart from training time."""
     from ..drivers import train_grpo
     from ..grpo_config import ScaleGRPOConfig
+    from ..grpo_trainer import GreedyProbe
 
     args = ScaleGRPOConfig(
         output_dir=str(out / "trainer"), max_steps=cfg.grpo_steps, per_device_train_batch_size=cfg.grpo_batch_size,
@@ -62,11 +64,14 @@ def grpo_stage(cfg: CompareConfig, seed: int, sft_model: Path, prompts_ds, out: 
         seed=seed, data_seed=seed, logging_steps=1, save_strategy="no", report_to="none",
         disable_tqdm=not cfg.progress, dataloader_num_workers=0, use_cpu=not torch.cuda.is_available(),
     )
-    run = train_grpo(sft_model, args, prompts_ds)
+    probes = [GreedyProbe(probe_examples, cfg.grpo_probe_every, batch_size=cfg.eval_batch_size,
+                          max_new_tokens=cfg.max_new_tokens)] if cfg.grpo_probe_every else []
+    run = train_grpo(sft_model, args, prompts_ds, callbacks=probes)
     run.save(out / "model")
     shutil.rmtree(out / "trainer", ignore_errors=True)
-    return {"train_seconds": round(run.seconds, 2), "generated_tokens": run.trainer.generated_tokens,
-            "log_history": run.log_history}
+    probe_seconds = sum(probe.seconds for probe in probes)
+    return {"train_seconds": round(run.seconds - probe_seconds, 2), "probe_seconds": round(probe_seconds, 2),
+            "generated_tokens": run.trainer.generated_tokens, "log_history": run.log_history}
 
 
 def evaluate_stage(model_dir: Path, examples, out: Path, *, batch_size: int, max_new_tokens: int, progress: bool,
@@ -158,7 +163,7 @@ def builtin_data(cfg: CompareConfig, seed: int) -> dict:
 def run_seed(cfg: CompareConfig, seed: int, out: Path, base_dir: str, base_id: str) -> dict:
     """The four arms for one seed; returns ``{arm: record}``."""
     from ..drivers import sft_args
-    from ..report import reward_curve
+    from ..report import probe_curve, reward_curve
 
     root = out / f"seed{seed}"
     data_cache: dict = {}
@@ -189,7 +194,8 @@ def run_seed(cfg: CompareConfig, seed: int, out: Path, base_dir: str, base_id: s
         logger.info("seed %s: GRPO from SFT (%s)", seed, method)
         grpo_records[method] = run_stage(
             root / f"grpo_{method}", stage_cfg,
-            lambda f, m=method: grpo_stage(cfg, seed, root / f"sft_{m}" / "model", data()["grpo"], f))
+            lambda f, m=method: grpo_stage(cfg, seed, root / f"sft_{m}" / "model", data()["grpo"], f,
+                                           data()["test"][:cfg.grpo_probe_size]))
     for arm in ARMS:
         sft_record = sft_records[ARM_SFT[arm]]
         grpo = grpo_records[ARM_SFT[arm]] if arm.endswith("_grpo") else None
@@ -213,6 +219,8 @@ def run_seed(cfg: CompareConfig, seed: int, out: Path, base_dir: str, base_id: s
         }
         if grpo:
             arms[arm]["grpo_curve"] = reward_curve(grpo["results"]["log_history"])
+            if cfg.grpo_probe_every:
+                arms[arm]["grpo_probe"] = probe_curve(grpo["results"]["log_history"])
     return arms
 
 

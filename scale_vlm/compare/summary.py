@@ -150,6 +150,16 @@ def format_markdown(results: dict) -> str:
             pooled = windows[name]["pooled"]
             if pooled:
                 lines.append(f"- {label}: {pooled['first']:.3f} -> {pooled['last']:.3f}")
+    probes = [(arm, seed, results["per_seed"][str(seed)][arm].get("grpo_probe"))
+              for arm in GRPO_ARMS for seed in seeds]
+    if any(probe for _, _, probe in probes):
+        lines += ["", f"Greedy probe: accuracy on the first {cfg['grpo_probe_size']} test questions, greedy as in the "
+                  f"evaluation, before GRPO and every {cfg['grpo_probe_every']} steps (the scored answer; the reward "
+                  "above is on sampled completions), first -> last probe, per seed:", ""]
+        lines += [f"- {ARM_LABELS[arm]}, seed {seed}: {probe[0]['accuracy']:.3f} -> {probe[-1]['accuracy']:.3f} "
+                  f"(min {min(r['accuracy'] for r in probe):.3f}, max {max(r['accuracy'] for r in probe):.3f}, "
+                  f"{len(probe)} probes, malformed {probe[0]['malformed_rate']:.3f} -> {probe[-1]['malformed_rate']:.3f})"
+                  for arm, seed, probe in probes if probe]
     shared = {seed: r for seed, r in grpo_prompt_share(results).items() if r is not None}
     if shared:
         lines += ["", "Correlation over steps of the two GRPO arms' accuracy rewards (same prompts, same order; how "
