@@ -252,7 +252,8 @@ def grpo_model_card(run: dict) -> str:
     """The model card (``README.md``) of a ``scale-vlm grpo`` run, from ``run``: ``base``, ``output_dir``, ``lora``
     (a sentence or None), ``dataset``, ``prompts`` (how many), ``rewards`` (``[(name, weight)]``),
     ``num_generations``, ``beta``, ``learning_rate``, ``steps``, ``epochs``, ``curve`` (:func:`reward_curve`),
-    ``generated_tokens``, ``prompt_form`` (dict or None) and ``plot`` (file name or None)."""
+    ``generated_tokens``, ``prompt_form`` (dict or None), ``plot`` (file name or None) and, with the greedy probe,
+    ``probe`` (:func:`probe_curve`) and ``probe_questions`` (what it evaluated, in words)."""
     rewards = " + ".join(f"{weight:g} x {name}" for name, weight in run["rewards"])
     rows = [("policy initialised from", f"`{run['base']}`"),
             ("method", f"GRPO: {run['num_generations']} completions per prompt, KL coefficient {run['beta']:g}, "
@@ -269,6 +270,12 @@ def grpo_model_card(run: dict) -> str:
                  if key in first and key in last]
         rows.append(("mean reward per step", f"{', '.join(parts)} (step {first['step']} -> {last['step']}; "
                                              "one step is noisy, the figure smooths it)"))
+    probe = run.get("probe")
+    if probe:
+        rows.append(("greedy probe", f"accuracy {probe[0]['accuracy']:.3f} -> {probe[-1]['accuracy']:.3f}, malformed "
+                                     f"{probe[0]['malformed_rate']:.3f} -> {probe[-1]['malformed_rate']:.3f} (step "
+                                     f"{probe[0]['step']} -> {probe[-1]['step']}, {run['probe_questions']}, greedy as "
+                                     "scale-vlm eval scores them)"))
     plot = (run["plot"], "reward curves", "Mean, accuracy and format reward per GRPO step (trailing means).") if run.get("plot") else None
     return _model_card(run, "grpo", None, "A vision-language model trained with `scale-vlm grpo` (reinforcement "
                        "learning on the answer-accuracy and format rewards) to reason inside think tags and answer "

@@ -423,6 +423,10 @@ def test_grpo_greedy_probe_from_the_command_line(tiny_qwen_dir, tmp_path, capsys
     assert [h["step"] for h in probes] == [0, 2, 3] and all(h["probe/seconds"] > 0 for h in probes)
     assert (f"greedy probe accuracy (3 questions of 'train'): step 0 {probes[0]['probe/accuracy']:.3f} -> step 3 "
             f"{probes[-1]['probe/accuracy']:.3f}") in capsys.readouterr().out
+    card = (tmp_path / "grpo" / "README.md").read_text()
+    assert (f"| greedy probe | accuracy {probes[0]['probe/accuracy']:.3f} -> {probes[-1]['probe/accuracy']:.3f}, "
+            f"malformed {probes[0]['probe/malformed_rate']:.3f} -> {probes[-1]['probe/malformed_rate']:.3f} (step 0 -> "
+            "3, the first 3 questions of split 'train'") in card
 
 
 def test_grpo_column_mapping_flags(tmp_path):

@@ -185,7 +185,7 @@ def write_run_report(trainer, script: GRPOScriptArguments, args, num_prompts: in
     """The run's own model card (README.md, in place of TRL's generic card) and the reward figure (reward_curve.png).
     The adapter, new or a LoRA run's continued, is the trained policy's own."""
     from ..eval.prompt_form import read_prompt_form
-    from ..report import grpo_model_card, plot_reward_curve, reward_curve
+    from ..report import grpo_model_card, plot_reward_curve, probe_curve, reward_curve
     from .sft import lora_sentence
 
     out = Path(args.output_dir)
@@ -201,7 +201,8 @@ def write_run_report(trainer, script: GRPOScriptArguments, args, num_prompts: in
         "num_generations": args.num_generations, "beta": args.beta, "learning_rate": args.learning_rate,
         "steps": trainer.state.global_step, "epochs": float(trainer.state.epoch or 0.0), "curve": curve,
         "generated_tokens": trainer.generated_tokens, "prompt_form": form.to_dict() if form is not None else None,
-        "plot": plot,
+        "plot": plot, "probe": probe_curve(trainer.state.log_history),
+        "probe_questions": f"the first {script.probe_limit} questions of split {script.probe_split!r}",
     })
     (out / "README.md").write_text(card, encoding="utf-8")
 
