@@ -4,7 +4,8 @@
     python scripts/grpo_reward_curve.py runs/grpo-scale [--window 20] [--png docs/grpo_reward_curve.png]
     python scripts/grpo_reward_curve.py runs/grpo-search/seed0/seed0/grpo_vanilla --window 100
 
-Prints mean reward, accuracy reward, format reward and completion length over consecutive windows of steps.
+Prints mean reward, accuracy reward, format reward and completion length over consecutive windows of steps, then
+the greedy probe's rows when the run had one (``--probe_every``: greedy accuracy on fixed questions).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 from scale_vlm.report import (
     GRPO_LOG_KEYS,
     plot_reward_curve,
+    probe_curve,
     reward_curve,
     window_means,
 )
@@ -39,6 +41,11 @@ def main() -> None:
     for i, window in enumerate(columns["reward"]):
         print(f"{window['first_step']:>4}-{window['last_step']:<4}  "
               + "  ".join(f"{columns[k][i]['mean']:21.3f}" for k in keys))
+    probe = probe_curve(log)
+    if probe:
+        print("\ngreedy probe (the scored answer):\n step  accuracy  malformed")
+        for row in probe:
+            print(f"{row['step']:>5}  {row['accuracy']:8.3f}  {row['malformed_rate']:9.3f}")
     if args.png:
         plot_reward_curve(curve, args.png)
         print(f"wrote {args.png}")

@@ -73,3 +73,27 @@ def test_figures_are_written(tmp_path):
     plot_accuracy_vs_time({"a": point}, {"a": [curve]}, {"a": "tab:blue"}, tmp_path / "acc.png", title="t")
     for name in ("curves.png", "reward.png", "acc.png"):
         assert (tmp_path / name).stat().st_size > 1000
+
+
+def test_grpo_reward_curve_script_prints_the_windows_and_the_probe(tmp_path, monkeypatch, capsys):
+    """scripts/grpo_reward_curve.py: window means of the logged reward (hand values) and the greedy probe's rows."""
+    import json
+    import runpy
+    import sys
+    from pathlib import Path
+
+    log = [{"step": 0, "probe/accuracy": 0.5, "probe/malformed_rate": 0.02, "probe/seconds": 1.0}]
+    log += [{"step": s, "reward": r, "rewards/accuracy_reward/mean": r / 2, "rewards/format_reward/mean": 1.0,
+             "completions/mean_length": 10.0 * s} for s, r in zip((1, 2, 3, 4), (0.2, 0.4, 0.6, 1.0))]
+    log.append({"step": 4, "probe/accuracy": 0.625, "probe/malformed_rate": 0.0, "probe/seconds": 1.0})
+    (tmp_path / "log_history.json").write_text(json.dumps(log))
+    script = Path(__file__).resolve().parents[1] / "scripts" / "grpo_reward_curve.py"
+    monkeypatch.setattr(sys, "argv", ["grpo_reward_curve.py", str(tmp_path), "--window", "2"])
+    runpy.run_path(str(script), run_name="__main__")
+    lines = capsys.readouterr().out.splitlines()
+    windows = [line.split() for line in lines if line.strip()[:1].isdigit() and "-" in line.split()[0]]
+    assert [w[0] for w in windows] == ["1-2", "3-4"]
+    assert [float(w[1]) for w in windows] == pytest.approx([0.3, 0.8])  # reward
+    assert [float(w[2]) for w in windows] == pytest.approx([0.15, 0.4])  # accuracy reward
+    probe = lines[lines.index(" step  accuracy  malformed") + 1:]
+    assert [row.split() for row in probe] == [["0", "0.500", "0.020"], ["4", "0.625", "0.000"]]
