@@ -64,9 +64,6 @@ def load_grpo_dataset(name_or_path: str, split: str = "train", *, limit: int | N
 
 # ------------------------------------------------------------------------------------------------ greedy probe
 
-PROBE_KEYS = ("probe/accuracy", "probe/malformed_rate", "probe/seconds")
-
-
 class GreedyProbe(TrainerCallback):
     """Greedy accuracy of the policy on fixed questions during GRPO, before the first step and every ``every`` steps
     (and after the last). GRPO's reward is measured on sampled completions of the step's prompts: it can rise while
