@@ -8,6 +8,7 @@ evaluated by greedy generation on the same held-out questions; optionally in two
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -36,6 +37,17 @@ DEMO_RUN = RunFiles("demo", markers=(*RESULT_FILES, *METHODS))
 QUICK_OUTPUT_DIR = "runs/demo-quick"
 # --quick: a smoke run of the whole pipeline in about a minute (overrides only options left at their defaults).
 QUICK = {"num_train": 64, "num_test": 20, "max_steps": 6, "batch_size": 8, "max_new_tokens": 160}
+# The generation budget left to the demo (--max_new_tokens 0): 1.5x the longest training response, and at least this.
+# A trace cut off by the budget has no <answer> and would count as malformed, so a fixed budget would score the
+# truncation of the long-trace regimes rather than their answers (scripts/regime_map.py uses the same rule).
+MIN_NEW_TOKENS = 200
+# The demo's regime (docs/regimes.md#the-demo-default); the benchmark's own defaults are the templated regime.
+DEMO_REGIME = {"trace_verbosity": 0, "trace_repeat": 3, "trace_entropy": 2}
+
+
+def _demo_knob(name: str, regime: dict):
+    """A benchmark knob with the demo's default and the shared help text."""
+    return field(default=regime[name], metadata=BenchKnobs.__dataclass_fields__[name].metadata)
 QUICK_NOTE = ("note: --quick is a smoke run of the pipeline, not a measurement: after a few steps the models have not "
               "learnt the output format yet, so an accuracy near 0 and a malformed rate near 1 are expected. Run "
               "without --quick for real numbers.")
@@ -43,6 +55,11 @@ QUICK_NOTE = ("note: --quick is a smoke run of the pipeline, not a measurement: 
 
 @dataclass
 class DemoConfig(BenchKnobs, ScheduleKnobs):
+    # The demo's regime, not the benchmark's templated default: varied wording and traces 47x their answer's length,
+    # the closest to real cold-start traces in which both methods still learn at this budget (docs/regimes.md).
+    trace_verbosity: int = _demo_knob("trace_verbosity", DEMO_REGIME)
+    trace_repeat: int = _demo_knob("trace_repeat", DEMO_REGIME)
+    trace_entropy: int = _demo_knob("trace_entropy", DEMO_REGIME)
     output_dir: str = field(default="runs/demo", metadata={
         "help": "results folder (with --quick and left at its default: runs/demo-quick, so a quick run never blocks "
                 "the full one)"})
@@ -58,7 +75,8 @@ class DemoConfig(BenchKnobs, ScheduleKnobs):
     batch_size: int = field(default=16, metadata={"help": "examples per optimizer step"})
     learning_rate: float = field(default=2e-3, metadata={"help": "peak learning rate (cosine decay, 5 percent warm-up)"})
     eval_batch_size: int = field(default=50, metadata={"help": "questions generated together"})
-    max_new_tokens: int = field(default=200, metadata={"help": "generation budget per question"})
+    max_new_tokens: int = field(default=0, metadata={
+        "help": f"generation budget per question (0: 1.5x the longest training response, at least {MIN_NEW_TOKENS})"})
     threads: int = field(default=1, metadata={"help": "torch CPU threads (per process)"})
     parallel_methods: bool = field(default=True, metadata={
         "help": "train the two methods at once in two processes, one core each (same data, seeds and results as "
@@ -72,9 +90,12 @@ class DemoConfig(BenchKnobs, ScheduleKnobs):
                 and not was_given("output_dir"):
             self.output_dir = QUICK_OUTPUT_DIR
         self.quick_settings: dict[str, int] = apply_quick(self, QUICK) if self.quick else {}
-        for name in ("num_train", "num_test", "max_steps", "batch_size", "eval_batch_size", "max_new_tokens"):
+        for name in ("num_train", "num_test", "max_steps", "batch_size", "eval_batch_size"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"--{name} must be positive, got {getattr(self, name)}")
+        if self.max_new_tokens < 0:
+            raise ValueError(f"--max_new_tokens must be positive (or 0: from the training data), got "
+                             f"{self.max_new_tokens}")
         # A bad schedule fails here, in this process, not inside the training workers.
         from .schedules import WeightSchedule
 
@@ -160,6 +181,14 @@ def demo_data(cfg: DemoConfig, base_dir: Path) -> DemoData:
     return DemoData(train, test, prepare_once(to_training_format(train), base_dir), builtin_examples(test))
 
 
+def generation_budget(cfg: DemoConfig, rows) -> int:
+    """``cfg.max_new_tokens``, or where it is 0 the rule of :data:`MIN_NEW_TOKENS` on the rendered training rows."""
+    if cfg.max_new_tokens:
+        return cfg.max_new_tokens
+    longest = max(sum(label != -100 for label in labels) for labels in rows["labels"])
+    return max(MIN_NEW_TOKENS, int(1.5 * longest))
+
+
 def train_and_evaluate(method: str, cfg: DemoConfig, out: Path, train_ds, base_dir: Path, examples,
                        label_lines: bool = False):
     """One method's arm: train, then evaluate the saved model greedily (predictions in ``out / method``); returns
@@ -206,6 +235,9 @@ def run_demo(cfg: DemoConfig, say: Callable[[str], None] = logger.info) -> dict:
     t_start = time.time()
     base_dir = Path(base_model_dir(cfg.base_model, out)[0])
     data = demo_data(cfg, base_dir)
+    # a copy, not dataclasses.replace: that would run --quick's defaults again (and forget what it set)
+    cfg = copy.copy(cfg)
+    cfg.max_new_tokens = generation_budget(cfg, data.rows)
     results = {
         "config": asdict(cfg), "quick_settings": cfg.quick_settings,  # what --quick set (asdict has the result only)
         "base_model": "shipped" if base_dir == SHIPPED_BASE else str(base_dir),

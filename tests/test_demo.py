@@ -24,6 +24,64 @@ def test_refuses_to_overwrite(tmp_path):
     assert (aside / "results.json").read_text() == "{}"
 
 
+def test_generation_budget_follows_the_longest_training_response():
+    """--max_new_tokens 0 (the default) gives 1.5x the longest labelled response of the training rows, at least
+    MIN_NEW_TOKENS; a given budget is kept. Unequal lengths: the longest, not the first or the mean, sets it."""
+    from scale_vlm.demo import MIN_NEW_TOKENS, generation_budget
+
+    rows = {"labels": [[-100] * 30 + [7] * 150, [-100] * 5 + [7] * 401 + [-100], [-100] * 2 + [7] * 3]}
+    assert DemoConfig().max_new_tokens == 0
+    assert generation_budget(DemoConfig(), rows) == 601  # int(1.5 * 401)
+    assert generation_budget(DemoConfig(), {"labels": [[-100, 7, 7]]}) == MIN_NEW_TOKENS == 200
+    assert generation_budget(DemoConfig(max_new_tokens=50), rows) == 50
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        DemoConfig(max_new_tokens=-1)
+
+
+def test_run_demo_evaluates_with_the_budget_of_its_own_training_rows(tmp_path, monkeypatch):
+    """run_demo resolves --max_new_tokens 0 on the rows it trains on, before either method runs (no trace of the
+    default regime fits the old fixed 200 tokens)."""
+    from scale_vlm import demo
+
+    class Stop(Exception):
+        pass
+
+    seen = {}
+
+    def capture(method, cfg, out, rows, *rest, **kw):
+        seen["budget"], seen["rows"] = cfg.max_new_tokens, rows
+        raise Stop
+
+    monkeypatch.setattr(demo, "train_and_evaluate", capture)
+    with pytest.raises(Stop):
+        demo.run_demo(DemoConfig(output_dir=str(tmp_path / "d"), num_train=40, num_test=4, parallel_methods=False,
+                                 progress=False), say=print)
+    longest = max(sum(label != -100 for label in labels) for labels in seen["rows"]["labels"])
+    assert seen["budget"] == int(1.5 * longest) > demo.MIN_NEW_TOKENS
+
+
+def test_demo_regime_is_a_mapped_cell_that_clears_the_bar():
+    """The demo's default regime is chosen by the rule of docs/regimes.md: its cell has committed map records for 3
+    seeds in which both methods are at least 10 points above the majority answer with under 5% malformed outputs.
+    The benchmark's own defaults stay the templated regime (the compare stage and the tests build on them)."""
+    from pathlib import Path
+
+    from scale_vlm.bench.dataset import BenchConfig
+    from scale_vlm.demo import DEMO_REGIME
+
+    cfg = DemoConfig()
+    assert {k: getattr(cfg, k) for k in DEMO_REGIME} == DEMO_REGIME == {"trace_verbosity": 0, "trace_repeat": 3,
+                                                                        "trace_entropy": 2}
+    assert (BenchConfig.trace_verbosity, BenchConfig.trace_repeat, BenchConfig.trace_entropy) == (1, 0, 0)
+    cell = Path(__file__).parents[1] / "results" / "regime-map" / "_".join(f"{k}={v}" for k, v in DEMO_REGIME.items())
+    for seed in (0, 1, 2):
+        for method in ("vanilla", "scale"):
+            record = json.loads((cell / f"seed{seed}" / f"{method}.json").read_text())
+            assert {k: record["config"][k] for k in DEMO_REGIME} == DEMO_REGIME
+            assert (record["config"]["max_steps"], record["config"]["batch_size"]) == (cfg.max_steps, cfg.batch_size)
+            assert record["accuracy"] >= record["majority"] + 0.10 and record["malformed_rate"] < 0.05, (seed, method)
+
+
 def test_quick_is_small():
     cfg = DemoConfig(quick=True)
     assert cfg.max_steps * cfg.batch_size <= 64 and cfg.num_test <= 20
