@@ -1,6 +1,6 @@
 """What makes the demo's training steps cheaper: each lever against the demo's old recipe, in one run.
 
-The demo's data (the built-in benchmark at its defaults), model (the shipped tiny Qwen2-VL), batch (16), recipe
+The demo's data (the built-in benchmark in the demo's default regime), model (the shipped tiny Qwen2-VL), batch (16), recipe
 (``scale_vlm.drivers.sft_args``) and method (SCALe); every lever trains the same examples in the same order from the
 same initial weights for ``--steps`` optimizer steps. Step cost is the median process CPU time of a step after
 ``--warmup`` steps, with one torch thread (the demo trains each method on one core): CPU time is barely affected by
@@ -16,7 +16,8 @@ of similar lengths, ``train_sampling_strategy="group_by_length"``: other batches
 ``--bf16`` adds a matrix-multiply probe at the model's largest layer shape (fp32 vs bf16 on this CPU).
 
     python benchmarks/bench_demo_levers.py --out benchmarks/results/demo_levers_cpu.json
-    python benchmarks/bench_demo_levers.py --trace_verbosity 2 --trace_repeat 4 --trace_entropy 2 --levers grouped
+    python benchmarks/bench_demo_levers.py --trace_verbosity 1 --trace_repeat 0 --trace_entropy 0 --out \
+        benchmarks/results/demo_levers_cpu_templated.json   # the templated regime, the demo's default before
 """
 
 from __future__ import annotations
@@ -120,18 +121,18 @@ def main() -> None:
     p.add_argument("--bf16", action="store_true", help="also probe bf16 matrix multiplies on this CPU")
     p.add_argument("--levers", nargs="+", choices=list(LEVERS), default=list(LEVERS),
                    help="levers to time (padded, the baseline, is always timed)")
-    # the benchmark's length and wording knobs (docs/regimes.md): the levers at another demo default
-    p.add_argument("--trace_verbosity", type=int, default=None)
-    p.add_argument("--trace_repeat", type=int, default=None)
-    p.add_argument("--trace_entropy", type=int, default=None)
+    # the benchmark's length and wording knobs (docs/regimes.md), the demo's by default
+    from scale_vlm.demo import DEMO_REGIME
+
+    for name, value in DEMO_REGIME.items():
+        p.add_argument(f"--{name}", type=int, default=value)
     args = p.parse_args()
     _common.seed_torch(args)
     from scale_vlm.bench.dataset import BenchConfig, make_benchmark, to_training_format
     from scale_vlm.drivers import prepare_sft_rows
     from scale_vlm.tiny.shipped import SHIPPED_BASE
 
-    knobs = {k: getattr(args, k) for k in ("trace_verbosity", "trace_repeat", "trace_entropy")
-             if getattr(args, k) is not None}
+    knobs = {k: getattr(args, k) for k in DEMO_REGIME}
     rows = prepare_sft_rows(
         to_training_format(make_benchmark(BenchConfig(num_examples=args.num_examples, **knobs))), SHIPPED_BASE)
     report = {"benchmark": "demo_levers", "steps": args.steps, "warmup": args.warmup, "batch_size": args.batch_size,
