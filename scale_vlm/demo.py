@@ -37,6 +37,9 @@ DEMO_RUN = RunFiles("demo", markers=(*RESULT_FILES, *METHODS))
 QUICK_OUTPUT_DIR = "runs/demo-quick"
 # --quick: a smoke run of the whole pipeline in about a minute (overrides only options left at their defaults).
 QUICK = {"num_train": 64, "num_test": 20, "max_steps": 6, "batch_size": 8, "max_new_tokens": 160}
+QUICK_NOTE = ("note: --quick is a smoke run of the pipeline, not a measurement: after a few steps the models have not "
+              "learnt the output format yet, so an accuracy near 0 and a malformed rate near 1 are expected. Run "
+              "without --quick for real numbers.")
 # The generation budget left to the demo (--max_new_tokens 0): 1.5x the longest training response, and at least this.
 # A trace cut off by the budget has no <answer> and would count as malformed, so a fixed budget would score the
 # truncation of the long-trace regimes rather than their answers (scripts/regime_map.py uses the same rule).
@@ -48,9 +51,6 @@ DEMO_REGIME = {"trace_verbosity": 0, "trace_repeat": 3, "trace_entropy": 2}
 def _demo_knob(name: str, regime: dict):
     """A benchmark knob with the demo's default and the shared help text."""
     return field(default=regime[name], metadata=BenchKnobs.__dataclass_fields__[name].metadata)
-QUICK_NOTE = ("note: --quick is a smoke run of the pipeline, not a measurement: after a few steps the models have not "
-              "learnt the output format yet, so an accuracy near 0 and a malformed rate near 1 are expected. Run "
-              "without --quick for real numbers.")
 
 
 @dataclass
