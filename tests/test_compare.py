@@ -157,6 +157,37 @@ def test_quick_sets_only_defaults_and_reports_what_it_set(monkeypatch):
     assert said == []
 
 
+def test_compare_warns_when_a_generation_budget_would_cut_the_traces(monkeypatch, tmp_path):
+    """At the long-trace regime of the demo the default budgets (200 evaluation, 160 GRPO tokens) are shorter than
+    the training responses: run_compare says so, naming both flags and 1.5x the longest response, before any stage
+    runs; at the templated defaults, with budgets that fit, or under --quick it says nothing."""
+    from scale_vlm.compare import pipeline
+    from scale_vlm.tiny.shipped import SHIPPED_BASE
+
+    long_traces = dict(trace_verbosity=0, trace_repeat=3, trace_entropy=2, num_train=100)
+    warnings = pipeline.budget_warnings(CompareConfig(**long_traces), SHIPPED_BASE, sample=100)
+    assert [w.split()[0] for w in warnings] == ["--max_new_tokens", "--max_completion_length"]
+    longest = int(warnings[0].split("(")[1].split()[0])
+    assert 400 < longest < 700 and f"pass --max_new_tokens {int(1.5 * longest)} (1.5x)" in warnings[0]
+    assert pipeline.budget_warnings(CompareConfig(**long_traces, max_new_tokens=longest, max_completion_length=longest),
+                                    SHIPPED_BASE, sample=100) == []
+    assert pipeline.budget_warnings(CompareConfig(num_train=100), SHIPPED_BASE, sample=100) == []
+
+    class Stop(Exception):
+        pass
+
+    def stop(*a, **k):
+        raise Stop
+
+    monkeypatch.setattr(pipeline, "kept_or_run_seed", stop)  # after the check: nothing is trained
+    for cfg, expected in ((CompareConfig(**long_traces, output_dir=str(tmp_path / "a")), 2),
+                          (CompareConfig(**long_traces, quick=True, output_dir=str(tmp_path / "b")), 0)):
+        said = []
+        with pytest.raises(Stop):
+            pipeline.run_compare(cfg, say=said.append)
+        assert len([line for line in said if line.startswith("warning: --max")]) == expected
+
+
 def test_apply_quick_refuses_a_name_that_is_not_an_option():
     from scale_vlm.knobs import apply_quick
 

@@ -255,6 +255,25 @@ def kept_or_run_seed(cfg: CompareConfig, seed: int, out: Path, base_dir: str, ba
     return arms
 
 
+def budget_warnings(cfg: CompareConfig, base_dir: str | Path, sample: int = 500) -> list[str]:
+    """The generation budgets too short for the built-in benchmark's traces at ``cfg``'s knobs: a trace cut off by
+    ``--max_new_tokens`` (evaluation) or ``--max_completion_length`` (GRPO) has no ``<answer>``, so it counts as
+    malformed and earns no reward, which would score the budget instead of the arms. Measured on the first
+    ``sample`` training responses of the first seed, in the base model's tokens (the chat template adds a few)."""
+    from transformers import AutoTokenizer
+
+    from ..bench.dataset import make_benchmark
+
+    train = make_benchmark(cfg.bench(cfg.seeds[0], "train", min(sample, cfg.num_train)))
+    tokenizer = AutoTokenizer.from_pretrained(base_dir)
+    longest = max(len(ids) for ids in tokenizer(list(train["response"]), add_special_tokens=False)["input_ids"])
+    room = int(1.5 * longest)
+    return [f"--{name} {getattr(cfg, name)} is shorter than the longest training response ({longest} tokens in the "
+            f"first {len(train)} training questions): a trace cut off there has no <answer>, counts as malformed and "
+            f"earns no reward; pass --{name} {room} (1.5x) for this regime"
+            for name in ("max_new_tokens", "max_completion_length") if getattr(cfg, name) < longest]
+
+
 def run_compare(cfg: CompareConfig, say: Callable[[str], None] = logger.info) -> dict:
     """All seeds; writes ``results.json``, ``results.md`` (returned as ``results["markdown"]``) and
     ``accuracy_vs_time.png`` to ``cfg.output_dir``; what ``--quick`` set goes to ``say`` (the command prints it)."""
@@ -265,6 +284,9 @@ def run_compare(cfg: CompareConfig, say: Callable[[str], None] = logger.info) ->
         say(quick_message(cfg.quick_settings))
     t0 = time.perf_counter()
     base_dir, base_id = base_model_dir(cfg.base_model, out)
+    if not cfg.dataset_name and not cfg.quick:  # --quick's budgets are short on purpose (a smoke run)
+        for warning in budget_warnings(cfg, base_dir):
+            say("warning: " + warning)
     per_seed = {seed: kept_or_run_seed(cfg, seed, out, base_dir, base_id, say) for seed in cfg.seeds}
     summary = summarize(per_seed)
     ref = summary[REFERENCE_ARM]["train_seconds_mean"]
