@@ -337,6 +337,7 @@ def test_records_dir_keeps_each_seed_and_takes_it_back(monkeypatch, tmp_path):
 
     monkeypatch.setattr(pipeline, "run_seed", fake_seed)
     monkeypatch.setattr(pipeline, "base_model_dir", lambda base, out: ("base", "shipped:test"))
+    monkeypatch.setattr(pipeline, "budget_warnings", lambda cfg, base_dir: [])  # the fake base has no tokenizer
     monkeypatch.setattr(pipeline, "plot_results", lambda results, path: None)
     records = tmp_path / "records"
     common = dict(records_dir=str(records), grpo_steps=2, progress=False)
