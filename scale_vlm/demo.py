@@ -48,18 +48,18 @@ MIN_NEW_TOKENS = 200
 DEMO_REGIME = {"trace_verbosity": 0, "trace_repeat": 3, "trace_entropy": 2}
 
 
-def _demo_knob(name: str, regime: dict):
-    """A benchmark knob with the demo's default and the shared help text."""
-    return field(default=regime[name], metadata=BenchKnobs.__dataclass_fields__[name].metadata)
+def _demo_knob(name: str):
+    """A benchmark knob with the demo's default (``DEMO_REGIME``) and the shared help text."""
+    return field(default=DEMO_REGIME[name], metadata=BenchKnobs.__dataclass_fields__[name].metadata)
 
 
 @dataclass
 class DemoConfig(BenchKnobs, ScheduleKnobs):
     # The demo's regime, not the benchmark's templated default: varied wording and traces 47x their answer's length,
     # the closest to real cold-start traces in which both methods still learn at this budget (docs/regimes.md).
-    trace_verbosity: int = _demo_knob("trace_verbosity", DEMO_REGIME)
-    trace_repeat: int = _demo_knob("trace_repeat", DEMO_REGIME)
-    trace_entropy: int = _demo_knob("trace_entropy", DEMO_REGIME)
+    trace_verbosity: int = _demo_knob("trace_verbosity")
+    trace_repeat: int = _demo_knob("trace_repeat")
+    trace_entropy: int = _demo_knob("trace_entropy")
     output_dir: str = field(default="runs/demo", metadata={
         "help": "results folder (with --quick and left at its default: runs/demo-quick, so a quick run never blocks "
                 "the full one)"})
@@ -94,7 +94,7 @@ class DemoConfig(BenchKnobs, ScheduleKnobs):
             if getattr(self, name) <= 0:
                 raise ValueError(f"--{name} must be positive, got {getattr(self, name)}")
         if self.max_new_tokens < 0:
-            raise ValueError(f"--max_new_tokens must be positive (or 0: from the training data), got "
+            raise ValueError(f"--max_new_tokens must be 0 (from the training data) or positive, got "
                              f"{self.max_new_tokens}")
         # A bad schedule fails here, in this process, not inside the training workers.
         from .schedules import WeightSchedule
@@ -181,12 +181,16 @@ def demo_data(cfg: DemoConfig, base_dir: Path) -> DemoData:
     return DemoData(train, test, prepare_once(to_training_format(train), base_dir), builtin_examples(test))
 
 
+def longest_response(rows) -> int:
+    """The most labelled (supervised) tokens of any rendered training row."""
+    return max(sum(label != -100 for label in labels) for labels in rows["labels"])
+
+
 def generation_budget(cfg: DemoConfig, rows) -> int:
     """``cfg.max_new_tokens``, or where it is 0 the rule of :data:`MIN_NEW_TOKENS` on the rendered training rows."""
     if cfg.max_new_tokens:
         return cfg.max_new_tokens
-    longest = max(sum(label != -100 for label in labels) for labels in rows["labels"])
-    return max(MIN_NEW_TOKENS, int(1.5 * longest))
+    return max(MIN_NEW_TOKENS, int(1.5 * longest_response(rows)))
 
 
 def train_and_evaluate(method: str, cfg: DemoConfig, out: Path, train_ds, base_dir: Path, examples,

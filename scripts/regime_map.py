@@ -116,14 +116,14 @@ def run_one(cfg, arm: str, folder: Path, record_path: Path | None = None) -> dic
     """One arm of one cell and seed: train, evaluate, diagnose; writes and returns ``record.json`` (and its copy at
     ``record_path``)."""
     from scale_vlm.bench.diagnostics import diagnose
-    from scale_vlm.demo import demo_data, generation_budget, majority_baseline, train_and_evaluate
+    from scale_vlm.demo import demo_data, generation_budget, longest_response, majority_baseline, train_and_evaluate
     from scale_vlm.tiny.shipped import SHIPPED_BASE
 
     method, overrides = ARMS[arm]
     cfg = replace(cfg, **overrides, progress=False)
     data = demo_data(cfg, SHIPPED_BASE)
     # the demo's generation budget: room for 1.5x the cell's longest training response unless --max_new_tokens says
-    longest = max(sum(label != -100 for label in r) for r in data.rows["labels"])
+    longest = longest_response(data.rows)
     cfg = replace(cfg, max_new_tokens=generation_budget(cfg, data.rows))
     t0, cpu0 = time.time(), time.process_time()
     # the demo's arm: the model and its predictions in folder / method, the record next to them
