@@ -12,6 +12,8 @@ import torch
 
 from scale_vlm.cli import main
 from scale_vlm.eval import evaluate_model, generate_batch, load_eval_dataset, score_outputs, summarize
+from scale_vlm.eval.evaluate import format_summary
+from scale_vlm.eval.generate import budget_hits
 from scale_vlm.tiny.model import build_tiny_llava, build_tiny_qwen2_vl, save_tiny
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -22,7 +24,7 @@ CORPUS = [
 REQUIRED_METRICS = {"accuracy", "malformed_rate", "mean_think_tokens", "median_think_tokens", "mean_answer_tokens",
                     "num_examples"}
 PREDICTION_KEYS = {"id", "prompt", "output", "parsed_answer", "gold", "correct", "malformed", "think_tokens",
-                   "answer_tokens", "category"}
+                   "answer_tokens", "category", "hit_budget"}
 
 
 def _scramble(model, seed: int) -> None:
@@ -58,6 +60,7 @@ def _check_consistent(metrics: dict, predictions: list[dict], num_examples: int)
     assert metrics["mean_think_tokens"] == pytest.approx(statistics.fmean(r["think_tokens"] for r in predictions))
     assert metrics["median_think_tokens"] == pytest.approx(statistics.median(r["think_tokens"] for r in predictions))
     assert metrics["mean_answer_tokens"] == pytest.approx(statistics.fmean(r["answer_tokens"] for r in predictions))
+    assert metrics["budget_hit_rate"] == pytest.approx(sum(r["hit_budget"] for r in predictions) / num_examples)
     by_category = metrics["by_category"]
     assert sum(c["num_examples"] for c in by_category.values()) == num_examples
     for name, cat in by_category.items():
@@ -172,3 +175,34 @@ def test_evaluate_model_signature_and_rows():
     assert metrics["num_examples"] == 2 and [p["id"] for p in predictions] == ["iconqa-1", "iconqa-2"]
     with pytest.raises(ValueError, match="no examples to evaluate"):
         evaluate_model(model, processor, [])
+
+
+def test_budget_hits_per_row():
+    eos = {2, 7}
+    # (batch 3, 4 new tokens): ended at token 2 then padded with 0; ran the whole budget; ended on its last token (7)
+    rows = torch.tensor([[5, 2, 0, 0], [5, 6, 5, 6], [5, 6, 5, 7]])
+    assert budget_hits(rows, eos, max_new_tokens=4) == [False, True, False]
+    # every row of a batch ended early: generation stopped before the budget, so none hit it
+    assert budget_hits(torch.tensor([[5, 2], [2, 0]]), eos, max_new_tokens=4) == [False, False]
+    assert budget_hits([[5, 6]], eos, max_new_tokens=2) == [True]
+    # stopped short of the budget without an end token (another stopping rule): not the budget's doing
+    assert budget_hits([[5, 6]], eos, max_new_tokens=4) == [False]
+
+
+def test_evaluate_model_counts_replies_cut_off_by_the_budget():
+    torch.set_num_threads(1)
+    model, processor = build_tiny_qwen2_vl(CORPUS, vocab_size=400)
+    _scramble(model, seed=1)
+    examples = load_eval_dataset(str(FIXTURES / "iconqa"))
+    # A random model does not stop within 3 tokens: every reply hits the budget.
+    metrics, predictions = evaluate_model(model, processor, examples, batch_size=2, max_new_tokens=3, progress=False)
+    assert [p["hit_budget"] for p in predictions] == [True] * len(examples)
+    assert metrics["budget_hit_rate"] == 1.0
+    assert "ran out of the generation budget" in format_summary(metrics)
+    # Every token an end token: each reply ends at its first token, none hits the budget.
+    model.generation_config.eos_token_id = list(range(model.config.get_text_config().vocab_size))
+    metrics, predictions = evaluate_model(model, processor, examples, batch_size=2, max_new_tokens=3, progress=False)
+    assert not any(p["hit_budget"] for p in predictions) and metrics["budget_hit_rate"] == 0.0
+    assert "ran out of the generation budget" not in format_summary(metrics)
+    # Outputs scored without generation carry no flag and no rate.
+    assert "budget_hit_rate" not in summarize(score_outputs(examples, ["x"] * len(examples), processor.tokenizer))

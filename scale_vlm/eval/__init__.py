@@ -10,16 +10,18 @@ from .adapters import (
     scienceqa_examples,
 )
 from .evaluate import EvalConfig, evaluate_model, run_eval, score_outputs, summarize
-from .generate import generate_batch
+from .generate import Completion, generate_batch, generate_completions
 
 __all__ = [
     "ColumnMapping",
+    "Completion",
     "EvalConfig",
     "EvalExample",
     "builtin_examples",
     "column_examples",
     "evaluate_model",
     "generate_batch",
+    "generate_completions",
     "iconqa_examples",
     "load_eval_dataset",
     "run_eval",

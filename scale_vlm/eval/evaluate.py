@@ -13,7 +13,7 @@ from ..report import majority_baseline
 from ..scoring import score_answer
 from ..segments import DEFAULT_TAGS, TagFields, Tags
 from .adapters import ADAPTERS, ColumnMapping, EvalExample, load_eval_dataset
-from .generate import count_tokens, generate_batch
+from .generate import count_tokens, generate_completions
 from .prompt_form import check_prompts
 
 PREDICTIONS_FILE = "predictions.jsonl"
@@ -93,6 +93,8 @@ def summarize(predictions: Sequence[dict]) -> dict:
         "mean_answer_tokens": statistics.fmean(answer) if answer else 0.0,
         "num_examples": len(predictions),
     }
+    if predictions and all("hit_budget" in p for p in predictions):  # rows from generation, not given outputs
+        metrics["budget_hit_rate"] = _rate([p["hit_budget"] for p in predictions])
     categories = sorted({p["category"] for p in predictions if p["category"] is not None})
     if categories:
         metrics["by_category"] = {
@@ -108,13 +110,16 @@ def summarize(predictions: Sequence[dict]) -> dict:
 
 
 def score_outputs(
-    examples: Sequence[EvalExample], outputs: Sequence[str], tokenizer, tags: Tags = DEFAULT_TAGS
+    examples: Sequence[EvalExample], outputs: Sequence[str], tokenizer, tags: Tags = DEFAULT_TAGS,
+    hit_budget: Sequence[bool] | None = None,
 ) -> list[dict]:
-    """Prediction rows for raw ``outputs`` (one per example): parsed answer, correctness, malformed, lengths."""
-    if len(examples) != len(outputs):
-        raise ValueError(f"{len(examples)} examples but {len(outputs)} outputs")
+    """Prediction rows for raw ``outputs`` (one per example): parsed answer, correctness, malformed, lengths; with
+    ``hit_budget`` (one flag per output, from generation) also whether each output ran out of its budget."""
+    if len(examples) != len(outputs) or (hit_budget is not None and len(hit_budget) != len(outputs)):
+        raise ValueError(f"{len(examples)} examples but {len(outputs)} outputs"
+                         + ("" if hit_budget is None else f" and {len(hit_budget)} budget flags"))
     rows = []
-    for example, output in zip(examples, outputs):
+    for i, (example, output) in enumerate(zip(examples, outputs)):
         parsed = parse_output(output, tags)
         try:
             correct = score_answer(parsed.answer, example.gold, example.choices)
@@ -133,6 +138,8 @@ def score_outputs(
             "answer_tokens": count_tokens(parsed.answer, tokenizer),
             "category": example.category,
         })
+        if hit_budget is not None:
+            rows[-1]["hit_budget"] = bool(hit_budget[i])
     return rows
 
 
@@ -144,9 +151,10 @@ def evaluate_model(
     examples = list(examples)
     if not examples:
         raise ValueError("no examples to evaluate")
-    outputs = generate_batch(model, processor, examples, max_new_tokens=max_new_tokens, batch_size=batch_size,
-                             progress=progress, tags=tags)
-    predictions = score_outputs(examples, outputs, getattr(processor, "tokenizer", processor), tags)
+    completions = generate_completions(model, processor, examples, max_new_tokens=max_new_tokens,
+                                       batch_size=batch_size, progress=progress, tags=tags)
+    predictions = score_outputs(examples, [c.text for c in completions], getattr(processor, "tokenizer", processor),
+                                tags, hit_budget=[c.hit_budget for c in completions])
     return summarize(predictions), predictions
 
 
@@ -187,6 +195,11 @@ def format_summary(metrics: dict) -> str:
         lines.append(f"WARNING: {from_malformed:.3f} of the {metrics['accuracy']:.3f} accuracy comes from malformed "
                      "replies (no well-formed think and answer blocks; the answer was recovered from the text): the "
                      "model has not learnt the reply format")
+    cut_off = metrics.get("budget_hit_rate", 0.0)
+    if cut_off > 0:
+        lines.append(f"WARNING: {cut_off:.3f} of the replies ran out of the generation budget (--max_new_tokens) "
+                     "before they ended: an <answer> cut off there scores as malformed; raise the budget if the "
+                     "model's replies are longer")
     for category, m in metrics.get("by_category", {}).items():
         lines.append(f"  {category}: accuracy {m['accuracy']:.3f}  malformed {m['malformed_rate']:.3f}  n={m['num_examples']}")
     return "\n".join(lines)

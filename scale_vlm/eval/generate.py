@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import copy
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 import torch
 from tqdm.auto import tqdm
@@ -84,14 +85,44 @@ def reset_rope_cache(model) -> None:
         inner.rope_deltas = None
 
 
-@torch.no_grad()
+@dataclass(frozen=True)
+class Completion:
+    """One greedy completion: its text, and whether it ran out of ``max_new_tokens`` before an end-of-sequence token
+    (its ``<answer>`` may have been cut off, so a malformed reply can be the budget's fault, not the model's)."""
+
+    text: str
+    hit_budget: bool
+
+
+def budget_hits(new_tokens, eos_token_ids: set[int], max_new_tokens: int) -> list[bool]:
+    """Per row of generated ids ``(batch, new)``: True where the row holds no end-of-sequence token and filled the
+    budget. A row that ended early is padded after its end token; a batch whose rows all ended early is shorter."""
+    rows = new_tokens.tolist() if hasattr(new_tokens, "tolist") else new_tokens
+    return [len(row) >= max_new_tokens and not any(t in eos_token_ids for t in row) for row in rows]
+
+
+def _eos_ids(config) -> set[int]:
+    eos = config.eos_token_id
+    return set(eos) if isinstance(eos, (list, tuple)) else {eos}
+
+
 def generate_batch(
     model, processor, examples: Sequence[EvalExample], max_new_tokens: int = 256, batch_size: int = 16,
     progress: bool = True, tags: Tags = DEFAULT_TAGS,
 ) -> list[str]:
+    """The texts of :func:`generate_completions`."""
+    return [c.text for c in generate_completions(model, processor, examples, max_new_tokens=max_new_tokens,
+                                                 batch_size=batch_size, progress=progress, tags=tags)]
+
+
+@torch.no_grad()
+def generate_completions(
+    model, processor, examples: Sequence[EvalExample], max_new_tokens: int = 256, batch_size: int = 16,
+    progress: bool = True, tags: Tags = DEFAULT_TAGS,
+) -> list[Completion]:
     """Greedy completions for ``examples``, decoded with special tokens skipped, in input order, written in ``tags``
     (:func:`scale_vlm.parsing.as_tagged`: a think block the generation prompt opened is closed back in front, a
-    family's own reasoning delimiters become the configured think tags)."""
+    family's own reasoning delimiters become the configured think tags), each marked where it hit the budget."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     if max_new_tokens < 1:
@@ -103,7 +134,8 @@ def generate_batch(
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    outputs: list[str] = []
+    eos_ids = _eos_ids(config)
+    outputs: list[Completion] = []
     bar = tqdm(total=len(examples), desc="generating", unit="ex", disable=not progress)
     try:
         with left_padding(processor):
@@ -119,7 +151,9 @@ def generate_batch(
                 reset_rope_cache(model)
                 generated = model.generate(**inputs, generation_config=config)
                 new_tokens = generated[:, inputs["input_ids"].shape[1] :]
-                outputs += [as_tagged(text, fmt, tags) for text in decode_completions(tokenizer, new_tokens, keep)]
+                decoded = decode_completions(tokenizer, new_tokens, keep)
+                outputs += [Completion(as_tagged(text, fmt, tags), hit) for text, hit in
+                            zip(decoded, budget_hits(new_tokens, eos_ids, max_new_tokens))]
                 bar.update(len(batch))
     finally:
         bar.close()
