@@ -173,6 +173,23 @@ def test_compare_warns_when_a_generation_budget_would_cut_the_traces(monkeypatch
                                     SHIPPED_BASE, sample=100) == []
     assert pipeline.budget_warnings(CompareConfig(num_train=100), SHIPPED_BASE, sample=100) == []
 
+    # The user's data: the longest of its first responses (not the first or the mean; an unreadable row skipped,
+    # the SFT stage names it), here a trace far longer than the default budgets.
+    from transformers import AutoTokenizer
+
+    short, long = "<think>two dots</think><answer>2</answer>", "<think>" + "count the dots again " * 60 + \
+        "</think><answer>3</answer>"
+    rows = [{"prompt": "How many?", "completion": text} for text in (short, long, "", short)]
+    data = tmp_path / "user"
+    data.mkdir()
+    (data / "train.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    tokens = len(AutoTokenizer.from_pretrained(SHIPPED_BASE)(long, add_special_tokens=False)["input_ids"])
+    user = pipeline.budget_warnings(CompareConfig(dataset_name=str(data), num_train=4), SHIPPED_BASE)
+    assert [w.split()[0] for w in user] == ["--max_new_tokens", "--max_completion_length"]
+    assert f"({tokens} tokens in the first 3 readable rows of {data} 'train')" in user[0]
+    assert f"pass --max_completion_length {int(1.5 * tokens)} (1.5x)" in user[1]
+    assert pipeline.budget_warnings(CompareConfig(dataset_name=str(data), num_train=1), SHIPPED_BASE) == []
+
     class Stop(Exception):
         pass
 
@@ -181,7 +198,8 @@ def test_compare_warns_when_a_generation_budget_would_cut_the_traces(monkeypatch
 
     monkeypatch.setattr(pipeline, "kept_or_run_seed", stop)  # after the check: nothing is trained
     for cfg, expected in ((CompareConfig(**long_traces, output_dir=str(tmp_path / "a")), 2),
-                          (CompareConfig(**long_traces, quick=True, output_dir=str(tmp_path / "b")), 0)):
+                          (CompareConfig(**long_traces, quick=True, output_dir=str(tmp_path / "b")), 0),
+                          (CompareConfig(dataset_name=str(data), num_train=4, output_dir=str(tmp_path / "c")), 2)):
         said = []
         with pytest.raises(Stop):
             pipeline.run_compare(cfg, say=said.append)

@@ -256,21 +256,38 @@ def kept_or_run_seed(cfg: CompareConfig, seed: int, out: Path, base_dir: str, ba
 
 
 def budget_warnings(cfg: CompareConfig, base_dir: str | Path, sample: int = 500) -> list[str]:
-    """The generation budgets too short for the built-in benchmark's traces at ``cfg``'s knobs: a trace cut off by
-    ``--max_new_tokens`` (evaluation) or ``--max_completion_length`` (GRPO) has no ``<answer>``, so it counts as
-    malformed and earns no reward, which would score the budget instead of the arms. Measured on the first
-    ``sample`` training responses of the first seed, in the base model's tokens (the chat template adds a few)."""
+    """The generation budgets too short for the training responses: a trace cut off by ``--max_new_tokens``
+    (evaluation) or ``--max_completion_length`` (GRPO) has no ``<answer>``, so it counts as malformed and earns no
+    reward, which would score the budget instead of the arms. Measured on the first ``sample`` training responses
+    (the user's training split, else the built-in benchmark's first seed at ``cfg``'s knobs), in the base model's
+    tokens (the chat template adds a few). Rows that cannot be read are left to the SFT stage, which names them."""
     from transformers import AutoTokenizer
 
-    from ..bench.dataset import make_benchmark
+    if cfg.dataset_name:
+        from ..data.formats import ExampleError, response_text
+        from ..data.prepare import load_training_dataset
 
-    train = make_benchmark(cfg.bench(cfg.seeds[0], "train", min(sample, cfg.num_train)))
+        rows, _ = load_training_dataset(cfg.dataset_name, cfg.dataset_train_split)
+        responses = []
+        for index in range(min(sample, cfg.num_train, len(rows))):
+            try:
+                responses.append(response_text(rows[index], index))
+            except ExampleError:
+                continue
+        where = f"the first {len(responses)} readable rows of {cfg.dataset_name} {cfg.dataset_train_split!r}"
+    else:
+        from ..bench.dataset import make_benchmark
+
+        responses = list(make_benchmark(cfg.bench(cfg.seeds[0], "train", min(sample, cfg.num_train)))["response"])
+        where = f"the first {len(responses)} training questions"
+    if not responses:
+        return []
     tokenizer = AutoTokenizer.from_pretrained(base_dir)
-    longest = max(len(ids) for ids in tokenizer(list(train["response"]), add_special_tokens=False)["input_ids"])
+    longest = max(len(ids) for ids in tokenizer(responses, add_special_tokens=False)["input_ids"])
     room = int(1.5 * longest)
-    return [f"--{name} {getattr(cfg, name)} is shorter than the longest training response ({longest} tokens in the "
-            f"first {len(train)} training questions): a trace cut off there has no <answer>, counts as malformed and "
-            f"earns no reward; pass --{name} {room} (1.5x) for this regime"
+    return [f"--{name} {getattr(cfg, name)} is shorter than the longest training response ({longest} tokens in "
+            f"{where}): a trace cut off there has no <answer>, counts as malformed and earns no reward; pass "
+            f"--{name} {room} (1.5x) for this data"
             for name in ("max_new_tokens", "max_completion_length") if getattr(cfg, name) < longest]
 
 
@@ -284,7 +301,7 @@ def run_compare(cfg: CompareConfig, say: Callable[[str], None] = logger.info) ->
         say(quick_message(cfg.quick_settings))
     t0 = time.perf_counter()
     base_dir, base_id = base_model_dir(cfg.base_model, out)
-    if not cfg.dataset_name and not cfg.quick:  # --quick's budgets are short on purpose (a smoke run)
+    if not cfg.quick:  # --quick's budgets are short on purpose (a smoke run)
         for warning in budget_warnings(cfg, base_dir):
             say("warning: " + warning)
     per_seed = {seed: kept_or_run_seed(cfg, seed, out, base_dir, base_id, say) for seed in cfg.seeds}

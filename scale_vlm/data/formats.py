@@ -78,6 +78,38 @@ def normalize_example(row: dict, index: int | None = None, image_root: str | Non
 
     ``tags`` are the think tags a separate reasoning field is wrapped in (the response is always tagged text)."""
     row = decode_row(row, index)
+    messages, response, reasoning = _conversation(row, index, tags)
+    prompt_messages = messages[:-1]
+    if not prompt_messages:
+        raise ExampleError(index, "there is no prompt turn before the response", "no_prompt")
+    raw_images = row.get("images")
+    if raw_images is None and row.get("image") is not None:
+        raw_images = row["image"]
+    if raw_images is None:
+        raw_images = []
+    if not isinstance(raw_images, (list, tuple)):
+        raw_images = [raw_images]
+    images = [load_image(img, index, image_root) for img in raw_images]
+    n_placeholders = sum(
+        1 for m in prompt_messages for part in m["content"] if isinstance(part, dict) and part.get("type") == "image"
+    )
+    if n_placeholders != len(images):
+        raise ExampleError(
+            index, f"{n_placeholders} image placeholder(s) in the prompt but {len(images)} image(s)", "image_count"
+        )
+    return ChatExample(images=images, prompt_messages=prompt_messages, response=response,
+                       meta={"reasoning_field": reasoning is not None})
+
+
+def response_text(row: Any, index: int | None = None, tags: Tags = DEFAULT_TAGS) -> str:
+    """The supervised response of ``row`` as tagged text, as :func:`normalize_example` reads it, without loading
+    the images (for length checks over many rows)."""
+    return _conversation(decode_row(row, index), index, tags)[1]
+
+
+def _conversation(row: dict, index: int | None, tags: Tags) -> tuple[list[dict], str, str | None]:
+    """``(messages, response, reasoning field)`` of a decoded row: its turns in one form whatever its format, the
+    final assistant turn's text with a separate reasoning field wrapped in ``tags``."""
     if row.get("messages") is not None:
         messages = _as_messages(row["messages"], index)
     elif row.get("conversations") is not None:
@@ -101,26 +133,7 @@ def normalize_example(row: dict, index: int | None = None, image_root: str | Non
         response = f"{tags.think_open}{reasoning}{tags.think_close}{response}"
     if not response.strip():
         raise ExampleError(index, "the assistant response is empty", "empty_response")
-    prompt_messages = messages[:-1]
-    if not prompt_messages:
-        raise ExampleError(index, "there is no prompt turn before the response", "no_prompt")
-    raw_images = row.get("images")
-    if raw_images is None and row.get("image") is not None:
-        raw_images = row["image"]
-    if raw_images is None:
-        raw_images = []
-    if not isinstance(raw_images, (list, tuple)):
-        raw_images = [raw_images]
-    images = [load_image(img, index, image_root) for img in raw_images]
-    n_placeholders = sum(
-        1 for m in prompt_messages for part in m["content"] if isinstance(part, dict) and part.get("type") == "image"
-    )
-    if n_placeholders != len(images):
-        raise ExampleError(
-            index, f"{n_placeholders} image placeholder(s) in the prompt but {len(images)} image(s)", "image_count"
-        )
-    return ChatExample(images=images, prompt_messages=prompt_messages, response=response,
-                       meta={"reasoning_field": reasoning is not None})
+    return messages, response, reasoning
 
 
 def load_image(image: Any, index: int | None = None, image_root: str | None = None) -> Image.Image:
