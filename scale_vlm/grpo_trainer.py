@@ -5,11 +5,14 @@ and scorer) weighted by the config, loads the processor without torchvision, pad
 generation does), resets Qwen2-VL's cached rope offsets around generation, keeps the sampler off vision special tokens and adds two numbers to TRL's per-step logs: ``completion_tokens`` (tokens generated in
 the step) and the running total ``generated_tokens`` (the GRPO cost measure of ``scale-vlm compare``). TRL itself
 logs ``reward`` (weighted mean), ``rewards/accuracy_reward/mean``, ``rewards/format_reward/mean`` and
-``completions/mean_length`` every step.
+``completions/mean_length`` every step. It warns, once, when most of a step's completions ran out of
+``max_completion_length`` (TRL's ``completions/clipped_ratio``): a reply cut off before ``</answer>`` earns no
+reward, so GRPO would learn the budget rather than the task.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterable, Sequence
 
@@ -25,6 +28,23 @@ from .grpo_config import ScaleGRPOConfig
 from .processors import load_processor
 from .rewards import make_reward_funcs
 from .segments import DEFAULT_TAGS
+
+logger = logging.getLogger(__name__)
+
+# The share of a step's completions cut off by the budget above which GRPO is warned (once): a few long samples are
+# normal at temperature 1, most of them means the budget is shorter than the policy's replies.
+CLIPPED_WARNING_SHARE = 0.5
+
+
+def clipped_warning(logs: dict, max_completion_length: int) -> str | None:
+    """The warning for a logged GRPO step whose completions mostly hit ``max_completion_length``, else None."""
+    share = logs.get("completions/clipped_ratio")
+    if share is None or share < CLIPPED_WARNING_SHARE:
+        return None
+    return (f"GRPO: {share:.2f} of this step's completions reached max_completion_length {max_completion_length} "
+            "before ending (completions/clipped_ratio): a reply cut off before its </answer> earns no accuracy or "
+            "format reward, so GRPO learns the budget, not the task; raise max_completion_length above the "
+            "policy's reply length (scale-vlm compare warns with 1.5x the longest SFT response)")
 
 # ------------------------------------------------------------------------------------------- prompt dataset
 
@@ -152,6 +172,7 @@ class ScaleGRPOTrainer(GRPOTrainer):
                 user["suppress_tokens"] = sorted(set(user.get("suppress_tokens") or []) | set(suppress))
                 args.generation_kwargs = user
         self.generated_tokens = 0
+        self.warned_clipped = False
         super().__init__(model=model, reward_funcs=reward_funcs, args=args, train_dataset=train_dataset,
                          eval_dataset=eval_dataset, processing_class=processing_class, **kwargs)
 
@@ -175,4 +196,8 @@ class ScaleGRPOTrainer(GRPOTrainer):
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if self.model.training or "loss" in logs:
             logs["generated_tokens"] = float(self.generated_tokens)
-        super().log(logs, start_time)
+        super().log(logs, start_time)  # TRL adds the step's generation metrics to ``logs`` here
+        warning = None if self.warned_clipped else clipped_warning(logs, self.args.max_completion_length)
+        if warning:
+            self.warned_clipped = True
+            logger.warning(warning)

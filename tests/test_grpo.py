@@ -7,7 +7,7 @@ import torch
 
 from scale_vlm.eval.adapters import load_eval_dataset
 from scale_vlm.grpo_config import ScaleGRPOConfig
-from scale_vlm.grpo_trainer import ScaleGRPOTrainer, load_grpo_dataset, to_grpo_dataset
+from scale_vlm.grpo_trainer import ScaleGRPOTrainer, clipped_warning, load_grpo_dataset, to_grpo_dataset
 from scale_vlm.rewards import make_reward_funcs
 from scale_vlm.tiny.corpus import corpus_texts
 from scale_vlm.tiny.model import build_tiny_qwen2_vl
@@ -37,7 +37,7 @@ def _length_reward(prompts, completions, **kwargs):
     return [len(c[0]["content"]) / 100.0 for c in completions]
 
 
-def test_grpo_steps_tiny_vlm(tmp_path):
+def test_grpo_steps_tiny_vlm(tmp_path, caplog):
     torch.set_num_threads(1)
     model, processor = build_tiny_qwen2_vl(corpus_texts(per_setting=20), vocab_size=400, num_layers=2)
     dataset = load_grpo_dataset("builtin", "train", builtin_size=8)
@@ -50,9 +50,14 @@ def test_grpo_steps_tiny_vlm(tmp_path):
     trainer = ScaleGRPOTrainer(model=model, reward_funcs=funcs, args=args, train_dataset=dataset,
                                processing_class=processor)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    trainer.train()
+    with caplog.at_level("WARNING", logger="scale_vlm.grpo_trainer"):
+        trainer.train()
     logs = [h for h in trainer.state.log_history if "reward" in h]
     assert len(logs) == 2
+    # a random model rambles past 12 tokens: the budget warning, once, with the step's clipped share
+    assert all(h["completions/clipped_ratio"] >= 0.5 for h in logs)
+    said = [r.getMessage() for r in caplog.records if "max_completion_length 12" in r.getMessage()]
+    assert said == [clipped_warning(logs[0], 12)]
     for h in logs:
         for key in ("reward", "rewards/accuracy_reward/mean", "rewards/format_reward/mean",
                     "completions/mean_length", "completion_tokens", "generated_tokens", "loss"):
@@ -60,6 +65,13 @@ def test_grpo_steps_tiny_vlm(tmp_path):
     assert trainer.generated_tokens == sum(h["completion_tokens"] for h in logs) > 0
     changed = [n for n, p in model.named_parameters() if not torch.equal(before[n], p.detach())]
     assert changed, "no parameter changed"
+
+
+def test_clipped_warning_only_when_most_completions_were_cut_off():
+    assert clipped_warning({"completions/clipped_ratio": 0.49}, 64) is None
+    assert clipped_warning({"loss": 1.0}, 64) is None  # a log line without the generation metrics
+    text = clipped_warning({"completions/clipped_ratio": 0.75}, 64)
+    assert text.startswith("GRPO: 0.75 of this step's completions reached max_completion_length 64")
 
 
 def test_trainer_given_a_lora_run_path_trains_its_adapter(tmp_path):
