@@ -405,3 +405,31 @@ def test_progress_lines_go_to_the_stdout_of_the_moment():
         assert (first.getvalue(), second.getvalue()) == ("> one\n", "> two\n")
     finally:
         logging.getLogger(name).handlers.clear()
+
+
+@pytest.mark.parametrize("quick", [False, True])
+def test_compare_command_prints_the_grpo_budget_warning_except_under_quick(monkeypatch, tmp_path, capsys, quick):
+    """The package logs at ERROR inside pipelines; the GRPO trainer's clipped-completions warning still reaches
+    the compare command's output, except under --quick, whose short budgets are on purpose."""
+    import logging
+
+    from scale_vlm.cli import compare as compare_cli
+    from scale_vlm.compare import pipeline
+
+    def fake_run(cfg, say):
+        logging.getLogger("scale_vlm.grpo_trainer").warning("GRPO: 0.90 of this step's completions ...")
+        return {"markdown": ""}
+
+    monkeypatch.setattr(pipeline, "run_compare", fake_run)
+    monkeypatch.setattr("scale_vlm.compare.run_compare", fake_run)
+    grpo_logger = logging.getLogger("scale_vlm.grpo_trainer")
+    saved = (grpo_logger.level, grpo_logger.propagate, list(grpo_logger.handlers))
+    try:
+        compare_cli._main(["--output_dir", str(tmp_path)] + (["--quick"] if quick else []))
+    finally:
+        grpo_logger.setLevel(saved[0])
+        grpo_logger.propagate = saved[1]
+        grpo_logger.handlers[:] = saved[2]
+        logging.getLogger("scale_vlm").setLevel(logging.NOTSET)
+    printed = "warning: GRPO: 0.90 of this step's completions" in capsys.readouterr().out
+    assert printed is not quick

@@ -27,7 +27,10 @@ def _main(argv: list[str]) -> int:
     from .common import parse, pipeline_logging
 
     (cfg,) = parse(TrlParser((CompareConfig,), prog="scale-vlm compare"), argv)
-    pipeline_logging({"scale_vlm.compare": "\n== %(message)s ==", "scale_vlm.stages": "%(message)s"})
+    progress = {"scale_vlm.compare": "\n== %(message)s ==", "scale_vlm.stages": "%(message)s"}
+    if not cfg.quick:  # the GRPO trainer's warning when completions run out of their budget (--quick's are short)
+        progress["scale_vlm.grpo_trainer"] = "warning: %(message)s"
+    pipeline_logging(progress)
     results = run_compare(cfg, say=functools.partial(print, flush=True))
     print("\n" + results["markdown"])
     print(f"wrote {', '.join(str(Path(cfg.output_dir) / name) for name in RESULT_FILES)}")
