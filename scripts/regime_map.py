@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 import time
@@ -41,6 +42,8 @@ ARMS = {
 }
 METRICS = ("accuracy", "malformed_rate", "letter_consistency", "value_accuracy", "mean_think_tokens",
            "final_loss_think", "final_loss_answer", "train_seconds")
+# accuracy differences closer to 0 than this are ties (accuracies are multiples of 1/num_test; float noise is not)
+TIE = 1e-9
 
 
 def parse_grid(items: list[str]) -> dict[str, list]:
@@ -181,6 +184,37 @@ def aggregate(records: dict[tuple[str, int, str], dict], cell_list: list[dict], 
     return out
 
 
+def pooled(entries: list[dict], arm: str) -> dict | None:
+    """``arm`` minus vanilla accuracy over every paired (cell, seed) of ``entries``, and per seed averaged over its
+    cells; None when no cell has the arm. The cells are different regimes and one seed's runs share their test
+    questions across cells, so the pairs are not independent: the per-seed means are the conservative reading."""
+    from scale_vlm.report import seed_stats
+
+    pairs = [(seed, diff) for e in entries if arm in e["minus_vanilla"]
+             for seed, diff in zip(e["seeds"], e["minus_vanilla"][arm]["accuracy"]["values"])]
+    if not pairs:
+        return None
+    by_seed: dict[int, list[float]] = {}
+    for seed, diff in pairs:
+        by_seed.setdefault(seed, []).append(diff)
+    return {"pairs": len(pairs), "cells": sum(arm in e["minus_vanilla"] for e in entries),
+            "accuracy": seed_stats(diff for _, diff in pairs),
+            "ahead": sum(diff > TIE for _, diff in pairs), "behind": sum(diff < -TIE for _, diff in pairs),
+            "per_seed": {seed: {"mean": statistics.fmean(diffs), "cells": len(diffs)}
+                         for seed, diffs in sorted(by_seed.items())}}
+
+
+def pooled_line(arm: str, summary: dict) -> str:
+    d = summary["accuracy"]
+    ties = summary["pairs"] - summary["ahead"] - summary["behind"]
+    per_seed = "; ".join(f"seed {seed} {v['mean']:+.3f} ({v['cells']} cell{'s' * (v['cells'] != 1)})" for seed, v in summary["per_seed"].items())
+    return (f"Pooled, {arm} - vanilla accuracy over the {summary['pairs']} paired runs of {summary['cells']} cells: "
+            f"{d['mean']:+.3f} ± {d['std']:.3f} (mean ± sample std); ahead in {summary['ahead']}, behind in "
+            f"{summary['behind']}, tied in {ties}. Per seed, over its cells: {per_seed}. (The cells are different "
+            "regimes and one seed's runs share their test questions across cells, so the pairs are not independent; "
+            "the per-seed means are the conservative reading.)")
+
+
 def format_markdown(entries: list[dict], arms: list[str], command: str) -> str:
     from scale_vlm.report import markdown_table, mean_std
 
@@ -198,8 +232,11 @@ def format_markdown(entries: list[dict], arms: list[str], command: str) -> str:
         row += [mean_std(e["minus_vanilla"][a]["letter_consistency"]) for a in arms if a != "vanilla"]
         rows.append(row)
     seeds = sorted({s for e in entries for s in e["seeds"]})
+    summaries = [(a, pooled(entries, a)) for a in arms if a != "vanilla"]
+    lines = [pooled_line(a, summary) for a, summary in summaries if summary]
     return "\n".join([f"Command: `{command}`", "", f"Seeds: {', '.join(map(str, seeds))} (mean ± sample std over "
-                      "a cell's seeds, 0 for a single seed; differences are paired per seed)", "", markdown_table(header, rows), ""])
+                      "a cell's seeds, 0 for a single seed; differences are paired per seed)", "",
+                      markdown_table(header, rows), ""] + [line + "\n" for line in lines])
 
 
 def heat_axes(cell_list: list[dict], rows: dict[str, str], heat_x: str) -> tuple[str, list, str, list] | None:
@@ -317,7 +354,9 @@ def main(argv: list[str] | None = None) -> int:
     axes = heat_axes(cell_list, rows, args.heat_x)
     for folder in [out] + ([records_dir] if records_dir else []):
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / "map.json").write_text(json.dumps({"command": command, "cells": entries}, indent=1) + "\n")
+        summaries = {a: pooled(entries, a) for a in args.arms if a != "vanilla"}
+        (folder / "map.json").write_text(json.dumps({"command": command, "cells": entries, "pooled": summaries},
+                                                    indent=1) + "\n")
         (folder / "map.md").write_text("# SCALe regime map\n\n" + text)
         for arm in args.arms:
             if arm != "vanilla" and axes:

@@ -81,6 +81,27 @@ def test_aggregate_pairs_arms_seed_by_seed_and_skips_unfinished_seeds(regime_map
         in table
 
 
+def test_pooled_differences_over_cells_and_per_seed(regime_map):
+    """Every paired (cell, seed) of the finished cells, with unequal seed counts per cell: counts ahead / behind /
+    tied, the mean over all pairs and each seed's mean over its own cells."""
+    a, b = {"trace_entropy": 0}, {"trace_entropy": 2}
+    records = {}
+    for cell, seed, van, sca in ((a, 0, 0.50, 0.56), (a, 1, 0.60, 0.58), (b, 0, 0.40, 0.50), (b, 1, 0.45, 0.45),
+                                 (b, 2, 0.30, 0.42)):
+        records[(regime_map.cell_name(cell), seed, "vanilla")] = _record(van, 0.8, 1.0)
+        records[(regime_map.cell_name(cell), seed, "scale")] = _record(sca, 0.9, 1.0)
+    entries = regime_map.aggregate(records, [a, b], [0, 1, 2], ["vanilla", "scale"])
+    summary = regime_map.pooled(entries, "scale")
+    assert (summary["pairs"], summary["cells"], summary["ahead"], summary["behind"]) == (5, 2, 3, 1)
+    assert summary["accuracy"]["mean"] == pytest.approx((0.06 - 0.02 + 0.10 + 0.0 + 0.12) / 5)
+    assert {s: v["cells"] for s, v in summary["per_seed"].items()} == {0: 2, 1: 2, 2: 1}
+    assert [v["mean"] for v in summary["per_seed"].values()] == pytest.approx([0.08, -0.01, 0.12])
+    table = regime_map.format_markdown(entries, ["vanilla", "scale"], "cmd")
+    assert ("over the 5 paired runs of 2 cells: +0.052 ± 0.061 (mean ± sample std); ahead in 3, behind in 1, tied in 1. "
+            "Per seed, over its cells: seed 0 +0.080 (2 cells); seed 1 -0.010 (2 cells); seed 2 +0.120 (1 cell)") in table
+    assert regime_map.pooled(entries, "adaptive") is None
+
+
 def test_cells_are_listed_one_by_one_with_optional_row_labels(regime_map):
     cell_list, rows = regime_map.parse_cells(["r30:trace_verbosity=0,trace_repeat=3,trace_entropy=0",
                                               "trace_repeat=1,trace_entropy=2"])
