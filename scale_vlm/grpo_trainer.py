@@ -89,7 +89,7 @@ class GreedyProbe(TrainerCallback):
     (and after the last). GRPO's reward is measured on sampled completions of the step's prompts: it can rise while
     the greedy answer, the one that is scored, stays put. The probe evaluates as ``scale-vlm eval`` does (same
     generation, parser and scorer) and appends ``{"step", "probe/accuracy", "probe/malformed_rate",
-    "probe/seconds"}`` rows to the trainer's log history. Greedy generation draws no random numbers, so the
+    "probe/budget_hit_rate", "probe/seconds"}`` rows to the trainer's log history. Greedy generation draws no random numbers, so the
     training run is the same with or without it; ``seconds`` is its total time, to keep out of training time.
     Monitoring only: nothing is selected by it. Every process evaluates all the questions (sharded models need
     every rank in the forward pass)."""
@@ -112,7 +112,8 @@ class GreedyProbe(TrainerCallback):
         seconds = time.perf_counter() - t0
         self.seconds += seconds
         state.log_history.append({"step": state.global_step, "probe/accuracy": metrics["accuracy"],
-                                  "probe/malformed_rate": metrics["malformed_rate"], "probe/seconds": round(seconds, 2)})
+                                  "probe/malformed_rate": metrics["malformed_rate"],
+                                  "probe/budget_hit_rate": metrics["budget_hit_rate"], "probe/seconds": round(seconds, 2)})
 
     def on_train_begin(self, args, state, control, model=None, processing_class=None, **kwargs):
         if state.global_step == 0:

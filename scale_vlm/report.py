@@ -78,9 +78,19 @@ def reward_curve(log_history: list[dict]) -> list[dict]:
 
 
 def probe_curve(log_history: list[dict]) -> list[dict]:
-    """The greedy probe's rows of a GRPO log (``GreedyProbe``): step, accuracy, malformed rate, seconds."""
+    """The greedy probe's rows of a GRPO log (``GreedyProbe``): step, accuracy, malformed rate, seconds, and the
+    share of answers cut off by the generation budget (absent from logs written before the probe measured it)."""
     return [{"step": h["step"], "accuracy": h["probe/accuracy"], "malformed_rate": h["probe/malformed_rate"],
-             "seconds": h["probe/seconds"]} for h in log_history if "probe/accuracy" in h]
+             "seconds": h["probe/seconds"],
+             **({"budget_hit_rate": h["probe/budget_hit_rate"]} if "probe/budget_hit_rate" in h else {})}
+            for h in log_history if "probe/accuracy" in h]
+
+
+def probe_budget_note(probe: list[dict]) -> str:
+    """"" or, where any probe's greedy answers ran out of the generation budget, how many at worst: a probe that
+    stays flat because its answers are cut off says nothing about the policy, so the summary must say so."""
+    worst = max((row.get("budget_hit_rate", 0.0) for row in probe), default=0.0)
+    return f", up to {worst:.3f} of its answers cut off by the generation budget" if worst > 0 else ""
 
 
 def window_means(curve: list[dict], window: int, key: str = "reward") -> list[dict]:
@@ -275,7 +285,7 @@ def grpo_model_card(run: dict) -> str:
         rows.append(("greedy probe", f"accuracy {probe[0]['accuracy']:.3f} -> {probe[-1]['accuracy']:.3f}, malformed "
                                      f"{probe[0]['malformed_rate']:.3f} -> {probe[-1]['malformed_rate']:.3f} (step "
                                      f"{probe[0]['step']} -> {probe[-1]['step']}, {run['probe_questions']}, greedy as "
-                                     "scale-vlm eval scores them)"))
+                                     f"scale-vlm eval scores them{probe_budget_note(probe)})"))
     plot = (run["plot"], "reward curves", "Mean, accuracy and format reward per GRPO step (trailing means).") if run.get("plot") else None
     return _model_card(run, "grpo", None, "A vision-language model trained with `scale-vlm grpo` (reinforcement "
                        "learning on the answer-accuracy and format rewards) to reason inside think tags and answer "

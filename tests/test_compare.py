@@ -255,6 +255,10 @@ def test_summary_ratio_and_markdown():
     assert ("- SCALe-SFT -> GRPO, seed 1: 0.550 -> 0.580 (min 0.550, max 0.610, 3 probes, malformed 0.020 -> 0.010)"
             in md)
     assert md.count("probes, malformed") == 1
+    assert "cut off by the generation budget" not in md  # rows without the rate (older records) or none cut off
+    per_seed[1]["scale_grpo"]["grpo_probe"][1]["budget_hit_rate"] = 0.04
+    md = format_markdown({**results, "per_seed": {str(s): v for s, v in per_seed.items()}})
+    assert ("3 probes, malformed 0.020 -> 0.010, up to 0.040 of its answers cut off by the generation budget)" in md)
 
 
 def _curve(rewards):
@@ -408,28 +412,41 @@ def test_progress_lines_go_to_the_stdout_of_the_moment():
 
 
 @pytest.mark.parametrize("quick", [False, True])
-def test_compare_command_prints_the_grpo_budget_warning_except_under_quick(monkeypatch, tmp_path, capsys, quick):
-    """The package logs at ERROR inside pipelines; the GRPO trainer's clipped-completions warning still reaches
-    the compare command's output, except under --quick, whose short budgets are on purpose."""
+def test_compare_command_prints_package_warnings_and_the_grpo_budget_one_except_under_quick(
+        monkeypatch, tmp_path, capsys, quick):
+    """Inside pipelines the package's warnings (here: examples skipped) reach stderr as ``warning: ...``; the GRPO
+    trainer's clipped-completions warning does too, except under --quick, whose short budgets are on purpose. The
+    non-quick run comes first in one process: --quick's quietening must not outlive its own run."""
     import logging
 
+    from scale_vlm.cli import common
     from scale_vlm.cli import compare as compare_cli
     from scale_vlm.compare import pipeline
 
     def fake_run(cfg, say):
         logging.getLogger("scale_vlm.grpo_trainer").warning("GRPO: 0.90 of this step's completions ...")
+        logging.getLogger("scale_vlm.sft_trainer").warning("train data: 3 of 40 examples skipped")
         return {"markdown": ""}
 
     monkeypatch.setattr(pipeline, "run_compare", fake_run)
     monkeypatch.setattr("scale_vlm.compare.run_compare", fake_run)
-    grpo_logger = logging.getLogger("scale_vlm.grpo_trainer")
-    saved = (grpo_logger.level, grpo_logger.propagate, list(grpo_logger.handlers))
+    package = logging.getLogger("scale_vlm")
+    saved = {name: (logging.getLogger(name).level, logging.getLogger(name).propagate,
+                    list(logging.getLogger(name).handlers))
+             for name in ("scale_vlm", "scale_vlm.grpo_trainer", "scale_vlm.compare", "scale_vlm.stages")}
     try:
-        compare_cli._main(["--output_dir", str(tmp_path)] + (["--quick"] if quick else []))
+        runs = [False, True] if quick else [True, False]  # the run under test last
+        for run_quick in runs:
+            capsys.readouterr()
+            compare_cli._main(["--output_dir", str(tmp_path / str(run_quick))] + (["--quick"] if run_quick else []))
+        err = capsys.readouterr().err
     finally:
-        grpo_logger.setLevel(saved[0])
-        grpo_logger.propagate = saved[1]
-        grpo_logger.handlers[:] = saved[2]
-        logging.getLogger("scale_vlm").setLevel(logging.NOTSET)
-    printed = "warning: GRPO: 0.90 of this step's completions" in capsys.readouterr().out
-    assert printed is not quick
+        for name, (level, propagate, handlers) in saved.items():
+            logger = logging.getLogger(name)
+            logger.setLevel(level)
+            logger.propagate = propagate
+            logger.handlers[:] = handlers
+        common._quieted.clear()
+    assert package.level == saved["scale_vlm"][0]
+    assert "warning: train data: 3 of 40 examples skipped" in err
+    assert ("warning: GRPO: 0.90 of this step's completions" in err) is not quick

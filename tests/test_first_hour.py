@@ -421,12 +421,16 @@ def test_grpo_greedy_probe_from_the_command_line(tiny_qwen_dir, tmp_path, capsys
     history = json.loads((tmp_path / "grpo" / "log_history.json").read_text())
     probes = [h for h in history if "probe/accuracy" in h]
     assert [h["step"] for h in probes] == [0, 2, 3] and all(h["probe/seconds"] > 0 for h in probes)
+    # 6 new tokens cannot hold a think and an answer block: every probe answer runs out of its budget, and says so
+    assert [h["probe/budget_hit_rate"] for h in probes] == [1.0, 1.0, 1.0]
     assert (f"greedy probe accuracy (3 questions of 'train'): step 0 {probes[0]['probe/accuracy']:.3f} -> step 3 "
-            f"{probes[-1]['probe/accuracy']:.3f}") in capsys.readouterr().out
+            f"{probes[-1]['probe/accuracy']:.3f}, up to 1.000 of its answers cut off by the generation budget"
+            ) in capsys.readouterr().out
     card = (tmp_path / "grpo" / "README.md").read_text()
     assert (f"| greedy probe | accuracy {probes[0]['probe/accuracy']:.3f} -> {probes[-1]['probe/accuracy']:.3f}, "
             f"malformed {probes[0]['probe/malformed_rate']:.3f} -> {probes[-1]['probe/malformed_rate']:.3f} (step 0 -> "
             "3, the first 3 questions of split 'train'") in card
+    assert "greedy as scale-vlm eval scores them, up to 1.000 of its answers cut off by the generation budget)" in card
 
 
 def test_grpo_column_mapping_flags(tmp_path):

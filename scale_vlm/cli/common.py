@@ -172,26 +172,51 @@ class _StdoutHandler(logging.StreamHandler):
     made: a second pipeline in one process (a notebook, a test) with stdout redirected in between logs to where its
     output goes, not to a closed stream."""
 
+    stream_name = "stdout"
+
     @property
     def stream(self):
-        return sys.stdout
+        return getattr(sys, self.stream_name)
 
     @stream.setter
-    def stream(self, value):  # StreamHandler.__init__ sets it; sys.stdout is read at each line instead
+    def stream(self, value):  # StreamHandler.__init__ sets it; the stream is read at each line instead
         pass
 
 
-def pipeline_logging(progress: dict[str, str] | None = None) -> None:
-    """Logging of the commands that run whole pipelines (demo, compare): the package's modules report errors only,
-    except the loggers in ``progress`` (name -> line format), whose INFO and WARNING lines (stage started, stage
-    reused) go to stdout as the run goes. Called again in one process, it adds no second handler."""
-    logging.getLogger("scale_vlm").setLevel(logging.ERROR)
+class _StderrHandler(_StdoutHandler):
+    stream_name = "stderr"
+
+
+def _add_handler_once(logger: logging.Logger, handler_class, line: str, level: int = logging.NOTSET) -> None:
+    if not any(getattr(h, "pipeline_handler", False) for h in logger.handlers):
+        handler = handler_class()
+        handler.setLevel(level)
+        handler.setFormatter(logging.Formatter(line))
+        handler.pipeline_handler = True
+        logger.addHandler(handler)
+
+
+_quieted: set[str] = set()
+
+
+def pipeline_logging(progress: dict[str, str] | None = None, quiet: tuple[str, ...] = ()) -> None:
+    """Logging of the commands that run whole pipelines (demo, compare). The loggers in ``progress`` (name -> line
+    format) send their INFO and WARNING lines (stage started, stage reused) to stdout as the run goes. Every other
+    warning of the package (examples skipped, an incomplete checkpoint skipped, fewer GRPO prompts than asked, a
+    budget too short) goes to stderr as ``warning: ...``: a pipeline must not hide them. The loggers in ``quiet``
+    report errors only. Called again in one process, it adds no second handler."""
+    package = logging.getLogger("scale_vlm")
+    package.setLevel(logging.WARNING)
+    # WARNING on the handler too: a later, more verbose package level (a test's caplog) must not print INFO here
+    _add_handler_once(package, _StderrHandler, "warning: %(message)s", logging.WARNING)
+    for name in _quieted - set(quiet):  # quietened by an earlier pipeline in this process
+        logging.getLogger(name).setLevel(logging.NOTSET)
+    for name in quiet:
+        logging.getLogger(name).setLevel(logging.ERROR)
+    _quieted.clear()
+    _quieted.update(quiet)
     for name, line in (progress or {}).items():
         logger = logging.getLogger(name)
         logger.setLevel(logging.INFO)
         logger.propagate = False
-        if not any(getattr(h, "pipeline_progress", False) for h in logger.handlers):
-            handler = _StdoutHandler()
-            handler.setFormatter(logging.Formatter(line))
-            handler.pipeline_progress = True
-            logger.addHandler(handler)
+        _add_handler_once(logger, _StdoutHandler, line)

@@ -28,9 +28,8 @@ def _main(argv: list[str]) -> int:
 
     (cfg,) = parse(TrlParser((CompareConfig,), prog="scale-vlm compare"), argv)
     progress = {"scale_vlm.compare": "\n== %(message)s ==", "scale_vlm.stages": "%(message)s"}
-    if not cfg.quick:  # the GRPO trainer's warning when completions run out of their budget (--quick's are short)
-        progress["scale_vlm.grpo_trainer"] = "warning: %(message)s"
-    pipeline_logging(progress)
+    # the GRPO trainer's warning when completions run out of their budget: --quick's budgets are short on purpose
+    pipeline_logging(progress, quiet=("scale_vlm.grpo_trainer",) if cfg.quick else ())
     results = run_compare(cfg, say=functools.partial(print, flush=True))
     print("\n" + results["markdown"])
     print(f"wrote {', '.join(str(Path(cfg.output_dir) / name) for name in RESULT_FILES)}")

@@ -98,7 +98,7 @@ def run(script: GRPOScriptArguments, args, model_args=None) -> dict:
     from ..lora import check_lora_options, check_lora_run, lora_config, model_skeleton
     from ..model_loading import load_model
     from ..processors import load_processor
-    from ..report import probe_curve
+    from ..report import probe_budget_note, probe_curve
     from ..run_guard import check_local_path, check_output_dir, check_output_writable, move_previous_run_aside
     from .sft import quantization_config
 
@@ -173,7 +173,8 @@ def run(script: GRPOScriptArguments, args, model_args=None) -> dict:
     probe = probe_curve(history)
     if probe:
         print(f"greedy probe accuracy ({script.probe_limit} questions of {script.probe_split!r}): step "
-              f"{probe[0]['step']} {probe[0]['accuracy']:.3f} -> step {probe[-1]['step']} {probe[-1]['accuracy']:.3f}")
+              f"{probe[0]['step']} {probe[0]['accuracy']:.3f} -> step {probe[-1]['step']} {probe[-1]['accuracy']:.3f}"
+              f"{probe_budget_note(probe)}")
     if curve:
         print(f"mean reward: step {curve[0]['step']} {curve[0]['reward']:.3f} -> step {curve[-1]['step']} "
               f"{curve[-1]['reward']:.3f}; generated tokens {trainer.generated_tokens}")

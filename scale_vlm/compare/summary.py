@@ -10,6 +10,7 @@ from ..report import (
     markdown_table,
     over_seeds,
     plot_accuracy_vs_time,
+    probe_budget_note,
     seed_stats,
 )
 from .config import ARM_LABELS, ARMS, RECORD_SETTINGS_BEFORE, REFERENCE_ARM
@@ -158,7 +159,8 @@ def format_markdown(results: dict) -> str:
                   "above is on sampled completions), first -> last probe, per seed:", ""]
         lines += [f"- {ARM_LABELS[arm]}, seed {seed}: {probe[0]['accuracy']:.3f} -> {probe[-1]['accuracy']:.3f} "
                   f"(min {min(r['accuracy'] for r in probe):.3f}, max {max(r['accuracy'] for r in probe):.3f}, "
-                  f"{len(probe)} probes, malformed {probe[0]['malformed_rate']:.3f} -> {probe[-1]['malformed_rate']:.3f})"
+                  f"{len(probe)} probes, malformed {probe[0]['malformed_rate']:.3f} -> {probe[-1]['malformed_rate']:.3f}"
+                  f"{probe_budget_note(probe)})"
                   for arm, seed, probe in probes if probe]
     shared = {seed: r for seed, r in grpo_prompt_share(results).items() if r is not None}
     if shared:
