@@ -215,7 +215,44 @@ def pooled_line(arm: str, summary: dict) -> str:
             "the per-seed means are the conservative reading.)")
 
 
-def format_markdown(entries: list[dict], arms: list[str], command: str) -> str:
+def run_label(name: str, cell: dict, rows: dict[str, str], heat_x: str) -> str:
+    """A cell's short name: its row label and column value for labelled --cells ("r22 trace_entropy=1"), else its
+    knobs."""
+    return f"{rows[name]} {heat_x}={cell[heat_x]}" if name in rows and heat_x in cell else name
+
+
+def runs_table(records: dict[tuple[str, int, str], dict], cell_list: list[dict], seeds: list[int], arms: list[str],
+               rows: dict[str, str], heat_x: str) -> str:
+    """Every finished run, one row each (cells in the command's order, then seeds, then arms): the per-run
+    figures behind the cell means, unfinished pairs included."""
+    from scale_vlm.report import markdown_table
+
+    def fmt(value, spec):
+        return "-" if value is None else format(value, spec)
+
+    header = ["cell", "seed", "arm", "think/answer ratio", "accuracy", "malformed", "answer follows own trace",
+              "trace concludes the right value", "think loss, last 3 logs", "answer loss, last 3 logs", "majority",
+              "CPU s"]
+    table = []
+    for cell in cell_list:
+        name = cell_name(cell)
+        for seed in seeds:
+            for arm in arms:
+                r = records.get((name, seed, arm))
+                if r is None:
+                    continue
+                table.append([run_label(name, cell, rows, heat_x), str(seed), arm, fmt(r.get("think_answer_ratio"), ".1f"),
+                              fmt(r["accuracy"], ".3f"), fmt(r.get("malformed_rate"), ".3f"),
+                              fmt(r.get("letter_consistency"), ".3f"), fmt(r.get("value_accuracy"), ".3f"),
+                              fmt(r.get("final_loss_think"), ".3f"), fmt(r.get("final_loss_answer"), ".4f"),
+                              fmt(r.get("majority"), ".3f"), fmt(r.get("cpu_seconds"), ".0f")])
+    return markdown_table(header, table) if table else ""
+
+
+def format_markdown(entries: list[dict], arms: list[str], command: str, summaries: dict | None = None,
+                    runs: str = "") -> str:
+    """The map's report: one row per cell, the pooled line of each SCALe arm (``summaries``: ``pooled`` per arm,
+    computed here when not given) and, when given, the table of every run."""
     from scale_vlm.report import markdown_table, mean_std
 
     header = ["cell", "seeds", "think/answer tokens", "vanilla final think loss", "majority"]
@@ -232,11 +269,13 @@ def format_markdown(entries: list[dict], arms: list[str], command: str) -> str:
         row += [mean_std(e["minus_vanilla"][a]["letter_consistency"]) for a in arms if a != "vanilla"]
         rows.append(row)
     seeds = sorted({s for e in entries for s in e["seeds"]})
-    summaries = [(a, pooled(entries, a)) for a in arms if a != "vanilla"]
-    lines = [pooled_line(a, summary) for a, summary in summaries if summary]
+    if summaries is None:
+        summaries = {a: pooled(entries, a) for a in arms if a != "vanilla"}
+    lines = [pooled_line(a, summary) for a, summary in summaries.items() if summary]
+    every = ["## Every run", "", runs, ""] if runs else []
     return "\n".join([f"Command: `{command}`", "", f"Seeds: {', '.join(map(str, seeds))} (mean ± sample std over "
                       "a cell's seeds, 0 for a single seed; differences are paired per seed)", "",
-                      markdown_table(header, rows), ""] + [line + "\n" for line in lines])
+                      markdown_table(header, rows), ""] + [line + "\n" for line in lines] + every)
 
 
 def heat_axes(cell_list: list[dict], rows: dict[str, str], heat_x: str) -> tuple[str, list, str, list] | None:
@@ -350,11 +389,12 @@ def main(argv: list[str] | None = None) -> int:
         if cell_name(e["cell"]) in rows:
             e["row"] = rows[cell_name(e["cell"])]
     command = "python scripts/regime_map.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    text = format_markdown(entries, args.arms, command)
+    summaries = {a: pooled(entries, a) for a in args.arms if a != "vanilla"}
+    text = format_markdown(entries, args.arms, command, summaries,
+                           runs_table(records, cell_list, args.seeds, args.arms, rows, args.heat_x))
     axes = heat_axes(cell_list, rows, args.heat_x)
     for folder in [out] + ([records_dir] if records_dir else []):
         folder.mkdir(parents=True, exist_ok=True)
-        summaries = {a: pooled(entries, a) for a in args.arms if a != "vanilla"}
         (folder / "map.json").write_text(json.dumps({"command": command, "cells": entries, "pooled": summaries},
                                                     indent=1) + "\n")
         (folder / "map.md").write_text("# SCALe regime map\n\n" + text)

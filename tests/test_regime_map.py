@@ -145,6 +145,27 @@ def test_records_dir_resumes_a_map_without_training(regime_map, tmp_path, capsys
     assert "6 runs, 4 already done, 2 to train (not now: --report_only)" in capsys.readouterr().out
     [entry] = __import__("json").loads((tmp_path / "rec" / "map.json").read_text())["cells"]
     assert entry["seeds"] == [0, 1]
+    # map.md ends with every finished run, one row each, named by its row label and column value
+    report = (tmp_path / "rec" / "map.md").read_text()
+    every = report[report.index("## Every run"):]
+    assert every.count("| r trace_entropy=2 |") == 4
+    assert "| r trace_entropy=2 | 1 | scale | 20.0 | 0.580 | 0.000 | 0.900 | 0.580 | 1.000 | 0.1000 | 0.250 | - |" in every
+
+
+def test_runs_table_lists_unpaired_runs_in_command_order(regime_map):
+    """A run whose pair has not finished still has its row (the cell table leaves that seed out); rows follow the
+    cells as listed, then seeds, then arms."""
+    a, b = {"trace_entropy": 0}, {"trace_entropy": 2}
+    records = {(regime_map.cell_name(b), 0, "vanilla"): {**_record(0.40, 0.7, 1.0), "cpu_seconds": 1234.4},
+               (regime_map.cell_name(a), 1, "scale"): _record(0.55, 0.9, 1.1),
+               (regime_map.cell_name(a), 1, "vanilla"): _record(0.50, 0.8, 1.0)}
+    table = regime_map.runs_table(records, [a, b], [0, 1], ["vanilla", "scale"], {}, "trace_entropy")
+    lines = table.splitlines()[2:]
+    assert [line.split(" | ")[:3] for line in lines] == [["| trace_entropy=0", "1", "vanilla"],
+                                                          ["| trace_entropy=0", "1", "scale"],
+                                                          ["| trace_entropy=2", "0", "vanilla"]]
+    assert lines[2].endswith("| 0.400 | 0.000 | 0.700 | 0.400 | 1.000 | 0.1000 | 0.250 | 1234 |")
+    assert regime_map.runs_table({}, [a], [0], ["vanilla"], {}, "trace_entropy") == ""
 
 
 def test_run_one_is_the_demo_arm_plus_the_diagnostics(regime_map, tmp_path):
