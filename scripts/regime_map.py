@@ -201,7 +201,29 @@ def pooled(entries: list[dict], arm: str) -> dict | None:
             "accuracy": seed_stats(diff for _, diff in pairs),
             "ahead": sum(diff > TIE for _, diff in pairs), "behind": sum(diff < -TIE for _, diff in pairs),
             "per_seed": {seed: {"mean": statistics.fmean(diffs), "cells": len(diffs)}
-                         for seed, diffs in sorted(by_seed.items())}}
+                         for seed, diffs in sorted(by_seed.items())},
+            "correlations": gain_correlations(entries, arm)}
+
+
+def gain_correlations(entries: list[dict], arm: str) -> dict[str, float | None]:
+    """Pearson correlation, over the paired runs, of ``arm`` minus vanilla accuracy with what might explain it:
+    vanilla's own answer-trace consistency, and the arm's change in consistency and in trace correctness (None
+    below 3 pairs or where one side does not vary). Accuracy moves with the last two partly by construction (a
+    right answer is mostly a right trace that the answer follows): they say which of the two the gain came through."""
+    paired = [e for e in entries if arm in e["minus_vanilla"] and "letter_consistency" in e["arms"].get("vanilla", {})]
+    gain = [d for e in paired for d in e["minus_vanilla"][arm]["accuracy"]["values"]]
+    against = {
+        "vanilla_consistency": [v for e in paired for v in e["arms"]["vanilla"]["letter_consistency"]["values"]],
+        "consistency_change": [d for e in paired for d in e["minus_vanilla"][arm]["letter_consistency"]["values"]],
+        "trace_correctness_change": [d for e in paired for d in e["minus_vanilla"][arm]["value_accuracy"]["values"]],
+    }
+
+    def corr(xs):
+        if len(xs) < 3 or len(set(xs)) < 2 or len(set(gain)) < 2:
+            return None
+        return statistics.correlation(xs, gain)
+
+    return {name: corr(xs) for name, xs in against.items()}
 
 
 def pooled_line(arm: str, summary: dict) -> str:
@@ -212,7 +234,17 @@ def pooled_line(arm: str, summary: dict) -> str:
             f"{d['mean']:+.3f} ± {d['std']:.3f} (mean ± sample std); ahead in {summary['ahead']}, behind in "
             f"{summary['behind']}, tied in {ties}. Per seed, over its cells: {per_seed}. (The cells are different "
             "regimes and one seed's runs share their test questions across cells, so the pairs are not independent; "
-            "the per-seed means are the conservative reading.)")
+            "the per-seed means are the conservative reading.)" + correlation_sentence(summary))
+
+
+def correlation_sentence(summary: dict) -> str:
+    c = summary.get("correlations") or {}
+    if any(c.get(k) is None for k in ("vanilla_consistency", "consistency_change", "trace_correctness_change")):
+        return ""
+    return (f" Over the same pairs, the accuracy difference correlates {c['vanilla_consistency']:+.2f} with vanilla's "
+            f"own answer-trace consistency, {c['consistency_change']:+.2f} with the change in consistency and "
+            f"{c['trace_correctness_change']:+.2f} with the change in how often the trace concludes the right value "
+            "(Pearson r; the last two partly by construction).")
 
 
 def run_label(name: str, cell: dict, rows: dict[str, str], heat_x: str) -> str:

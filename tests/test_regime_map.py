@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import statistics
 from pathlib import Path
 
 import pytest
@@ -100,6 +101,35 @@ def test_pooled_differences_over_cells_and_per_seed(regime_map):
     assert ("over the 5 paired runs of 2 cells: +0.052 ± 0.061 (mean ± sample std); ahead in 3, behind in 1, tied in 1. "
             "Per seed, over its cells: seed 0 +0.080 (2 cells); seed 1 -0.010 (2 cells); seed 2 +0.120 (1 cell)") in table
     assert regime_map.pooled(entries, "adaptive") is None
+
+
+def test_gain_correlations_pair_each_run_with_its_own_vanilla(regime_map):
+    """Per paired run: the accuracy gain against vanilla's consistency and the changes in consistency and trace
+    correctness; unequal seed counts per cell, so a mis-zipped pairing shows."""
+    a, b = {"trace_entropy": 0}, {"trace_entropy": 2}
+    runs = [  # cell, seed, (vanilla acc, consistency, value), (scale acc, consistency, value)
+        (a, 0, (0.50, 0.70, 0.55), (0.60, 0.90, 0.56)), (a, 1, (0.55, 0.90, 0.50), (0.54, 0.91, 0.52)),
+        (b, 0, (0.40, 0.75, 0.45), (0.47, 0.88, 0.44)), (b, 1, (0.45, 0.95, 0.50), (0.42, 0.93, 0.46)),
+        (b, 2, (0.30, 0.80, 0.40), (0.36, 0.85, 0.45))]
+    records = {}
+    for cell, seed, van, sca in runs:
+        for arm, (acc, cons, value) in (("vanilla", van), ("scale", sca)):
+            records[(regime_map.cell_name(cell), seed, arm)] = {**_record(acc, cons, 1.0), "value_accuracy": value}
+    entries = regime_map.aggregate(records, [a, b], [0, 1, 2], ["vanilla", "scale"])
+    gain = [sca[0] - van[0] for _, _, van, sca in runs]
+    expected = {"vanilla_consistency": [van[1] for *_, van, _ in runs],
+                "consistency_change": [sca[1] - van[1] for *_, van, sca in runs],
+                "trace_correctness_change": [sca[2] - van[2] for *_, van, sca in runs]}
+    got = regime_map.gain_correlations(entries, "scale")
+    for name, xs in expected.items():
+        assert got[name] == pytest.approx(statistics.correlation(xs, gain)), name
+    assert got["vanilla_consistency"] < -0.9  # these runs gain where vanilla's answers ignore its traces
+    line = regime_map.pooled_line("scale", regime_map.pooled(entries, "scale"))
+    assert f"correlates {got['vanilla_consistency']:+.2f} with vanilla's own answer-trace consistency" in line
+    # too few pairs: no correlation, and no sentence
+    few = regime_map.aggregate(records, [a], [0, 1], ["vanilla", "scale"])
+    assert regime_map.gain_correlations(few, "scale") == dict.fromkeys(expected)
+    assert "correlates" not in regime_map.pooled_line("scale", regime_map.pooled(few, "scale"))
 
 
 def test_cells_are_listed_one_by_one_with_optional_row_labels(regime_map):
