@@ -24,6 +24,7 @@ from .bench.dataset import make_benchmark, to_training_format
 from .compare.pipeline import base_model_dir, evaluate_stage, sft_stage
 from .drivers import prepare_sft_rows, sft_args
 from .knobs import BenchKnobs, ScheduleKnobs, apply_quick, quick_message, was_given
+from .log_output import label_warning_lines, warnings_on_stderr, worker_logging
 from .report import EVAL_METRICS, majority_baseline, markdown_table, plot_training_curves
 from .run_guard import RunFiles, check_output_dir, move_previous_run_aside
 
@@ -157,9 +158,15 @@ class _Labelled:
         return getattr(self.stream, name)
 
 
-def _inherit_log_level(level: int) -> None:
-    """A worker process starts with default logging: give the package logger the level the caller set."""
-    logging.getLogger("scale_vlm").setLevel(level)
+def method_pool(workers: int):
+    """Worker processes that train the methods side by side. Spawned: a clean interpreter per method (no forked torch
+    threads); the inputs and results are this run's own. Each starts with this process's package log level and, where
+    this process prints ``warning: ...`` lines (the CLI), the same lines."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=worker_logging,
+                               initargs=(logging.getLogger("scale_vlm").getEffectiveLevel(), warnings_on_stderr()))
 
 
 @dataclass
@@ -199,8 +206,10 @@ def train_and_evaluate(method: str, cfg: DemoConfig, out: Path, train_ds, base_d
     (result record, log history). The demo runs it per method, ``scripts/regime_map.py`` per arm of a cell."""
     torch.set_num_threads(cfg.threads)
     if label_lines:
-        # The two methods train at once: label every line each of them prints.
+        # The two methods train at once: label every line each of them prints, warnings included (stderr itself is
+        # left alone: its progress bars redraw their line with carriage returns, which a label would break).
         sys.stdout = _Labelled(sys.stdout, f"[{method}] ")
+        label_warning_lines(f"[{method}] ")
     sft = train_one(method, cfg, out, train_ds, base_dir)
     t0 = time.time()
     metrics = evaluate_stage(out / method, examples, out / method, batch_size=cfg.eval_batch_size,
@@ -253,17 +262,11 @@ def run_demo(cfg: DemoConfig, say: Callable[[str], None] = logger.info) -> dict:
     if cfg.parallel_methods and not parallel:
         say("one CPU core available: training the methods one after the other")
     if parallel:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
         # one set of progress bars on the terminal (the first method's); the other process trains silently
         jobs = [(m, c if i == 0 else replace(c, progress=False), *rest) for i, (m, c, *rest) in enumerate(jobs)]
         say(f"training {' and '.join(METHODS)} in parallel, {cfg.max_steps} steps x {cfg.batch_size} examples each"
             + (f" (progress bars: {METHODS[0]})" if cfg.progress else ""))
-        # spawn: a clean interpreter per method (no forked torch threads); the inputs and results are this run's own.
-        with ProcessPoolExecutor(len(jobs), mp_context=multiprocessing.get_context("spawn"),
-                                 initializer=_inherit_log_level,
-                                 initargs=(logging.getLogger("scale_vlm").getEffectiveLevel(),)) as pool:
+        with method_pool(len(jobs)) as pool:
             done = list(pool.map(train_and_evaluate, *zip(*jobs), [True] * len(jobs)))
     else:
         done = []

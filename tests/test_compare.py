@@ -395,7 +395,7 @@ def test_progress_lines_go_to_the_stdout_of_the_moment():
     import io
     import logging
 
-    from scale_vlm.cli.common import pipeline_logging
+    from scale_vlm.log_output import pipeline_logging
 
     name = "scale_vlm.test_progress"
     try:
@@ -419,7 +419,7 @@ def test_compare_command_prints_package_warnings_and_the_grpo_budget_one_except_
     non-quick run comes first in one process: --quick's quietening must not outlive its own run."""
     import logging
 
-    from scale_vlm.cli import common
+    from scale_vlm import log_output
     from scale_vlm.cli import compare as compare_cli
     from scale_vlm.compare import pipeline
 
@@ -446,7 +446,7 @@ def test_compare_command_prints_package_warnings_and_the_grpo_budget_one_except_
             logger.setLevel(level)
             logger.propagate = propagate
             logger.handlers[:] = handlers
-        common._quieted.clear()
+        log_output._quieted.clear()
     assert package.level == saved["scale_vlm"][0]
     assert "warning: train data: 3 of 40 examples skipped" in err
     assert ("warning: GRPO: 0.90 of this step's completions" in err) is not quick

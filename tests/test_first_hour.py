@@ -539,6 +539,36 @@ def test_demo_labels_the_parallel_methods_lines():
     assert sink.getvalue() == "[scale] == scale: 6 steps ==\n[scale] {'loss': 1.0}\n[scale] partial line\n\n"
 
 
+@pytest.mark.parametrize("from_the_cli", [True, False])
+def test_demo_workers_print_package_warnings_as_the_command_does(from_the_cli, capfd):
+    """A real spawned worker of the demo's pool: under the CLI (pipeline_logging ran) a warning logged while it
+    trains reaches stderr as ``[METHOD] warning: ...``, as in the parent; it used to come out bare, through Python's
+    last-resort handler. Without the CLI's handler the worker adds none."""
+    import logging
+
+    from scale_vlm.demo import method_pool
+    from scale_vlm.log_output import label_warning_lines, pipeline_logging
+
+    package = logging.getLogger("scale_vlm")
+    level, handlers = package.level, list(package.handlers)
+    try:
+        # an earlier command in this process may have left its handler: start from none
+        package.handlers[:] = [h for h in handlers if not getattr(h, "pipeline_handler", False)]
+        if from_the_cli:
+            pipeline_logging()
+        with method_pool(1) as pool:
+            pool.submit(label_warning_lines, "[scale] ").result()
+            pool.submit(logging.getLogger("scale_vlm.demo").warning, "the generation budget is short").result()
+    finally:
+        package.handlers[:] = handlers
+        package.setLevel(level)
+    err = capfd.readouterr().err
+    if from_the_cli:
+        assert "[scale] warning: the generation budget is short\n" in err
+    else:
+        assert "the generation budget is short\n" in err and "warning: the generation" not in err
+
+
 def test_demo_quick_run_explains_its_numbers_and_keeps_models(tmp_path, monkeypatch, capsys):
     """run_demo end to end, with the (slow) training and evaluation of each method replaced by a stub."""
     from scale_vlm import demo

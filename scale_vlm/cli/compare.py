@@ -24,7 +24,8 @@ def _main(argv: list[str]) -> int:
 
     from ..compare import CompareConfig, run_compare
     from ..compare.config import RESULT_FILES
-    from .common import parse, pipeline_logging
+    from ..log_output import pipeline_logging
+    from .common import parse
 
     (cfg,) = parse(TrlParser((CompareConfig,), prog="scale-vlm compare"), argv)
     progress = {"scale_vlm.compare": "\n== %(message)s ==", "scale_vlm.stages": "%(message)s"}

@@ -16,7 +16,8 @@ def main(argv: list[str]) -> int:
 
 
 def _main(argv: list[str]) -> int:
-    from .common import parse, pipeline_logging
+    from ..log_output import pipeline_logging
+    from .common import parse
 
     (cfg,) = parse(TrlParser((DemoConfig,), prog="scale-vlm demo"), argv)
     pipeline_logging()  # the training workers take this level over
