@@ -281,10 +281,27 @@ def runs_table(records: dict[tuple[str, int, str], dict], cell_list: list[dict],
     return markdown_table(header, table) if table else ""
 
 
+def status_line(records: dict[tuple[str, int, str], dict], cell_list: list[dict], seeds: list[int], arms: list[str],
+                rows: dict[str, str], heat_x: str) -> str:
+    """How much of the command's design has a record, and which runs have none, per cell (a map that spans
+    sessions resumes from these)."""
+    total = len(cell_list) * len(seeds) * len(arms)
+    done = sum((cell_name(c), s, a) in records for c in cell_list for s in seeds for a in arms)
+    missing = []
+    for cell in cell_list:
+        name = cell_name(cell)
+        runs = [f"{a} {s}" for s in seeds for a in arms if (name, s, a) not in records]
+        if runs:
+            missing.append(f"{run_label(name, cell, rows, heat_x)} ({', '.join(runs)})")
+    line = f"Recorded: {done} of the {total} runs of this command ({len(cell_list)} cells x {len(seeds)} seeds x " \
+           f"{len(arms)} arms)"
+    return line + (f"; not yet run (arm seed): {'; '.join(missing)}." if missing else ".")
+
+
 def format_markdown(entries: list[dict], arms: list[str], command: str, summaries: dict | None = None,
-                    runs: str = "") -> str:
-    """The map's report: one row per cell, the pooled line of each SCALe arm (``summaries``: ``pooled`` per arm,
-    computed here when not given) and, when given, the table of every run."""
+                    runs: str = "", status: str = "") -> str:
+    """The map's report: the design's status line when given, one row per cell, the pooled line of each SCALe arm
+    (``summaries``: ``pooled`` per arm, computed here when not given) and, when given, the table of every run."""
     from scale_vlm.report import markdown_table, mean_std
 
     header = ["cell", "seeds", "think/answer tokens", "vanilla final think loss", "majority"]
@@ -305,7 +322,7 @@ def format_markdown(entries: list[dict], arms: list[str], command: str, summarie
         summaries = {a: pooled(entries, a) for a in arms if a != "vanilla"}
     lines = [pooled_line(a, summary) for a, summary in summaries.items() if summary]
     every = ["## Every run", "", runs, ""] if runs else []
-    return "\n".join([f"Command: `{command}`", "", f"Seeds: {', '.join(map(str, seeds))} (mean ± sample std over "
+    return "\n".join([f"Command: `{command}`", ""] + ([status, ""] if status else []) + [f"Seeds: {', '.join(map(str, seeds))} (mean ± sample std over "
                       "a cell's seeds, 0 for a single seed; differences are paired per seed)", "",
                       markdown_table(header, rows), ""] + [line + "\n" for line in lines] + every)
 
@@ -423,7 +440,8 @@ def main(argv: list[str] | None = None) -> int:
     command = "python scripts/regime_map.py " + " ".join(sys.argv[1:] if argv is None else argv)
     summaries = {a: pooled(entries, a) for a in args.arms if a != "vanilla"}
     text = format_markdown(entries, args.arms, command, summaries,
-                           runs_table(records, cell_list, args.seeds, args.arms, rows, args.heat_x))
+                           runs_table(records, cell_list, args.seeds, args.arms, rows, args.heat_x),
+                           status_line(records, cell_list, args.seeds, args.arms, rows, args.heat_x))
     axes = heat_axes(cell_list, rows, args.heat_x)
     for folder in [out] + ([records_dir] if records_dir else []):
         folder.mkdir(parents=True, exist_ok=True)

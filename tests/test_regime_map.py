@@ -219,3 +219,17 @@ def test_run_one_is_the_demo_arm_plus_the_diagnostics(regime_map, tmp_path):
     assert [p["step"] for p in record["loss_curve"]] == [1, 2]
     assert record["think_answer_ratio"] == pytest.approx(record["think_tokens"] / record["answer_tokens"])
     assert 0.0 <= record["letter_consistency"] <= 1.0 and record["cpu_seconds"] > 0
+
+
+def test_status_line_counts_the_design_and_names_the_runs_without_a_record(regime_map):
+    a, b = {"trace_entropy": 0}, {"trace_entropy": 2}
+    records = {(regime_map.cell_name(a), 0, "vanilla"): {}, (regime_map.cell_name(a), 0, "scale"): {},
+               (regime_map.cell_name(b), 1, "scale"): {}}
+    line = regime_map.status_line(records, [a, b], [0, 1], ["vanilla", "scale"], {regime_map.cell_name(b): "r46"},
+                                  "trace_entropy")
+    assert line == ("Recorded: 3 of the 8 runs of this command (2 cells x 2 seeds x 2 arms); not yet run (arm seed): "
+                    "trace_entropy=0 (vanilla 1, scale 1); r46 trace_entropy=2 (vanilla 0, scale 0, vanilla 1).")
+    assert regime_map.status_line(records, [a], [0], ["vanilla", "scale"], {}, "trace_entropy") == \
+        "Recorded: 2 of the 2 runs of this command (1 cells x 1 seeds x 2 arms)."
+    report = regime_map.format_markdown([], ["vanilla", "scale"], "cmd", status=line)
+    assert report.splitlines()[2] == line
