@@ -314,8 +314,11 @@ def format_markdown(entries: list[dict], arms: list[str], command: str, summarie
         row = [cell_name(e["cell"]), ",".join(map(str, e["seeds"])), f"{e['think_answer_ratio']:.1f}",
                mean_std(van["final_loss_think"]) if "final_loss_think" in van else "-", mean_std(e["majority"])]
         row += [mean_std(e["arms"][a]["accuracy"]) for a in arms]
-        row += [mean_std(e["minus_vanilla"][a]["accuracy"], separator=" ± ") for a in arms if a != "vanilla"]
-        row += [mean_std(e["minus_vanilla"][a]["letter_consistency"]) for a in arms if a != "vanilla"]
+        # no vanilla arm in this command (e.g. --arms adaptive alone): no paired difference, "-"
+        row += [mean_std(e["minus_vanilla"][a]["accuracy"], separator=" ± ") if a in e["minus_vanilla"] else "-"
+                for a in arms if a != "vanilla"]
+        row += [mean_std(e["minus_vanilla"][a]["letter_consistency"]) if a in e["minus_vanilla"] else "-"
+                for a in arms if a != "vanilla"]
         rows.append(row)
     seeds = sorted({s for e in entries for s in e["seeds"]})
     if summaries is None:

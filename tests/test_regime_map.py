@@ -233,3 +233,15 @@ def test_status_line_counts_the_design_and_names_the_runs_without_a_record(regim
         "Recorded: 2 of the 2 runs of this command (1 cells x 1 seeds x 2 arms)."
     report = regime_map.format_markdown([], ["vanilla", "scale"], "cmd", status=line)
     assert report.splitlines()[2] == line
+
+
+def test_report_of_a_command_without_the_vanilla_arm(regime_map):
+    """``--arms adaptive`` alone (vanilla and cosine recorded by earlier commands) trains, then reports: no paired
+    difference to show, "-" in its columns (the report used to raise KeyError after the run had finished)."""
+    cell = {"trace_entropy": 0}
+    records = {(regime_map.cell_name(cell), 0, "adaptive"): {**_record(0.59, 0.9, 1.0), "think_answer_ratio": 28.5,
+                                                             "think_tokens": 100.0, "majority": 0.25}}
+    entries = regime_map.aggregate(records, [cell], [0], ["adaptive"])
+    report = regime_map.format_markdown(entries, ["adaptive"], "cmd")
+    row = next(line for line in report.splitlines() if line.startswith("| trace_entropy=0 |"))
+    assert row.endswith("| 0.590 ± 0.000 | - | - |")
