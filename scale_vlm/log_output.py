@@ -30,13 +30,22 @@ class _StderrHandler(_StdoutHandler):
     stream_name = "stderr"
 
 
+def _pipeline_handlers(logger: logging.Logger) -> list[logging.Handler]:
+    return [h for h in logger.handlers if getattr(h, "pipeline_handler", False)]
+
+
 def _add_handler_once(logger: logging.Logger, handler_class, line: str, level: int = logging.NOTSET) -> None:
-    if not any(getattr(h, "pipeline_handler", False) for h in logger.handlers):
+    if not _pipeline_handlers(logger):
         handler = handler_class()
         handler.setLevel(level)
         handler.setFormatter(logging.Formatter(line))
         handler.pipeline_handler = True
         logger.addHandler(handler)
+
+
+def _add_warning_lines() -> None:
+    # WARNING on the handler too: a later, more verbose package level (a test's caplog) must not print INFO here
+    _add_handler_once(logging.getLogger("scale_vlm"), _StderrHandler, WARNING_LINE, logging.WARNING)
 
 
 _quieted: set[str] = set()
@@ -48,10 +57,8 @@ def pipeline_logging(progress: dict[str, str] | None = None, quiet: tuple[str, .
     warning of the package (examples skipped, an incomplete checkpoint skipped, fewer GRPO prompts than asked, a
     budget too short) goes to stderr as ``warning: ...``: a pipeline must not hide them. The loggers in ``quiet``
     report errors only. Called again in one process, it adds no second handler."""
-    package = logging.getLogger("scale_vlm")
-    package.setLevel(logging.WARNING)
-    # WARNING on the handler too: a later, more verbose package level (a test's caplog) must not print INFO here
-    _add_handler_once(package, _StderrHandler, WARNING_LINE, logging.WARNING)
+    logging.getLogger("scale_vlm").setLevel(logging.WARNING)
+    _add_warning_lines()
     for name in _quieted - set(quiet):  # quietened by an earlier pipeline in this process
         logging.getLogger(name).setLevel(logging.NOTSET)
     for name in quiet:
@@ -67,7 +74,7 @@ def pipeline_logging(progress: dict[str, str] | None = None, quiet: tuple[str, .
 
 def warnings_on_stderr() -> bool:
     """Whether this process prints the package's warnings as ``warning: ...`` lines (``pipeline_logging`` ran)."""
-    return any(getattr(h, "pipeline_handler", False) for h in logging.getLogger("scale_vlm").handlers)
+    return bool(_pipeline_handlers(logging.getLogger("scale_vlm")))
 
 
 def worker_logging(level: int, warning_lines: bool) -> None:
@@ -76,11 +83,10 @@ def worker_logging(level: int, warning_lines: bool) -> None:
     same handler."""
     logging.getLogger("scale_vlm").setLevel(level)
     if warning_lines:
-        _add_handler_once(logging.getLogger("scale_vlm"), _StderrHandler, WARNING_LINE, logging.WARNING)
+        _add_warning_lines()
 
 
 def label_warning_lines(label: str) -> None:
     """Start this process's ``warning: ...`` lines with ``label`` (a worker that trains one of several methods)."""
-    for handler in logging.getLogger("scale_vlm").handlers:
-        if getattr(handler, "pipeline_handler", False):
-            handler.setFormatter(logging.Formatter(label + WARNING_LINE))
+    for handler in _pipeline_handlers(logging.getLogger("scale_vlm")):
+        handler.setFormatter(logging.Formatter(label + WARNING_LINE))

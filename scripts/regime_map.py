@@ -285,15 +285,15 @@ def status_line(records: dict[tuple[str, int, str], dict], cell_list: list[dict]
                 rows: dict[str, str], heat_x: str) -> str:
     """How much of the command's design has a record, and which runs have none, per cell (a map that spans
     sessions resumes from these)."""
-    total = len(cell_list) * len(seeds) * len(arms)
-    done = sum((cell_name(c), s, a) in records for c in cell_list for s in seeds for a in arms)
-    missing = []
+    design = len(cell_list) * len(seeds) * len(arms)
+    done, missing = design, []
     for cell in cell_list:
         name = cell_name(cell)
         runs = [f"{a} {s}" for s in seeds for a in arms if (name, s, a) not in records]
+        done -= len(runs)
         if runs:
             missing.append(f"{run_label(name, cell, rows, heat_x)} ({', '.join(runs)})")
-    line = f"Recorded: {done} of the {total} runs of this command ({len(cell_list)} cells x {len(seeds)} seeds x " \
+    line = f"Recorded: {done} of the {design} runs of this command ({len(cell_list)} cells x {len(seeds)} seeds x " \
            f"{len(arms)} arms)"
     return line + (f"; not yet run (arm seed): {'; '.join(missing)}." if missing else ".")
 
@@ -325,9 +325,10 @@ def format_markdown(entries: list[dict], arms: list[str], command: str, summarie
         summaries = {a: pooled(entries, a) for a in arms if a != "vanilla"}
     lines = [pooled_line(a, summary) for a, summary in summaries.items() if summary]
     every = ["## Every run", "", runs, ""] if runs else []
-    return "\n".join([f"Command: `{command}`", ""] + ([status, ""] if status else []) + [f"Seeds: {', '.join(map(str, seeds))} (mean ± sample std over "
-                      "a cell's seeds, 0 for a single seed; differences are paired per seed)", "",
-                      markdown_table(header, rows), ""] + [line + "\n" for line in lines] + every)
+    head = [f"Command: `{command}`", ""] + ([status, ""] if status else [])
+    return "\n".join(head + [f"Seeds: {', '.join(map(str, seeds))} (mean ± sample std over a cell's seeds, 0 for a "
+                             "single seed; differences are paired per seed)", "",
+                             markdown_table(header, rows), ""] + [line + "\n" for line in lines] + every)
 
 
 def heat_axes(cell_list: list[dict], rows: dict[str, str], heat_x: str) -> tuple[str, list, str, list] | None:
