@@ -21,8 +21,9 @@ from dataclasses import dataclass
 #   logits_scaling:          logits /= value        final_logit_softcapping: logits = cap * tanh(logits / cap)
 _SOFTCAP = ("final_logit_softcapping",)
 HEAD_STEPS: dict[str, tuple[str, ...]] = {
-    **dict.fromkeys(("CohereForCausalLM", "Cohere2ForCausalLM", "Cohere2MoeForCausalLM", "CohereCompassForCausalLM",
-                     "CohereCompassForConditionalGeneration"), ("logit_scale",)),
+    **dict.fromkeys(("AyaVisionForConditionalGeneration", "CohereForCausalLM", "Cohere2ForCausalLM",
+                     "Cohere2MoeForCausalLM", "CohereCompassForCausalLM", "CohereCompassForConditionalGeneration"),
+                    ("logit_scale",)),
     **dict.fromkeys(("GraniteForCausalLM", "GraniteMoeForCausalLM", "GraniteMoeHybridForCausalLM",
                      "GraniteMoeSWAForCausalLM", "GraniteMoeSharedForCausalLM", "GraniteSWAForCausalLM",
                      "Granite4VisionForConditionalGeneration", "GraniteDoclingForConditionalGeneration"),

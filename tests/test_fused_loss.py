@@ -244,7 +244,8 @@ def test_scaled_and_softcapped_heads_match_cross_entropy(scale, softcap, bias):
 
 def _tiny_text_model(kind: str, **extra):
     """fp64 tiny causal LMs from config (no download): Gemma-3 text (softcap), Cohere (logit_scale), Granite
-    (logits_scaling), Llama (none)."""
+    (logits_scaling), Llama (none); Aya Vision, a VLM whose forward scales by its text config's logit_scale, run on
+    text alone."""
     import transformers as tf
 
     common = dict(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
@@ -256,6 +257,12 @@ def _tiny_text_model(kind: str, **extra):
         config, cls = tf.CohereConfig(**common, logit_scale=0.3, **extra), tf.CohereForCausalLM
     elif kind == "granite":
         config, cls = tf.GraniteConfig(**common, logits_scaling=4.0, **extra), tf.GraniteForCausalLM
+    elif kind == "aya_vision":
+        vision = dict(model_type="siglip_vision_model", hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                      num_attention_heads=2, image_size=28, patch_size=14)
+        config = tf.AyaVisionConfig(text_config=tf.Cohere2Config(**common, head_dim=16, logit_scale=0.3, **extra),
+                                    vision_config=vision, image_token_index=63)
+        cls = tf.AyaVisionForConditionalGeneration
     else:
         config, cls = tf.LlamaConfig(**common, **extra), tf.LlamaForCausalLM
     torch.manual_seed(0)
@@ -296,7 +303,8 @@ def _fused_vs_plain(model, ids, labels, weights, tol=1e-9):
 
 
 @pytest.mark.parametrize("kind,expected", [("gemma3", (1.0, 2.0)), ("cohere", (0.3, None)),
-                                           ("granite", (0.25, None)), ("llama", (1.0, None))])
+                                           ("granite", (0.25, None)), ("aya_vision", (0.3, None)),
+                                           ("llama", (1.0, None))])
 def test_fused_head_reproduces_the_model_post_head_transform(kind, expected):
     from scale_vlm.head_transform import head_transform
 
