@@ -19,6 +19,10 @@ schedule progress follows the measured think loss, ``progress_mode=adaptive``). 
 seeds (mean ± sample std), each arm's accuracy, malformed rate and answer-trace consistency, each SCALe arm minus
 vanilla per seed, the measured think/answer token ratio of the training data and the think loss at the end of the
 vanilla run (the plateau it reached at this budget: an upper bound on the irreducible think loss).
+With several SCALe arms, each has its own table: the arm with vanilla and the SCALe arms listed before it, over the
+seeds where all of them have a record (``--arms vanilla scale adaptive``: cosine against vanilla on every finished
+pair, then adaptive against vanilla and cosine on the same runs, with their paired difference). A command without
+the vanilla arm (``--arms adaptive``) pairs its runs with the vanilla records already on disk.
 Writes ``map.json``, ``map.md`` and ``map_<arm>.png`` (that arm minus vanilla accuracy per cell) to the output folder,
 and to the records folder when one is given.
 """
@@ -298,10 +302,42 @@ def status_line(records: dict[tuple[str, int, str], dict], cell_list: list[dict]
     return line + (f"; not yet run (arm seed): {'; '.join(missing)}." if missing else ".")
 
 
-def format_markdown(entries: list[dict], arms: list[str], command: str, summaries: dict | None = None,
-                    runs: str = "", status: str = "") -> str:
-    """The map's report: the design's status line when given, one row per cell, the pooled line of each SCALe arm
-    (``summaries``: ``pooled`` per arm, computed here when not given) and, when given, the table of every run."""
+def report_tables(records: dict[tuple[str, int, str], dict], cell_list: list[dict], seeds: list[int],
+                  arms: list[str]) -> list[dict]:
+    """The map's tables: one per SCALe arm of ``arms``, pairing it seed by seed with vanilla and with the SCALe arms
+    listed before it (so a later arm's table compares the schedules on the same runs); ``arms`` alone when it has no
+    SCALe arm. ``records`` may hold vanilla runs an arm-only command did not train: they pair with its arm. An arm
+    without any record (vanilla never run) is left out of the tables."""
+    present = [a for a in arms if any(key[2] == a for key in records)]
+    scale_arms = [a for a in arms if a != "vanilla"]
+    groups = [[a for a in ["vanilla", *scale_arms[:k + 1]] if a in present or a == arm]
+              for k, arm in enumerate(scale_arms)] or [list(arms)]
+    tables = []
+    for group in groups:
+        entries = aggregate(records, cell_list, seeds, group)
+        tables.append({"arms": group, "cells": entries,
+                       "pooled": {a: pooled(entries, a) for a in group if a != "vanilla"}})
+    return tables
+
+
+def paired_line(entries: list[dict], arm: str, base: str) -> str:
+    """``arm`` minus ``base`` accuracy over the runs of ``entries`` where both have a record (the same seeds of the
+    same cells): how two SCALe schedules compare on the same data; "" where fewer than one pair exists."""
+    from scale_vlm.report import seed_stats
+
+    diffs = [a - b for e in entries if arm in e["arms"] and base in e["arms"]
+             for a, b in zip(e["arms"][arm]["accuracy"]["values"], e["arms"][base]["accuracy"]["values"])]
+    if not diffs:
+        return ""
+    d = seed_stats(diffs)
+    ahead, behind = sum(x > TIE for x in diffs), sum(x < -TIE for x in diffs)
+    return (f"Paired, {arm} - {base} accuracy over the same {len(diffs)} runs: {d['mean']:+.3f} ± {d['std']:.3f} "
+            f"(mean ± sample std); ahead in {ahead}, behind in {behind}, tied in {len(diffs) - ahead - behind}.")
+
+
+def cell_table(entries: list[dict], arms: list[str], summaries: dict | None = None) -> str:
+    """One table of the map: the seeds line, one row per cell, then the pooled line of each SCALe arm against vanilla
+    (``summaries``: ``pooled`` per arm, computed here when not given) and each later SCALe arm against the first."""
     from scale_vlm.report import markdown_table, mean_std
 
     header = ["cell", "seeds", "think/answer tokens", "vanilla final think loss", "majority"]
@@ -314,7 +350,7 @@ def format_markdown(entries: list[dict], arms: list[str], command: str, summarie
         row = [cell_name(e["cell"]), ",".join(map(str, e["seeds"])), f"{e['think_answer_ratio']:.1f}",
                mean_std(van["final_loss_think"]) if "final_loss_think" in van else "-", mean_std(e["majority"])]
         row += [mean_std(e["arms"][a]["accuracy"]) for a in arms]
-        # no vanilla arm in this command (e.g. --arms adaptive alone): no paired difference, "-"
+        # no vanilla record to pair with (e.g. --arms adaptive alone, vanilla never run): no paired difference, "-"
         row += [mean_std(e["minus_vanilla"][a]["accuracy"], separator=" ± ") if a in e["minus_vanilla"] else "-"
                 for a in arms if a != "vanilla"]
         row += [mean_std(e["minus_vanilla"][a]["letter_consistency"]) if a in e["minus_vanilla"] else "-"
@@ -324,11 +360,31 @@ def format_markdown(entries: list[dict], arms: list[str], command: str, summarie
     if summaries is None:
         summaries = {a: pooled(entries, a) for a in arms if a != "vanilla"}
     lines = [pooled_line(a, summary) for a, summary in summaries.items() if summary]
-    every = ["## Every run", "", runs, ""] if runs else []
+    scale_arms = [a for a in arms if a != "vanilla"]
+    lines += [line for a in scale_arms[1:] if (line := paired_line(entries, a, scale_arms[0]))]
+    return "\n".join([f"Seeds: {', '.join(map(str, seeds))} (mean ± sample std over a cell's seeds, 0 for a single "
+                      "seed; differences are paired per seed)", "", markdown_table(header, rows), ""] +
+                     [line + "\n" for line in lines])
+
+
+def table_title(arms: list[str]) -> str:
+    scale_arms = [a for a in arms if a != "vanilla"]
+    others = [a for a in arms if a != scale_arms[-1]]
+    return f"## {scale_arms[-1]}" + (f" against {' and '.join(others)}, on the runs that have all "
+                                     f"{len(arms)}" if len(arms) > 2 else f" against {others[0]}" if others else "")
+
+
+def format_markdown(tables: list[dict], command: str, runs: str = "", status: str = "") -> str:
+    """The map's report: the command, the design's status line when given, each table of ``report_tables`` (under
+    its own heading when there are several) and, when given, the table of every run."""
     head = [f"Command: `{command}`", ""] + ([status, ""] if status else [])
-    return "\n".join(head + [f"Seeds: {', '.join(map(str, seeds))} (mean ± sample std over a cell's seeds, 0 for a "
-                             "single seed; differences are paired per seed)", "",
-                             markdown_table(header, rows), ""] + [line + "\n" for line in lines] + every)
+    body = []
+    for t in tables:
+        if len(tables) > 1:
+            body += [table_title(t["arms"]), ""]
+        body += [cell_table(t["cells"], t["arms"], t["pooled"])]
+    every = ["## Every run", "", runs, ""] if runs else []
+    return "\n".join(head + body + every)
 
 
 def heat_axes(cell_list: list[dict], rows: dict[str, str], heat_x: str) -> tuple[str, list, str, list] | None:
@@ -418,14 +474,19 @@ def main(argv: list[str] | None = None) -> int:
                                     "parallel_methods": False})
                 kept = records_dir / cell_name(cell) / f"seed{seed}" / f"{arm}.json" if records_dir else None
                 jobs.append(((cell_name(cell), seed, arm), cfg, folder, kept))
+    # vanilla runs of earlier commands pair with an arm-only command's runs (read, never trained by it)
+    paired = [] if "vanilla" in args.arms else [
+        ((cell_name(cell), seed, "vanilla"), out / cell_name(cell) / f"seed{seed}" / "vanilla",
+         records_dir / cell_name(cell) / f"seed{seed}" / "vanilla.json" if records_dir else None)
+        for cell in cell_list for seed in args.seeds]
     records = {}
-    for key, _, folder, kept in jobs:
+    for key, folder, kept in [(key, folder, kept) for key, _, folder, kept in jobs] + paired:
         for path in (kept, folder / "record.json"):
             if path is not None and path.exists():
                 records[key] = json.loads(path.read_text())
                 break
     todo = [job for job in jobs if job[0] not in records]
-    print(f"{len(jobs)} runs, {len(records)} already done, {len(todo)} to train"
+    print(f"{len(jobs)} runs, {len(jobs) - len(todo)} already done, {len(todo)} to train"
           f"{' (not now: --report_only)' if args.report_only else ''}", flush=True)
     if todo and not args.report_only:
         import multiprocessing
@@ -437,24 +498,25 @@ def main(argv: list[str] | None = None) -> int:
                 key = futures[fut]
                 records[key] = fut.result()
                 print(f"done {key}: accuracy {records[key]['accuracy']:.3f}", flush=True)
-    entries = aggregate(records, cell_list, args.seeds, args.arms)
-    for e in entries:
-        if cell_name(e["cell"]) in rows:
-            e["row"] = rows[cell_name(e["cell"])]
+    report_arms = args.arms if "vanilla" in args.arms else ["vanilla", *args.arms]
+    tables = report_tables(records, cell_list, args.seeds, report_arms)
+    for t in tables:
+        for e in t["cells"]:
+            if cell_name(e["cell"]) in rows:
+                e["row"] = rows[cell_name(e["cell"])]
     command = "python scripts/regime_map.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    summaries = {a: pooled(entries, a) for a in args.arms if a != "vanilla"}
-    text = format_markdown(entries, args.arms, command, summaries,
-                           runs_table(records, cell_list, args.seeds, args.arms, rows, args.heat_x),
+    text = format_markdown(tables, command, runs_table(records, cell_list, args.seeds, report_arms, rows, args.heat_x),
                            status_line(records, cell_list, args.seeds, args.arms, rows, args.heat_x))
     axes = heat_axes(cell_list, rows, args.heat_x)
     for folder in [out] + ([records_dir] if records_dir else []):
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / "map.json").write_text(json.dumps({"command": command, "cells": entries, "pooled": summaries},
-                                                    indent=1) + "\n")
+        (folder / "map.json").write_text(json.dumps({"command": command, "tables": tables}, indent=1) + "\n")
         (folder / "map.md").write_text("# SCALe regime map\n\n" + text)
-        for arm in args.arms:
-            if arm != "vanilla" and axes:
-                plot_map(entries, axes, arm, folder / f"map_{arm}.png")
+        if axes:  # each SCALe arm's heat map from its own table (the first that pairs it with vanilla)
+            for t in tables:
+                arm = t["arms"][-1]
+                if arm != "vanilla" and "vanilla" in t["arms"]:
+                    plot_map(t["cells"], axes, arm, folder / f"map_{arm}.png")
     print("\n" + text)
     return 0
 

@@ -77,7 +77,7 @@ def test_aggregate_pairs_arms_seed_by_seed_and_skips_unfinished_seeds(regime_map
     assert entry["arms"]["vanilla"]["accuracy"]["mean"] == pytest.approx(0.55)
     assert entry["arms"]["vanilla"]["final_loss_think"]["mean"] == pytest.approx(1.05)
     assert entry["think_answer_ratio"] == 20.0
-    table = regime_map.format_markdown([entry], ["vanilla", "scale"], "cmd")
+    table = regime_map.cell_table([entry], ["vanilla", "scale"])
     assert "| trace_entropy=2 | 0,1 | 20.0 | 1.050 ± 0.071 | 0.250 ± 0.000 | 0.550 ± 0.071 | 0.570 ± 0.014 | 0.020 ± 0.057 |" \
         in table
 
@@ -97,7 +97,7 @@ def test_pooled_differences_over_cells_and_per_seed(regime_map):
     assert summary["accuracy"]["mean"] == pytest.approx((0.06 - 0.02 + 0.10 + 0.0 + 0.12) / 5)
     assert {s: v["cells"] for s, v in summary["per_seed"].items()} == {0: 2, 1: 2, 2: 1}
     assert [v["mean"] for v in summary["per_seed"].values()] == pytest.approx([0.08, -0.01, 0.12])
-    table = regime_map.format_markdown(entries, ["vanilla", "scale"], "cmd")
+    table = regime_map.cell_table(entries, ["vanilla", "scale"])
     assert ("over the 5 paired runs of 2 cells: +0.052 ± 0.061 (mean ± sample std); ahead in 3, behind in 1, tied in 1. "
             "Per seed, over its cells: seed 0 +0.080 (2 cells); seed 1 -0.010 (2 cells); seed 2 +0.120 (1 cell)") in table
     assert regime_map.pooled(entries, "adaptive") is None
@@ -165,7 +165,9 @@ def test_records_dir_resumes_a_map_without_training(regime_map, tmp_path, capsys
                             "--output_dir", str(tmp_path / "runs")]) == 0
     assert "4 runs, 4 already done, 0 to train" in capsys.readouterr().out
     saved = __import__("json").loads((tmp_path / "rec" / "map.json").read_text())
-    [entry] = saved["cells"]
+    [table] = saved["tables"]
+    assert table["arms"] == ["vanilla", "scale"]
+    [entry] = table["cells"]
     assert entry["row"] == "r"
     assert entry["minus_vanilla"]["scale"]["accuracy"]["values"] == pytest.approx([0.06, -0.02])
     assert (tmp_path / "rec" / "map_scale.png").stat().st_size > 0
@@ -173,7 +175,7 @@ def test_records_dir_resumes_a_map_without_training(regime_map, tmp_path, capsys
     assert regime_map.main(["--cells", "r:trace_entropy=2", "--seeds", "0", "1", "2", "--records_dir",
                             str(tmp_path / "rec"), "--output_dir", str(tmp_path / "runs"), "--report_only"]) == 0
     assert "6 runs, 4 already done, 2 to train (not now: --report_only)" in capsys.readouterr().out
-    [entry] = __import__("json").loads((tmp_path / "rec" / "map.json").read_text())["cells"]
+    [[entry]] = [t["cells"] for t in __import__("json").loads((tmp_path / "rec" / "map.json").read_text())["tables"]]
     assert entry["seeds"] == [0, 1]
     # map.md ends with every finished run, one row each, named by its row label and column value
     report = (tmp_path / "rec" / "map.md").read_text()
@@ -231,7 +233,7 @@ def test_status_line_counts_the_design_and_names_the_runs_without_a_record(regim
                     "trace_entropy=0 (vanilla 1, scale 1); r46 trace_entropy=2 (vanilla 0, scale 0, vanilla 1).")
     assert regime_map.status_line(records, [a], [0], ["vanilla", "scale"], {}, "trace_entropy") == \
         "Recorded: 2 of the 2 runs of this command (1 cells x 1 seeds x 2 arms)."
-    report = regime_map.format_markdown([], ["vanilla", "scale"], "cmd", status=line)
+    report = regime_map.format_markdown([], "cmd", status=line)
     assert report.splitlines()[2] == line
 
 
@@ -242,6 +244,59 @@ def test_report_of_a_command_without_the_vanilla_arm(regime_map):
     records = {(regime_map.cell_name(cell), 0, "adaptive"): {**_record(0.59, 0.9, 1.0), "think_answer_ratio": 28.5,
                                                              "think_tokens": 100.0, "majority": 0.25}}
     entries = regime_map.aggregate(records, [cell], [0], ["adaptive"])
-    report = regime_map.format_markdown(entries, ["adaptive"], "cmd")
+    report = regime_map.cell_table(entries, ["adaptive"])
     row = next(line for line in report.splitlines() if line.startswith("| trace_entropy=0 |"))
     assert row.endswith("| 0.590 ± 0.000 | - | - |")
+
+
+def test_each_scale_arm_has_a_table_paired_with_vanilla_and_the_earlier_arms(regime_map):
+    """Three arms with adaptive on fewer seeds: the cosine table keeps every vanilla/cosine pair; the adaptive table
+    holds only the runs with all three arms, and the paired adaptive - cosine difference over them."""
+    a, b = {"trace_entropy": 0}, {"trace_entropy": 2}
+    runs = [(a, 0, (0.50, 0.56, 0.60)), (a, 1, (0.60, 0.58, None)), (a, 2, (0.40, 0.45, 0.41)),
+            (b, 0, (0.30, 0.35, None)), (b, 1, (0.45, 0.45, 0.55))]
+    records = {}
+    for cell, seed, accs in runs:
+        for arm, acc in zip(("vanilla", "scale", "adaptive"), accs):
+            if acc is not None:
+                records[(regime_map.cell_name(cell), seed, arm)] = _record(acc, 0.9, 1.0)
+    cosine, adaptive = regime_map.report_tables(records, [a, b], [0, 1, 2], ["vanilla", "scale", "adaptive"])
+    assert cosine["arms"] == ["vanilla", "scale"] and adaptive["arms"] == ["vanilla", "scale", "adaptive"]
+    assert [e["seeds"] for e in cosine["cells"]] == [[0, 1, 2], [0, 1]]
+    assert [e["seeds"] for e in adaptive["cells"]] == [[0, 2], [1]]
+    assert cosine["pooled"]["scale"]["pairs"] == 5 and adaptive["pooled"]["adaptive"]["pairs"] == 3
+    assert adaptive["pooled"]["scale"]["accuracy"]["mean"] == pytest.approx((0.06 + 0.05 + 0.0) / 3)
+    assert adaptive["pooled"]["adaptive"]["accuracy"]["mean"] == pytest.approx((0.10 + 0.01 + 0.10) / 3)
+    diffs = [0.04, -0.04, 0.10]  # adaptive - cosine: (a, 0), (a, 2), (b, 1)
+    line = regime_map.paired_line(adaptive["cells"], "adaptive", "scale")
+    assert line == (f"Paired, adaptive - scale accuracy over the same 3 runs: {statistics.fmean(diffs):+.3f} ± "
+                    f"{statistics.stdev(diffs):.3f} (mean ± sample std); ahead in 2, behind in 1, tied in 0.")
+    report = regime_map.format_markdown([cosine, adaptive], "cmd")
+    assert "## scale against vanilla\n" in report
+    assert "## adaptive against vanilla and scale, on the runs that have all 3\n" in report
+    assert report.count(line) == 1 and report.count("Pooled, scale - vanilla") == 2
+    # no vanilla record at all: the arm's table stands alone
+    alone = {k: v for k, v in records.items() if k[2] == "adaptive"}
+    [table] = regime_map.report_tables(alone, [a, b], [0, 1, 2], ["vanilla", "adaptive"])
+    assert table["arms"] == ["adaptive"] and table["pooled"] == {"adaptive": None}
+
+
+def test_an_arm_only_command_pairs_with_the_vanilla_records_on_disk(regime_map, tmp_path, capsys):
+    """``--arms adaptive`` after vanilla was recorded by an earlier command: its report pairs the two (it used to show
+    "-"), and the vanilla run is neither counted in its design nor trained."""
+    import json
+
+    name = regime_map.cell_name({"trace_entropy": 2})
+    for arm, acc in (("vanilla", 0.40), ("adaptive", 0.47)):
+        path = tmp_path / "rec" / name / "seed0" / f"{arm}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(_record(acc, 0.9, 1.0)))
+    assert regime_map.main(["--cells", "r:trace_entropy=2", "--seeds", "0", "--arms", "adaptive", "--records_dir",
+                            str(tmp_path / "rec"), "--output_dir", str(tmp_path / "runs")]) == 0
+    assert "1 runs, 1 already done, 0 to train" in capsys.readouterr().out
+    [table] = json.loads((tmp_path / "rec" / "map.json").read_text())["tables"]
+    assert table["arms"] == ["vanilla", "adaptive"]
+    assert table["cells"][0]["minus_vanilla"]["adaptive"]["accuracy"]["values"] == pytest.approx([0.07])
+    report = (tmp_path / "rec" / "map.md").read_text()
+    assert "Recorded: 1 of the 1 runs of this command" in report
+    assert (tmp_path / "rec" / "map_adaptive.png").stat().st_size > 0
