@@ -42,7 +42,7 @@ PACKING_MODEL_CLASSES = (
     "LlavaNextForConditionalGeneration",
     "Idefics3ForConditionalGeneration",
 )
-# Classes known not to be exact, and why (checked against transformers 5.24).
+# Classes known not to be exact, and why (checked against transformers 5.24 and 5.25).
 PACKING_REFUSED = {
     "Gemma3ForConditionalGeneration": (
         "its sliding-window layers combine the bidirectional image-token mask (from token_type_ids) with the packed "

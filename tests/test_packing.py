@@ -166,7 +166,7 @@ def test_unsupported_family_is_refused_at_start_up(family, family_dirs, tmp_path
 
 
 def test_gemma3_packed_forward_is_not_exact(family_dirs):
-    """Why Gemma-3 is refused (transformers 5.24): a later example's logits in a packed row differ from its logits
+    """Why Gemma-3 is refused (transformers 5.24, 5.25): a later example's logits in a packed row differ from its logits
     alone. If this starts to pass, transformers fixed the sliding-window image mask and Gemma-3 can be enabled."""
     path = family_dirs("gemma3")
     processor = F.family_processor(path)
