@@ -13,6 +13,7 @@ import functools
 import hashlib
 import json
 import logging
+import os
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -34,6 +35,30 @@ def git_commit() -> str | None:
     if out.returncode != 0:
         return None
     return out.stdout.strip() or None
+
+
+def machine() -> dict:
+    """Where a run's numbers were measured: the CPU model, the GPU if one is used, and the releases of the libraries
+    that compute them. Float reductions differ between CPU kinds (AVX2, AVX-512) and library releases, so two runs are
+    exactly comparable only where these match; a record keeps them next to its commit."""
+    import platform
+
+    import torch
+    import transformers
+    import trl
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cpu_count": os.cpu_count(),
+            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+            "python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
+            "trl": trl.__version__}
 
 
 def code_identity() -> dict:

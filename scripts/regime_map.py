@@ -12,8 +12,9 @@ Every run (cell x seed x arm) trains a fresh copy of the shipped tiny base with 
 defaults unless given) and evaluates it greedily on the cell's held-out questions; it writes ``record.json`` in its
 own folder, and, with ``--records_dir``, a copy at ``RECORDS_DIR/CELL/seedS/ARM.json`` (small: no checkpoints) that
 can be committed; an interrupted map resumes from either (a finished run is never trained again). Each record holds
-the code's commit, the run's configuration and its CPU seconds (training and evaluation, this process's threads:
-comparable when other jobs share the cores, where wall time is not). Arms:
+the code's commit, the machine (CPU model and library releases: float sums differ between CPU kinds), the run's
+configuration and its CPU seconds (training and evaluation, this process's threads: comparable when other jobs share
+the cores, where wall time is not). Arms:
 ``vanilla`` (token-mean SFT), ``scale`` (the paper's cosine schedule over steps) and ``adaptive`` (SCALe whose
 schedule progress follows the measured think loss, ``progress_mode=adaptive``). Per cell the map reports, over
 seeds (mean ± sample std), each arm's accuracy, malformed rate and answer-trace consistency, each SCALe arm minus
@@ -32,7 +33,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import time
 from dataclasses import asdict, fields, replace
@@ -90,15 +90,6 @@ def parse_cells(items: list[str]) -> tuple[list[dict], dict[str, str]]:
     return cell_list, rows
 
 
-def git_commit() -> str | None:
-    """The commit of the code that runs (recorded with each run), or None outside a git checkout."""
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent, capture_output=True,
-                              text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
-
-
 def cell_name(cell: dict) -> str:
     return "_".join(f"{k}={v}" for k, v in cell.items()) or "default"
 
@@ -124,6 +115,7 @@ def run_one(cfg, arm: str, folder: Path, record_path: Path | None = None) -> dic
     ``record_path``)."""
     from scale_vlm.bench.diagnostics import diagnose
     from scale_vlm.demo import demo_data, generation_budget, longest_response, majority_baseline, train_and_evaluate
+    from scale_vlm.stages import git_commit, machine
     from scale_vlm.tiny.shipped import SHIPPED_BASE
 
     method, overrides = ARMS[arm]
@@ -142,7 +134,7 @@ def run_one(cfg, arm: str, folder: Path, record_path: Path | None = None) -> dic
         "letter_consistency": diag["letter_consistent_with_trace"], "value_accuracy": diag["value_correct"],
         "final_loss_think": final_logged(hist, "loss_think"), "final_loss_answer": final_logged(hist, "loss_answer"),
         "train_seconds": metrics["train_seconds"], "wall_seconds": round(time.time() - t0, 1),
-        "cpu_seconds": round(time.process_time() - cpu0, 1), "commit": git_commit(), "arm": arm,
+        "cpu_seconds": round(time.process_time() - cpu0, 1), "commit": git_commit(), "machine": machine(), "arm": arm,
         "config": {k: v for k, v in asdict(cfg).items() if k not in ("output_dir", "progress")},
         "max_new_tokens": cfg.max_new_tokens, "longest_training_response": longest,
         "majority": majority_baseline(data.train["answer"], data.test["answer"])["accuracy"], **token_ratio(data.rows),

@@ -1,8 +1,10 @@
 """Stage reuse of ``scale-vlm compare`` and its summary/markdown; the --quick run end to end is slow."""
 
 import json
+import platform
 
 import pytest
+import torch
 
 from scale_vlm import stages
 from scale_vlm.compare import ARMS, CompareConfig
@@ -69,6 +71,22 @@ def test_code_identity_names_the_version_and_the_commit(monkeypatch):
     assert stages.code_identity()["version"] == __version__
     monkeypatch.setattr(stages, "git_commit", lambda: "c" * 40)
     assert stages.code_identity() == {"version": __version__, "commit": "c" * 40}
+
+
+def test_machine_names_the_cpu_model_and_the_library_releases(monkeypatch, tmp_path):
+    import transformers
+    import trl
+
+    m = stages.machine()
+    assert (m["torch"], m["transformers"], m["trl"]) == (torch.__version__, transformers.__version__, trl.__version__)
+    assert m["python"] == platform.python_version() and m["gpu"] is None  # the suite runs on CPU
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 9B14\nflags\t: avx2\n")
+    real_path = stages.Path
+    monkeypatch.setattr(stages, "Path", lambda p, *a: real_path(cpuinfo) if p == "/proc/cpuinfo" else real_path(p, *a))
+    assert stages.machine()["cpu"] == "AMD EPYC 9B14"
+    monkeypatch.setattr(stages, "Path", lambda p, *a: real_path(tmp_path / "absent"))  # no /proc (macOS, Windows)
+    assert stages.machine()["cpu"] == (platform.processor() or platform.machine())
 
 
 def test_hash_is_order_independent():
@@ -366,6 +384,7 @@ def test_records_dir_keeps_each_seed_and_takes_it_back(monkeypatch, tmp_path):
     pipeline.run_compare(CompareConfig(seeds=[0], output_dir=str(tmp_path / "a"), **common))
     kept = json.loads((records / "seed0.json").read_text())
     assert ran == [0] and kept["seed"] == 0 and kept["cpu_seconds"] >= 0 and "commit" in kept
+    assert kept["machine"]["torch"] == torch.__version__ and kept["machine"]["cpu"]
     assert kept["arms"]["scale"]["accuracy"] == pytest.approx(0.6)
     said = []
     both = pipeline.run_compare(CompareConfig(seeds=[0, 1], output_dir=str(tmp_path / "b"), **common), say=said.append)

@@ -221,6 +221,9 @@ def test_run_one_is_the_demo_arm_plus_the_diagnostics(regime_map, tmp_path):
     assert [p["step"] for p in record["loss_curve"]] == [1, 2]
     assert record["think_answer_ratio"] == pytest.approx(record["think_tokens"] / record["answer_tokens"])
     assert 0.0 <= record["letter_consistency"] <= 1.0 and record["cpu_seconds"] > 0
+    import transformers
+
+    assert record["machine"]["transformers"] == transformers.__version__ and record["machine"]["cpu"]
 
 
 def test_status_line_counts_the_design_and_names_the_runs_without_a_record(regime_map):

@@ -227,9 +227,9 @@ def run_seed(cfg: CompareConfig, seed: int, out: Path, base_dir: str, base_id: s
 def kept_or_run_seed(cfg: CompareConfig, seed: int, out: Path, base_dir: str, base_id: str,
                      say: Callable[[str], None] = logger.info) -> dict:
     """One seed's four arms: from ``records_dir/seed<S>.json`` when a run with the same settings left it there,
-    else run (and, with ``records_dir``, kept there with the code's commit and the seed's CPU seconds). A record of
-    other settings is refused, naming them: it would mix two comparisons in one table."""
-    from ..stages import git_commit
+    else run (and, with ``records_dir``, kept there with the code's commit, the machine and the seed's CPU seconds).
+    A record of other settings is refused, naming them: it would mix two comparisons in one table."""
+    from ..stages import git_commit, machine
 
     kept = Path(cfg.records_dir) / f"seed{seed}.json" if cfg.records_dir else None
     settings = json.loads(json.dumps(cfg.record_settings(), default=str))
@@ -249,7 +249,7 @@ def kept_or_run_seed(cfg: CompareConfig, seed: int, out: Path, base_dir: str, ba
     arms = run_seed(cfg, seed, out, base_dir, base_id)
     if kept is not None:
         kept.parent.mkdir(parents=True, exist_ok=True)
-        record = {"seed": seed, "settings": settings, "commit": git_commit(),
+        record = {"seed": seed, "settings": settings, "commit": git_commit(), "machine": machine(),
                   "cpu_seconds": round(time.process_time() - cpu0, 1), "arms": arms}
         kept.write_text(json.dumps(record, indent=1, default=str) + "\n")
     return arms
