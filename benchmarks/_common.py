@@ -26,17 +26,19 @@ def tiny_model_and_data(num_examples: int, seed: int = 0):
 
 
 def machine(device: str) -> dict:
-    """What the figures were measured on (platform, versions, cores, load, GPU)."""
+    """What the figures were measured on: the run records' machine (CPU model, GPU, library releases), the platform,
+    cores, torch threads and the load at the end."""
     import torch
 
-    info = {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
-            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads()}
+    from scale_vlm.stages import machine as run_machine
+
+    info = {"platform": platform.platform(), **run_machine(), "torch_threads": torch.get_num_threads()}
     try:
         info["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
     except OSError:
         pass
-    if device.startswith("cuda") and torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name()
+    if not device.startswith("cuda"):
+        info["gpu"] = None  # a GPU on the machine that the benchmark did not use
     return info
 
 

@@ -65,3 +65,15 @@ def test_rotated_orders():
     assert bench._rotated(["a", "b", "c"], 0) == ["a", "b", "c"]
     assert bench._rotated(["a", "b", "c"], 4) == ["b", "c", "a"]
     assert bench._rotated([], 3) == []
+
+
+def test_benchmark_reports_name_the_machine_as_run_records_do():
+    """Every benchmark JSON's ``machine`` (benchmarks/_common.py) holds the run records' fields (CPU model, library
+    releases: figures from two CPU kinds are not comparable) plus the threads and the load."""
+    import _common
+
+    from scale_vlm.stages import machine
+
+    info = _common.machine("cpu")
+    assert {k: info[k] for k in machine()} == machine()
+    assert info["torch_threads"] == torch.get_num_threads() and info["gpu"] is None
