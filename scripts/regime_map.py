@@ -360,10 +360,12 @@ def cell_table(entries: list[dict], arms: list[str], summaries: dict | None = No
 
 
 def table_title(arms: list[str]) -> str:
-    scale_arms = [a for a in arms if a != "vanilla"]
-    others = [a for a in arms if a != scale_arms[-1]]
-    return f"## {scale_arms[-1]}" + (f" against {' and '.join(others)}, on the runs that have all "
-                                     f"{len(arms)}" if len(arms) > 2 else f" against {others[0]}" if others else "")
+    """A table's heading: its SCALe arm (the last) against the arms it is paired with."""
+    arm = [a for a in arms if a != "vanilla"][-1]
+    others = [a for a in arms if a != arm]
+    if len(others) > 1:
+        return f"## {arm} against {' and '.join(others)}, on the runs that have all {len(arms)}"
+    return f"## {arm} against {others[0]}" if others else f"## {arm}"
 
 
 def format_markdown(tables: list[dict], command: str, runs: str = "", status: str = "") -> str:
