@@ -303,3 +303,37 @@ def test_an_arm_only_command_pairs_with_the_vanilla_records_on_disk(regime_map, 
     report = (tmp_path / "rec" / "map.md").read_text()
     assert "Recorded: 1 of the 1 runs of this command" in report
     assert (tmp_path / "rec" / "map_adaptive.png").stat().st_size > 0
+
+
+RESULTS = SCRIPT.parent.parent / "results"
+
+
+@pytest.mark.parametrize("folder", ["regime-map", "regime-pilot"])
+def test_the_committed_report_is_what_its_own_command_makes_of_the_committed_records(regime_map, folder, tmp_path,
+                                                                                     monkeypatch, capsys):
+    """Every figure of a committed map.md (docs/regimes.md and the README quote them) comes from its records: the
+    command written at its top, run again on a copy of the folder with nothing to train, writes the same report."""
+    import json
+    import shlex
+    import shutil
+
+    committed = RESULTS / folder
+    report = (committed / "map.md").read_text()
+    [command] = [line for line in report.splitlines() if line.startswith("Command: `")]
+    argv = shlex.split(command[len("Command: `python scripts/regime_map.py "):-1])
+    records_dir = Path(argv[argv.index("--records_dir") + 1])
+    assert records_dir == Path("results") / folder
+    shutil.copytree(committed, tmp_path / records_dir)
+    for made in ("map.md", "map.json"):
+        (tmp_path / records_dir / made).unlink()
+    monkeypatch.chdir(tmp_path)
+    # never train in a test: a run without its record is reported as left to train, not trained
+    assert regime_map.main(argv if "--report_only" in argv else [*argv, "--report_only"]) == 0
+    capsys.readouterr()
+
+    def without_command(text):
+        return [line for line in text.splitlines() if not line.startswith("Command: `")]
+
+    assert without_command((tmp_path / records_dir / "map.md").read_text()) == without_command(report)
+    assert json.loads((tmp_path / records_dir / "map.json").read_text())["tables"] == \
+        json.loads((committed / "map.json").read_text())["tables"]
