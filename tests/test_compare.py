@@ -469,3 +469,30 @@ def test_compare_command_prints_package_warnings_and_the_grpo_budget_one_except_
     assert package.level == saved["scale_vlm"][0]
     assert "warning: train data: 3 of 40 examples skipped" in err
     assert ("warning: GRPO: 0.90 of this step's completions" in err) is not quick
+
+
+COMMITTED = sorted(p.parent for p in (__import__("pathlib").Path(__file__).resolve().parent.parent / "results").glob(
+    "*/*/results.json"))
+
+
+@pytest.mark.parametrize("folder", COMMITTED, ids=[f"{p.parent.name}/{p.name}" for p in COMMITTED])
+def test_a_committed_comparison_table_is_what_its_records_give(folder, tmp_path, monkeypatch):
+    """The four-arm and GRPO-search tables that docs/regimes.md and the README quote: their own config (kept in
+    results.json) over a copy of their seed records writes the same results.md, and trains nothing."""
+    import dataclasses
+    import shutil
+
+    from scale_vlm.compare import pipeline
+
+    def no_training(*args, **kwargs):
+        raise AssertionError(f"{folder.name}: a seed without its record would train")
+
+    monkeypatch.setattr(pipeline, "run_seed", no_training)
+    shutil.copytree(folder, tmp_path / "records")
+    kept = json.loads((folder / "results.json").read_text())
+    names = {f.name for f in dataclasses.fields(CompareConfig)}
+    cfg = CompareConfig(**{**{k: v for k, v in kept["config"].items() if k in names},
+                           "output_dir": str(tmp_path / "out"), "records_dir": str(tmp_path / "records")})
+    results = pipeline.run_compare(cfg, say=lambda line: None)
+    assert results["markdown"] == (folder / "results.md").read_text()
+    assert results["paired_accuracy"] == kept["paired_accuracy"] and results["summary"] == kept["summary"]
