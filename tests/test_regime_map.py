@@ -337,3 +337,39 @@ def test_the_committed_report_is_what_its_own_command_makes_of_the_committed_rec
     assert without_command((tmp_path / records_dir / "map.md").read_text()) == without_command(report)
     assert json.loads((tmp_path / records_dir / "map.json").read_text())["tables"] == \
         json.loads((committed / "map.json").read_text())["tables"]
+
+
+def test_the_readme_regime_table_and_status_are_the_committed_map(regime_map):
+    """The README's "Where SCALe helps" table, its run count and its pooled figure, read against the committed
+    map.json and records: a record that lands without the README following makes this fail."""
+    import json
+    import re
+
+    readme = (SCRIPT.parent.parent / "README.md").read_text()
+    tables = json.loads((RESULTS / "regime-map" / "map.json").read_text())["tables"]
+    [cosine] = [t for t in tables if t["arms"] == ["vanilla", "scale"]]
+    by_place = {(e["row"], e["cell"]["trace_entropy"]): e for e in cosine["cells"]}
+    rows = {"about 22": "r22", "about 30": "r30", "43-47": "r46"}  # the README's row labels: the map's rows
+    checked = 0
+    for line in readme.splitlines():
+        label = line.split("|")[1].strip() if line.startswith("|") else ""
+        if label not in rows:
+            continue
+        for entropy, text in enumerate(line.split("|")[2:5]):
+            entry = by_place[(rows[label], entropy)]
+            diff = entry["minus_vanilla"]["scale"]["accuracy"]
+            shown = re.match(r"\s*([+-]\d+\.\d) ± (\d+\.\d)", text)
+            assert shown, f"README row {label!r}, entropy {entropy}: no '+x.y ± z.w' in {text!r}"
+            assert (float(shown[1]), float(shown[2])) == (round(100 * diff["mean"], 1), round(100 * diff["std"], 1)), \
+                f"README row {label!r}, entropy {entropy}: {text.strip()!r} against the map's {diff}"
+            assert ("so far" in text) == (len(entry["seeds"]) < 3), f"README row {label!r}, entropy {entropy}: seeds"
+            checked += 1
+    assert checked == 9
+    done = len(list((RESULTS / "regime-map").glob("*/seed*/*.json")))
+    pooled = cosine["pooled"]["scale"]
+    stated = re.search(r"(\d+) of the map's 81 runs are done; pooled over the (\d+) paired runs of its (\d+) cells so "
+                       r"far, SCALe-SFT minus vanilla is\s+([+-]\d+\.\d) ± (\d+\.\d) points", readme)
+    assert stated, "README: the map's status sentence is missing"
+    assert [int(x) for x in stated.groups()[:3]] == [done, pooled["pairs"], pooled["cells"]]
+    assert (float(stated[4]), float(stated[5])) == (round(100 * pooled["accuracy"]["mean"], 1),
+                                                    round(100 * pooled["accuracy"]["std"], 1))
