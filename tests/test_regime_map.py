@@ -340,8 +340,8 @@ def test_the_committed_report_is_what_its_own_command_makes_of_the_committed_rec
 
 
 def test_the_readme_regime_table_and_status_are_the_committed_map(regime_map):
-    """The README's "Where SCALe helps" table, its run count and its pooled figure, read against the committed
-    map.json and records: a record that lands without the README following makes this fail."""
+    """The README's "Where SCALe helps" table, its run count and its pooled figure (and docs/regimes.md's run
+    count), read against the committed map.json and records: a record that lands without the docs following fails."""
     import json
     import re
 
@@ -370,6 +370,8 @@ def test_the_readme_regime_table_and_status_are_the_committed_map(regime_map):
     stated = re.search(r"(\d+) of the map's 81 runs are done; pooled over the (\d+) paired runs of its (\d+) cells so "
                        r"far, SCALe-SFT minus vanilla is\s+([+-]\d+\.\d) ± (\d+\.\d) points", readme)
     assert stated, "README: the map's status sentence is missing"
+    regimes = (SCRIPT.parent.parent / "docs" / "regimes.md").read_text()
+    assert int(re.search(r"\*\*Status: (\d+) of the 81 runs are done\*\*", regimes)[1]) == done
     assert [int(x) for x in stated.groups()[:3]] == [done, pooled["pairs"], pooled["cells"]]
     assert (float(stated[4]), float(stated[5])) == (round(100 * pooled["accuracy"]["mean"], 1),
                                                     round(100 * pooled["accuracy"]["std"], 1))
