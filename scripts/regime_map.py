@@ -222,6 +222,29 @@ def gain_correlations(entries: list[dict], arm: str) -> dict[str, float | None]:
     return {name: corr(xs) for name, xs in against.items()}
 
 
+def axis_pooled(entries: list[dict], arm: str, heat_x: str) -> dict[str, dict]:
+    """``arm`` minus vanilla pooled (:func:`pooled`) over each row label's cells, then over each value of the
+    heat map's column knob: the two axes of a labelled map (length and wording) read one at a time. Empty unless the
+    cells carry row labels and there are at least two rows or two columns."""
+    groups: dict[str, list[dict]] = {}
+    for e in entries:
+        if "row" in e:
+            groups.setdefault(f"row {e['row']}", []).append(e)
+    for e in sorted((e for e in entries if "row" in e and heat_x in e["cell"]), key=lambda e: e["cell"][heat_x]):
+        groups.setdefault(f"{heat_x}={e['cell'][heat_x]}", []).append(e)
+    if len(groups) < 3:  # one row and one column: nothing beyond the pooled line
+        return {}
+    return {name: summary for name, group in groups.items() if (summary := pooled(group, arm))}
+
+
+def axis_line(arm: str, axes: dict[str, dict]) -> str:
+    # one pair has no spread: its "± 0.000" would read as a measured one
+    parts = [f"{name} {s['accuracy']['mean']:+.3f}" + (f" ± {s['accuracy']['std']:.3f}" if s["pairs"] > 1 else "") +
+             f" ({s['pairs']} pair{'s' * (s['pairs'] != 1)}, ahead {s['ahead']}, behind {s['behind']})"
+             for name, s in axes.items()]
+    return f"By row and by column, {arm} - vanilla accuracy pooled over each one's paired runs: {'; '.join(parts)}."
+
+
 def pooled_line(arm: str, summary: dict) -> str:
     d = summary["accuracy"]
     ties = summary["pairs"] - summary["ahead"] - summary["behind"]
@@ -327,9 +350,10 @@ def paired_line(entries: list[dict], arm: str, base: str) -> str:
             f"(mean ± sample std); ahead in {ahead}, behind in {behind}, tied in {len(diffs) - ahead - behind}.")
 
 
-def cell_table(entries: list[dict], arms: list[str], summaries: dict | None = None) -> str:
+def cell_table(entries: list[dict], arms: list[str], summaries: dict | None = None, axes: dict | None = None) -> str:
     """One table of the map: the seeds line, one row per cell, then the pooled line of each SCALe arm against vanilla
-    (``summaries``: ``pooled`` per arm, computed here when not given) and each later SCALe arm against the first."""
+    (``summaries``: ``pooled`` per arm, computed here when not given), its pooled line per row and per column
+    (``axes``: :func:`axis_pooled` per arm, when given) and each later SCALe arm against the first."""
     from scale_vlm.report import markdown_table, mean_std
 
     header = ["cell", "seeds", "think/answer tokens", "vanilla final think loss", "majority"]
@@ -352,6 +376,7 @@ def cell_table(entries: list[dict], arms: list[str], summaries: dict | None = No
     if summaries is None:
         summaries = {a: pooled(entries, a) for a in arms if a != "vanilla"}
     lines = [pooled_line(a, summary) for a, summary in summaries.items() if summary]
+    lines += [axis_line(a, by) for a, by in (axes or {}).items() if by]
     scale_arms = [a for a in arms if a != "vanilla"]
     lines += [line for a in scale_arms[1:] if (line := paired_line(entries, a, scale_arms[0]))]
     return "\n".join([f"Seeds: {', '.join(map(str, seeds))} (mean ± sample std over a cell's seeds, 0 for a single "
@@ -376,7 +401,7 @@ def format_markdown(tables: list[dict], command: str, runs: str = "", status: st
     for t in tables:
         if len(tables) > 1:
             body += [table_title(t["arms"]), ""]
-        body += [cell_table(t["cells"], t["arms"], t["pooled"])]
+        body += [cell_table(t["cells"], t["arms"], t["pooled"], t.get("axes"))]
     every = ["## Every run", "", runs, ""] if runs else []
     return "\n".join(head + body + every)
 
@@ -498,6 +523,8 @@ def main(argv: list[str] | None = None) -> int:
         for e in t["cells"]:
             if cell_name(e["cell"]) in rows:
                 e["row"] = rows[cell_name(e["cell"])]
+        t["axes"] = {a: by for a, summary in t["pooled"].items() if summary
+                     and (by := axis_pooled(t["cells"], a, args.heat_x))}
     command = "python scripts/regime_map.py " + " ".join(sys.argv[1:] if argv is None else argv)
     text = format_markdown(tables, command, runs_table(records, cell_list, args.seeds, report_arms, rows, args.heat_x),
                            status_line(records, cell_list, args.seeds, args.arms, rows, args.heat_x))

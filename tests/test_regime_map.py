@@ -367,11 +367,39 @@ def test_the_readme_regime_table_and_status_are_the_committed_map(regime_map):
     assert checked == 9
     done = len(list((RESULTS / "regime-map").glob("*/seed*/*.json")))
     pooled = cosine["pooled"]["scale"]
-    stated = re.search(r"(\d+) of the map's 81 runs are done; pooled over the (\d+) paired runs of its (\d+) cells so "
-                       r"far, SCALe-SFT minus vanilla is\s+([+-]\d+\.\d) ± (\d+\.\d) points", readme)
+    stated = re.search(r"(\d+) of the map's 81 runs are done(?: \([^)]*\))?; pooled over the (\d+) paired runs of its "
+                       r"(\d+) cells so far, SCALe-SFT minus vanilla is\s+([+-]\d+\.\d) ± (\d+\.\d) points", readme)
     assert stated, "README: the map's status sentence is missing"
     regimes = (SCRIPT.parent.parent / "docs" / "regimes.md").read_text()
     assert int(re.search(r"\*\*Status: (\d+) of the 81 runs are done\*\*", regimes)[1]) == done
     assert [int(x) for x in stated.groups()[:3]] == [done, pooled["pairs"], pooled["cells"]]
     assert (float(stated[4]), float(stated[5])) == (round(100 * pooled["accuracy"]["mean"], 1),
                                                     round(100 * pooled["accuracy"]["std"], 1))
+
+
+def test_the_map_is_pooled_by_row_and_by_column(regime_map):
+    """Three cells on two rows and two columns, unequal seeds per cell: each row's and each column's pooled
+    difference is over its own pairs only; a group of one pair shows no spread."""
+    cells = [{"trace_repeat": 2, "trace_entropy": 0}, {"trace_repeat": 1, "trace_entropy": 2},
+             {"trace_repeat": 5, "trace_entropy": 0}]
+    labels = ["r22", "r22", "r46"]
+    diffs = [[0.10, -0.02], [0.04], [0.20, 0.16, 0.12]]
+    records = {}
+    for cell, cell_diffs in zip(cells, diffs):
+        for seed, diff in enumerate(cell_diffs):
+            records[(regime_map.cell_name(cell), seed, "vanilla")] = _record(0.40, 0.8, 1.0)
+            records[(regime_map.cell_name(cell), seed, "scale")] = _record(0.40 + diff, 0.9, 1.0)
+    entries = regime_map.aggregate(records, cells, [0, 1, 2], ["vanilla", "scale"])
+    for entry, label in zip(entries, labels):
+        entry["row"] = label
+    by = regime_map.axis_pooled(entries, "scale", "trace_entropy")
+    assert list(by) == ["row r22", "row r46", "trace_entropy=0", "trace_entropy=2"]
+    assert by["row r22"]["accuracy"]["values"] == pytest.approx([0.10, -0.02, 0.04])
+    assert by["trace_entropy=0"]["accuracy"]["mean"] == pytest.approx((0.10 - 0.02 + 0.20 + 0.16 + 0.12) / 5)
+    assert (by["trace_entropy=0"]["ahead"], by["trace_entropy=0"]["behind"]) == (4, 1)
+    line = regime_map.axis_line("scale", by)
+    assert "row r22 +0.040 ± 0.060 (3 pairs, ahead 2, behind 1)" in line
+    assert "row r46 +0.160 ± 0.040 (3 pairs, ahead 3, behind 0)" in line
+    assert "trace_entropy=2 +0.040 (1 pair, ahead 1, behind 0)" in line
+    # one row and one column: the pooled line already says it all
+    assert regime_map.axis_pooled(entries[:1], "scale", "trace_entropy") == {}
