@@ -2,6 +2,7 @@
 
 import json
 import platform
+from pathlib import Path
 
 import pytest
 import torch
@@ -471,8 +472,7 @@ def test_compare_command_prints_package_warnings_and_the_grpo_budget_one_except_
     assert ("warning: GRPO: 0.90 of this step's completions" in err) is not quick
 
 
-COMMITTED = sorted(p.parent for p in (__import__("pathlib").Path(__file__).resolve().parent.parent / "results").glob(
-    "*/*/results.json"))
+COMMITTED = sorted(p.parent for p in (Path(__file__).resolve().parent.parent / "results").glob("*/*/results.json"))
 
 
 @pytest.mark.parametrize("folder", COMMITTED, ids=[f"{p.parent.name}/{p.name}" for p in COMMITTED])
