@@ -16,14 +16,15 @@ import logging
 import time
 from collections.abc import Iterable, Sequence
 
+import torch.distributed as dist
 from transformers import TrainerCallback
 from trl import GRPOTrainer
 from trl.trainer.utils import get_config_model_id
 
 from .data.render import chat_template_kwargs, reasoning_format
 from .eval.adapters import EvalExample, load_eval_dataset
-from .eval.evaluate import evaluate_model
-from .eval.generate import reset_rope_cache
+from .eval.evaluate import evaluate_model, score_completions
+from .eval.generate import generate_completions, reset_rope_cache
 from .grpo_config import ScaleGRPOConfig
 from .processors import load_processor
 from .rewards import make_reward_funcs
@@ -84,6 +85,18 @@ def load_grpo_dataset(name_or_path: str, split: str = "train", *, limit: int | N
 
 # ------------------------------------------------------------------------------------------------ greedy probe
 
+def probe_share(num_questions: int, world_size: int, rank: int) -> tuple[list[int], list[int]]:
+    """The questions rank ``rank`` of ``world_size`` evaluates: ``(its own, what it generates for)``. Its own are
+    every ``world_size``-th question from ``rank`` (each question on exactly one rank); it generates for
+    ``ceil(num_questions / world_size)`` of them on every rank, its own padded with a repeat of its last (question 0
+    where it has none), so that every rank runs the same batches: the extra completions are dropped."""
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} is not in a world of {world_size} processes")
+    mine = list(range(rank, num_questions, world_size))
+    size = -(-num_questions // world_size)
+    return mine, mine + [mine[-1] if mine else 0] * (size - len(mine))
+
+
 class GreedyProbe(TrainerCallback):
     """Greedy accuracy of the policy on fixed questions during GRPO, before the first step and every ``every`` steps
     (and after the last). GRPO's reward is measured on sampled completions of the step's prompts: it can rise while
@@ -91,8 +104,10 @@ class GreedyProbe(TrainerCallback):
     generation, parser and scorer) and appends ``{"step", "probe/accuracy", "probe/malformed_rate",
     "probe/budget_hit_rate", "probe/seconds"}`` rows to the trainer's log history. Greedy generation draws no random numbers, so the
     training run is the same with or without it; ``seconds`` is its total time, to keep out of training time.
-    Monitoring only: nothing is selected by it. Every process evaluates all the questions (sharded models need
-    every rank in the forward pass)."""
+    Monitoring only: nothing is selected by it. Under several processes each evaluates its share of the questions
+    (:func:`probe_share`: the same number on every rank, generation synced across ranks, as a sharded model needs
+    every rank in each forward pass); the completions are gathered and scored once, in question order, on every
+    rank, so every rank logs the same row."""
 
     def __init__(self, examples: Sequence[EvalExample], every: int, *, processor=None, batch_size: int = 16,
                  max_new_tokens: int = 256, tags=None):
@@ -105,10 +120,28 @@ class GreedyProbe(TrainerCallback):
         self.batch_size, self.max_new_tokens, self.tags = batch_size, max_new_tokens, tags
         self.seconds = 0.0
 
+    def evaluate(self, model, processor) -> tuple[dict, list[dict]]:
+        """``(metrics, prediction rows)`` of the policy on the probe's questions, as ``scale-vlm eval`` scores them."""
+        processor, tags = self.processor or processor, self.tags or DEFAULT_TAGS
+        world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+        if world == 1:
+            return evaluate_model(model, processor, self.examples, batch_size=self.batch_size,
+                                  max_new_tokens=self.max_new_tokens, tags=tags, progress=False)
+        mine, padded = probe_share(len(self.examples), world, dist.get_rank())
+        completions = generate_completions(model, processor, [self.examples[i] for i in padded],
+                                           max_new_tokens=self.max_new_tokens, batch_size=self.batch_size,
+                                           progress=False, tags=tags, synced_gpus=True)
+        shares: list = [None] * world
+        dist.all_gather_object(shares, list(zip(mine, completions)))
+        gathered = sorted((pair for share in shares for pair in share), key=lambda pair: pair[0])
+        if [i for i, _ in gathered] != list(range(len(self.examples))):  # a wrong share would mis-score silently
+            raise RuntimeError(f"the probe gathered questions {[i for i, _ in gathered]}, "
+                               f"expected each of the {len(self.examples)} once")
+        return score_completions(self.examples, [c for _, c in gathered], processor, tags)
+
     def _probe(self, state, model, processor) -> None:
         t0 = time.perf_counter()
-        metrics, _ = evaluate_model(model, self.processor or processor, self.examples, batch_size=self.batch_size,
-                                    max_new_tokens=self.max_new_tokens, tags=self.tags or DEFAULT_TAGS, progress=False)
+        metrics, _ = self.evaluate(model, processor)
         seconds = time.perf_counter() - t0
         self.seconds += seconds
         state.log_history.append({"step": state.global_step, "probe/accuracy": metrics["accuracy"],

@@ -6,6 +6,7 @@ normalisations are checked; ``batch`` needs the segment token counts all-reduced
 example counts; the default (fused head) path with both, the plain path with one. DeepSpeed ZeRO-2/3 run through
 the trainer too (``tests/test_engines.py`` covers the engines x heads x options without the trainer). Slow (three
 Python start-ups per case, each importing torch + transformers): ``pytest -m slow tests/test_distributed.py``.
+The GRPO greedy probe shares its questions between the processes and gives the one-process result (last test).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from reliability_support import PYTHON, REPO_ROOT, colour_image, subprocess_env,
 
 ACCELERATE = shutil.which("accelerate", path=str(__import__("pathlib").Path(PYTHON).parent)) or "accelerate"
 SCRIPT = str(REPO_ROOT / "tests" / "dist_check.py")
+PROBE_SCRIPT = str(REPO_ROOT / "tests" / "probe_check.py")
 # float32 forward/backward; the only differences are summation order (per-rank partial sums + the all-reduce)
 # and padding lengths (a rank pads to its own longest example). Losses agree to ~1e-7 relative; gradient
 # elements to ~1e-7 of the largest gradient element (tiny elements can differ by ~4e-5 relative).
@@ -176,3 +178,29 @@ def test_adaptive_progress_is_the_same_on_every_process(data, tmp_path):
             assert (got["schedule_progress"], got["w_think"], got["w_answer"]) == (
                 want["schedule_progress"], want["w_think"], want["w_answer"])
             assert got["loss_think"] == pytest.approx(want["loss_think"], rel=RTOL)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("engine", ["none", "zero3"])
+def test_greedy_probe_shares_its_questions_and_gives_the_one_process_result(engine, tmp_path):
+    """2 processes each generate for 3 of the 5 questions (strided, the second's padded with a repeat) instead of
+    all 5, and both score the gathered completions exactly as one process does. The ranks' completions stop at
+    different steps, so under ZeRO-3, where each forward pass needs both ranks, the probe only finishes if
+    generation keeps them in step and they run the same number of batches."""
+    if engine == "zero3":
+        pytest.importorskip("deepspeed")
+    common = ["--model", str(tiny_model_dir()), "--num_questions", "5", "--max_new_tokens", "12"]
+    single, multi = tmp_path / "single", tmp_path / "multi"
+    _run([PYTHON, PROBE_SCRIPT, *common, "--out", str(single)])
+    _run([PYTHON, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
+          PROBE_SCRIPT, *common, "--out", str(multi), "--engine", engine], env={"DS_ACCELERATOR": "cpu"})
+    ref = json.loads((single / "rank0.json").read_text())
+    assert ref["world_size"] == 1 and ref["generated"] == 5
+    assert len(set(ref["lengths"])) > 1  # some questions stop early: the lockstep below is really exercised
+    ranks = [json.loads((multi / f"rank{r}.json").read_text()) for r in range(2)]
+    for rank, (rec, share) in enumerate(zip(ranks, ([0, 2, 4], [1, 3, 3]))):
+        assert (rec["world_size"], rec["rank"], rec["generated"]) == (2, rank, 3)
+        assert rec["lengths"] == [ref["lengths"][i] for i in share]  # its own questions, each as one process
+        assert rec["predictions"] == ref["predictions"]
+        assert rec["metrics"] == ref["metrics"]
+    assert ranks[0]["lengths"] != ranks[1]["lengths"]

@@ -166,6 +166,27 @@ def test_greedy_probe_evaluates_the_live_policy_and_leaves_training_unchanged(tm
         assert torch.equal(a, b), name
 
 
+@pytest.mark.parametrize("world", [1, 2, 3, 4])
+@pytest.mark.parametrize("num_questions", [0, 1, 2, 5, 7, 8])
+def test_probe_share_gives_each_question_to_one_rank_and_every_rank_the_same_count(world, num_questions):
+    from scale_vlm.grpo_trainer import probe_share
+
+    shares = [probe_share(num_questions, world, rank) for rank in range(world)]
+    owned = sorted(i for mine, _ in shares for i in mine)
+    assert owned == list(range(num_questions))  # each question on exactly one rank
+    assert {len(padded) for _, padded in shares} == {math.ceil(num_questions / world)}  # the same batches
+    for mine, padded in shares:
+        assert padded[: len(mine)] == mine and all(0 <= i < max(num_questions, 1) for i in padded)
+    assert probe_share(5, 2, 1) == ([1, 3], [1, 3, 3])
+
+
+def test_probe_share_refuses_a_rank_outside_the_world():
+    from scale_vlm.grpo_trainer import probe_share
+
+    with pytest.raises(ValueError, match="rank 2 is not in a world of 2"):
+        probe_share(5, 2, 2)
+
+
 def test_greedy_probe_refuses_an_empty_probe():
     from scale_vlm.grpo_trainer import GreedyProbe
 

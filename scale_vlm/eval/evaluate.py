@@ -13,7 +13,7 @@ from ..report import majority_baseline
 from ..scoring import score_answer
 from ..segments import DEFAULT_TAGS, TagFields, Tags
 from .adapters import ADAPTERS, ColumnMapping, EvalExample, load_eval_dataset
-from .generate import count_tokens, generate_completions
+from .generate import Completion, count_tokens, generate_completions
 from .prompt_form import check_prompts
 
 PREDICTIONS_FILE = "predictions.jsonl"
@@ -153,6 +153,14 @@ def evaluate_model(
         raise ValueError("no examples to evaluate")
     completions = generate_completions(model, processor, examples, max_new_tokens=max_new_tokens,
                                        batch_size=batch_size, progress=progress, tags=tags)
+    return score_completions(examples, completions, processor, tags)
+
+
+def score_completions(examples: Sequence[EvalExample], completions: Sequence[Completion], processor,
+                      tags: Tags = DEFAULT_TAGS) -> tuple[dict, list[dict]]:
+    """Parse and score completions, one per example in the same order: ``(metrics, prediction rows)``."""
+    if len(completions) != len(examples):
+        raise ValueError(f"{len(completions)} completions for {len(examples)} examples")
     predictions = score_outputs(examples, [c.text for c in completions], getattr(processor, "tokenizer", processor),
                                 tags, hit_budget=[c.hit_budget for c in completions])
     return summarize(predictions), predictions

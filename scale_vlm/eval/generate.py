@@ -118,11 +118,15 @@ def generate_batch(
 @torch.no_grad()
 def generate_completions(
     model, processor, examples: Sequence[EvalExample], max_new_tokens: int = 256, batch_size: int = 16,
-    progress: bool = True, tags: Tags = DEFAULT_TAGS,
+    progress: bool = True, tags: Tags = DEFAULT_TAGS, synced_gpus: bool | None = None,
 ) -> list[Completion]:
     """Greedy completions for ``examples``, decoded with special tokens skipped, in input order, written in ``tags``
     (:func:`scale_vlm.parsing.as_tagged`: a think block the generation prompt opened is closed back in front, a
-    family's own reasoning delimiters become the configured think tags), each marked where it hit the budget."""
+    family's own reasoning delimiters become the configured think tags), each marked where it hit the budget.
+
+    ``synced_gpus=True`` keeps every process generating until all have finished the batch (``generate``'s own
+    option; None leaves it to ``generate``): processes that generate for different questions on a sharded model
+    (ZeRO-3, FSDP) must run the same number of forward passes, and need the same number of batches too."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     if max_new_tokens < 1:
@@ -149,7 +153,7 @@ def generate_completions(
                                    add_special_tokens=add_special_tokens(tokenizer, texts[0]))
                 inputs = inputs.to(device)
                 reset_rope_cache(model)
-                generated = model.generate(**inputs, generation_config=config)
+                generated = model.generate(**inputs, generation_config=config, synced_gpus=synced_gpus)
                 new_tokens = generated[:, inputs["input_ids"].shape[1] :]
                 decoded = decode_completions(tokenizer, new_tokens, keep)
                 outputs += [Completion(as_tagged(text, fmt, tags), hit) for text, hit in
