@@ -194,3 +194,13 @@ def test_greedy_probe_refuses_an_empty_probe():
         GreedyProbe(load_eval_dataset("builtin", "test", builtin_size=1), 0)
     with pytest.raises(ValueError, match="no questions"):
         GreedyProbe([], 1)
+
+
+def test_score_completions_refuses_a_count_that_is_not_one_per_question():
+    # the probe scores gathered completions: one missing would shift every later answer onto the wrong question
+    from scale_vlm.eval.evaluate import score_completions
+    from scale_vlm.eval.generate import Completion
+
+    questions = load_eval_dataset("builtin", "test", builtin_size=3)
+    with pytest.raises(ValueError, match="2 completions for 3 examples"):
+        score_completions(questions, [Completion("<answer>A</answer>", False)] * 2, processor=None)
