@@ -24,7 +24,7 @@ from trl.trainer.utils import get_config_model_id
 from .data.render import chat_template_kwargs, reasoning_format
 from .eval.adapters import EvalExample, load_eval_dataset
 from .eval.evaluate import evaluate_model, score_completions
-from .eval.generate import generate_completions, reset_rope_cache
+from .eval.generate import fsdp2_root_unsharded, generate_completions, reset_rope_cache
 from .grpo_config import ScaleGRPOConfig
 from .processors import load_processor
 from .rewards import make_reward_funcs
@@ -213,7 +213,8 @@ class ScaleGRPOTrainer(GRPOTrainer):
     def _generate_single_turn(self, *args, **kwargs):
         reset_rope_cache(self.model)
         try:
-            return super()._generate_single_turn(*args, **kwargs)
+            with fsdp2_root_unsharded(self.model_wrapped):  # the images are encoded before the root's forward
+                return super()._generate_single_turn(*args, **kwargs)
         finally:
             reset_rope_cache(self.model)
 

@@ -3,11 +3,12 @@
 Used by ``test_distributed.py``: once as one process, and with 2 CPU processes on gloo (``torch.distributed.run``)
 with the model as the probe sees it under an engine (``none``: the plain model, as under DDP, where the trainer
 hands callbacks the unwrapped model; ``zero3``: DeepSpeed ZeRO-3's partitioned module, whose every forward pass
-needs both ranks). Every question is generated alone (batch size 1), so a question's completion is the same
+needs both ranks; ``fsdp2``: ``fully_shard`` as accelerate applies it, where the images are encoded before the
+root's first forward, so the root's own parameters must be gathered around generation). Every question is generated alone (batch size 1), so a question's completion is the same
 whatever else a rank generates. Usage:
 
     python -m torch.distributed.run --nproc_per_node 2 tests/probe_check.py --model DIR --out DIR \
-        --engine none|zero3 [--num_questions 5] [--max_new_tokens 12]
+        --engine none|zero3|fsdp2 [--num_questions 5] [--max_new_tokens 12]
 
 Writes ``OUT/rank{r}.json``: ``{world_size, rank, metrics, predictions, generated, lengths}`` (``generated``: the
 completions this rank generated; ``lengths``: their new-token counts).
@@ -58,6 +59,10 @@ def main() -> None:
     if args.engine == "zero3":
         engine, _, _ = wrap("zero3", model, {}, world)
         model = engine.module
+    elif args.engine == "fsdp2":
+        from engine_check import fsdp2_prepare
+
+        fsdp2_prepare(model)
     elif args.engine != "none":
         raise ValueError(f"unknown engine {args.engine!r}")
     lengths: list[int] = []

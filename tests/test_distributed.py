@@ -23,6 +23,7 @@ from reliability_support import PYTHON, REPO_ROOT, colour_image, subprocess_env,
 ACCELERATE = shutil.which("accelerate", path=str(__import__("pathlib").Path(PYTHON).parent)) or "accelerate"
 SCRIPT = str(REPO_ROOT / "tests" / "dist_check.py")
 PROBE_SCRIPT = str(REPO_ROOT / "tests" / "probe_check.py")
+GRPO_GENERATION_SCRIPT = str(REPO_ROOT / "tests" / "grpo_generation_check.py")
 # float32 forward/backward; the only differences are summation order (per-rank partial sums + the all-reduce)
 # and padding lengths (a rank pads to its own longest example). Losses agree to ~1e-7 relative; gradient
 # elements to ~1e-7 of the largest gradient element (tiny elements can differ by ~4e-5 relative).
@@ -181,12 +182,13 @@ def test_adaptive_progress_is_the_same_on_every_process(data, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("engine", ["none", "zero3"])
+@pytest.mark.parametrize("engine", ["none", "zero3", "fsdp2"])
 def test_greedy_probe_shares_its_questions_and_gives_the_one_process_result(engine, tmp_path):
     """2 processes each generate for 3 of the 5 questions (strided, the second's padded with a repeat) instead of
     all 5, and both score the gathered completions exactly as one process does. The ranks' completions stop at
     different steps, so under ZeRO-3, where each forward pass needs both ranks, the probe only finishes if
-    generation keeps them in step and they run the same number of batches."""
+    generation keeps them in step and they run the same number of batches. Under FSDP2 it also needs the root
+    unit's own parameters gathered: the images are encoded before the root's first forward."""
     if engine == "zero3":
         pytest.importorskip("deepspeed")
     common = ["--model", str(tiny_model_dir()), "--num_questions", "5", "--max_new_tokens", "12"]
@@ -204,3 +206,23 @@ def test_greedy_probe_shares_its_questions_and_gives_the_one_process_result(engi
         assert rec["predictions"] == ref["predictions"]
         assert rec["metrics"] == ref["metrics"]
     assert ranks[0]["lengths"] != ranks[1]["lengths"]
+
+
+@pytest.mark.slow
+def test_grpo_generation_under_fsdp2_samples_what_the_plain_model_samples(tmp_path):
+    """TRL's GRPO generation (through ``ScaleGRPOTrainer._generate_single_turn``) on a ``fully_shard`` model: a VLM
+    encodes its images before the root's first forward, where the root unit's own parameters (the patch embedding)
+    are still shards unless gathered around generation. Gathered, FSDP2 computes what the plain model computes: the
+    same seeded samples on each rank."""
+    runs = {}
+    for engine in ("none", "fsdp2"):
+        out = tmp_path / engine
+        _run([PYTHON, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
+              GRPO_GENERATION_SCRIPT, "--model", str(tiny_model_dir()), "--out", str(out), "--engine", engine])
+        runs[engine] = [json.loads((out / f"rank{r}.json").read_text()) for r in range(2)]
+    for rank in range(2):
+        plain, sharded = runs["none"][rank], runs["fsdp2"][rank]
+        assert (sharded["world_size"], sharded["rank"]) == (2, rank)
+        assert len(sharded["completion_ids"]) == 2 and all(len(c) > 0 for c in sharded["completion_ids"])
+        assert sharded["completion_ids"] == plain["completion_ids"]
+    assert runs["fsdp2"][0]["completion_ids"] != runs["fsdp2"][1]["completion_ids"]  # the ranks' own prompts

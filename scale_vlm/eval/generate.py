@@ -85,6 +85,32 @@ def reset_rope_cache(model) -> None:
         inner.rope_deltas = None
 
 
+@contextlib.contextmanager
+def fsdp2_root_unsharded(model) -> Iterator[None]:
+    """Hold the root FSDP2 unit's own parameters gathered while ``model`` generates; a no-op for other models.
+
+    FSDP2 (``fully_shard``) gathers a unit's parameters in that unit's forward pre-hook. A VLM's ``generate`` encodes
+    the images before the first forward of the root module (transformers'
+    ``_prepare_multimodal_encoder_kwargs_for_generation``), so parameters that belong to the root unit rather than
+    to a block (Qwen2-VL's patch embedding) are still shards there: ``aten.convolution.default: got mixed
+    torch.Tensor and DTensor``. TRL treats FSDP2 as needing nothing for generation. The block units keep
+    gathering in their own hooks; only the root's parameters (the few outside every block) stay gathered."""
+    from torch.distributed.fsdp import FSDPModule
+
+    root = next((m for m in getattr(model, "module", model).modules() if isinstance(m, FSDPModule)), None)
+    if root is None:
+        yield
+        return
+    # The root's first forward would initialise the FSDP state (which unit is root, the process group of each);
+    # generate may use the root's parameters before any forward. _lazy_init returns at once if already done.
+    root._get_fsdp_state()._lazy_init()
+    root.unshard()
+    try:
+        yield
+    finally:
+        root.reshard()
+
+
 @dataclass(frozen=True)
 class Completion:
     """One greedy completion: its text, and whether it ran out of ``max_new_tokens`` before an end-of-sequence token
@@ -153,7 +179,8 @@ def generate_completions(
                                    add_special_tokens=add_special_tokens(tokenizer, texts[0]))
                 inputs = inputs.to(device)
                 reset_rope_cache(model)
-                generated = model.generate(**inputs, generation_config=config, synced_gpus=synced_gpus)
+                with fsdp2_root_unsharded(model):
+                    generated = model.generate(**inputs, generation_config=config, synced_gpus=synced_gpus)
                 new_tokens = generated[:, inputs["input_ids"].shape[1] :]
                 decoded = decode_completions(tokenizer, new_tokens, keep)
                 outputs += [Completion(as_tagged(text, fmt, tags), hit) for text, hit in
