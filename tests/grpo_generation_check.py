@@ -8,7 +8,7 @@ accelerate's ``prepare`` would leave it). FSDP2 gathers whole parameters for eac
 the same logits and, with the same seed, sample the same completions. Usage:
 
     python -m torch.distributed.run --nproc_per_node 2 tests/grpo_generation_check.py --model DIR --out DIR \
-        --engine none|fsdp2
+        --engine none|fsdp2 [--lora]
 
 Writes ``OUT/rank{r}.json``: ``{world_size, rank, completion_ids}``.
 """
@@ -29,6 +29,7 @@ def main() -> None:
     parser.add_argument("--model", required=True)
     parser.add_argument("--out", required=True)
     parser.add_argument("--engine", default="none")
+    parser.add_argument("--lora", action="store_true", help="LoRA adapters on the decoder's projections")
     args = parser.parse_args()
     torch.set_num_threads(1)
     from engine_check import fsdp2_prepare, import_before_process_group
@@ -42,6 +43,19 @@ def main() -> None:
     from scale_vlm.tiny.shipped import load_base
 
     model, processor = load_base(args.model)
+    # The tiny random model's logits are nearly flat, so its samples follow the random numbers rather than the model;
+    # noise on its weights (the same on every rank) makes the distribution, and so what computes it, decide them.
+    noise = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape, generator=noise) * 0.5)
+    if args.lora:
+        from peft import LoraConfig, get_peft_model
+
+        # init_lora_weights=False: non-zero adapters, so the adapters really take part in the samples; drawn from the
+        # same seed on every rank, as a LoRA run's saved adapter is the same on every rank
+        torch.manual_seed(0)
+        model = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
     dataset = load_grpo_dataset("builtin", "train", builtin_size=4)
     config = ScaleGRPOConfig(output_dir=str(Path(args.out) / "trainer"), max_steps=1, per_device_train_batch_size=2,
                              num_generations=2, max_completion_length=8, use_cpu=True, disable_tqdm=True, seed=0,

@@ -209,16 +209,18 @@ def test_greedy_probe_shares_its_questions_and_gives_the_one_process_result(engi
 
 
 @pytest.mark.slow
-def test_grpo_generation_under_fsdp2_samples_what_the_plain_model_samples(tmp_path):
+@pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
+def test_grpo_generation_under_fsdp2_samples_what_the_plain_model_samples(lora, tmp_path):
     """TRL's GRPO generation (through ``ScaleGRPOTrainer._generate_single_turn``) on a ``fully_shard`` model: a VLM
     encodes its images before the root's first forward, where the root unit's own parameters (the patch embedding)
     are still shards unless gathered around generation. Gathered, FSDP2 computes what the plain model computes: the
-    same seeded samples on each rank."""
+    same seeded samples on each rank, with LoRA adapters too (TRL's FSDP2 + LoRA + GRPO report)."""
     runs = {}
     for engine in ("none", "fsdp2"):
         out = tmp_path / engine
         _run([PYTHON, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
-              GRPO_GENERATION_SCRIPT, "--model", str(tiny_model_dir()), "--out", str(out), "--engine", engine])
+              GRPO_GENERATION_SCRIPT, "--model", str(tiny_model_dir()), "--out", str(out), "--engine", engine,
+              *(["--lora"] if lora else [])])
         runs[engine] = [json.loads((out / f"rank{r}.json").read_text()) for r in range(2)]
     for rank in range(2):
         plain, sharded = runs["none"][rank], runs["fsdp2"][rank]
