@@ -12,6 +12,7 @@ reward, so GRPO would learn the budget rather than the task.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Iterable, Sequence
@@ -213,7 +214,10 @@ class ScaleGRPOTrainer(GRPOTrainer):
     def _generate_single_turn(self, *args, **kwargs):
         reset_rope_cache(self.model)
         try:
-            with fsdp2_root_unsharded(self.model_wrapped):  # the images are encoded before the root's forward
+            # The policy encodes the images before the root's forward (see fsdp2_root_unsharded). vLLM generates with
+            # its own weights, and TRL's weight sync reads the policy's shards (DTensor.full_tensor): left alone.
+            gathered = contextlib.nullcontext() if self.args.use_vllm else fsdp2_root_unsharded(self.model_wrapped)
+            with gathered:
                 return super()._generate_single_turn(*args, **kwargs)
         finally:
             reset_rope_cache(self.model)
