@@ -21,7 +21,7 @@ import os
 from pathlib import Path
 
 import torch
-from reliability_support import end_distributed_worker
+from reliability_support import end_distributed_worker, noise_weights
 
 
 def main() -> None:
@@ -43,12 +43,7 @@ def main() -> None:
     from scale_vlm.tiny.shipped import load_base
 
     model, processor = load_base(args.model)
-    # The tiny random model's logits are nearly flat, so its samples follow the random numbers rather than the model;
-    # noise on its weights (the same on every rank) makes the distribution, and so what computes it, decide them.
-    noise = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn(p.shape, generator=noise) * 0.5)
+    noise_weights(model)  # the samples then follow the model, not only the random numbers
     if args.lora:
         from peft import LoraConfig, get_peft_model
 

@@ -4,8 +4,8 @@ Used by ``test_distributed.py``: once as one process, and with 2 CPU processes o
 with the model as the probe sees it under an engine (``none``: the plain model, as under DDP, where the trainer
 hands callbacks the unwrapped model; ``zero3``: DeepSpeed ZeRO-3's partitioned module, whose every forward pass
 needs both ranks; ``fsdp2``: ``fully_shard`` as accelerate applies it, where the images are encoded before the
-root's first forward, so the root's own parameters must be gathered around generation). Every question is generated alone (batch size 1), so a question's completion is the same
-whatever else a rank generates. Usage:
+root's first forward, so the root's own parameters must be gathered around generation). Every question is generated
+alone (batch size 1), so a question's completion is the same whatever else a rank generates. Usage:
 
     python -m torch.distributed.run --nproc_per_node 2 tests/probe_check.py --model DIR --out DIR \
         --engine none|zero3|fsdp2 [--num_questions 5] [--max_new_tokens 12]
@@ -22,7 +22,7 @@ import os
 from pathlib import Path
 
 import torch
-from reliability_support import end_distributed_worker
+from reliability_support import end_distributed_worker, noise_weights
 
 EOS = 18  # a token the noised tiny model writes at different steps of different questions (or never)
 
@@ -51,10 +51,7 @@ def main() -> None:
     # every rank) makes its completions differ by question, and an end-of-sequence token it writes early on some
     # questions and late or never on others makes ranks finish their questions at different steps (a sharded model
     # then needs the ranks kept in step).
-    noise = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn(p.shape, generator=noise) * 0.5)
+    noise_weights(model)
     model.generation_config.eos_token_id = EOS
     if args.engine == "zero3":
         engine, _, _ = wrap("zero3", model, {}, world)

@@ -52,6 +52,18 @@ def load_tiny_processor():
     return load_processor(str(tiny_model_dir()))
 
 
+def noise_weights(model, std: float = 0.5, seed: int = 0) -> None:
+    """Add seeded Gaussian noise to every weight, the same on every rank. The tiny random model's outputs barely
+    depend on its input (nearly flat logits, one token over and over); noised, its completions differ by question
+    and its samples follow the model rather than the random numbers."""
+    import torch
+
+    noise = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape, generator=noise) * std)
+
+
 def colour_image(i: int, size: int = 48) -> Image.Image:
     colours = [(220, 30, 30), (30, 160, 30), (30, 30, 220), (230, 200, 20)]
     return Image.new("RGB", (size, size), colours[i % len(colours)])

@@ -168,7 +168,8 @@ def generate_completions(
     outputs: list[Completion] = []
     bar = tqdm(total=len(examples), desc="generating", unit="ex", disable=not progress)
     try:
-        with left_padding(processor):
+        # one gathering of the FSDP2 root's parameters for all the batches, not one per batch
+        with left_padding(processor), fsdp2_root_unsharded(model):
             for start in range(0, len(examples), batch_size):
                 batch = examples[start : start + batch_size]
                 texts = [chat_text(processor, ex) for ex in batch]
@@ -179,8 +180,7 @@ def generate_completions(
                                    add_special_tokens=add_special_tokens(tokenizer, texts[0]))
                 inputs = inputs.to(device)
                 reset_rope_cache(model)
-                with fsdp2_root_unsharded(model):
-                    generated = model.generate(**inputs, generation_config=config, synced_gpus=synced_gpus)
+                generated = model.generate(**inputs, generation_config=config, synced_gpus=synced_gpus)
                 new_tokens = generated[:, inputs["input_ids"].shape[1] :]
                 decoded = decode_completions(tokenizer, new_tokens, keep)
                 outputs += [Completion(as_tagged(text, fmt, tags), hit) for text, hit in
