@@ -5,18 +5,22 @@ the scripts and the benchmarks.
   beta2 0.98, weight decay 0.01, gradient clipping at 1, about 30 log lines per run);
 - :func:`build_sft_trainer`: the one SFT trainer (a :class:`CountingSFTTrainer`) for any ``ScaleSFTConfig``, built by
   ``scale-vlm sft`` as by the demo;
-- :func:`timed_train`: ``trainer.train()`` timed alone (``scale-vlm sft`` resumes through it);
+- :func:`timed_train`: ``trainer.train()`` timed alone (``scale-vlm sft`` resumes through it); with ``carried``
+  counts, every checkpoint keeps the seconds and counts so far, so that a run resumed from it reports the whole run's;
 - :func:`train_sft` / :func:`train_grpo`: one run from a fresh copy of the model in a folder;
 - :func:`evaluate`: greedy generation and scoring of a model on held-out questions.
 """
 
 from __future__ import annotations
 
+import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from transformers import TrainerCallback
 
 from .segments import DEFAULT_TAGS
 from .sft_config import ScaleSFTConfig
@@ -104,27 +108,80 @@ class Run:
         return Path(folder)
 
 
-def timed_train(trainer, processor, resume_from_checkpoint: str | None = None) -> Run:
-    """``trainer.train()`` (from ``resume_from_checkpoint`` when given), timed alone."""
+PROGRESS_FILE = "run_progress.json"
+
+
+class CarriedProgress(TrainerCallback):
+    """Keeps in every checkpoint what a run resumed from it starts from: the training seconds so far and the
+    trainer's running counts named by ``carried``. Those counts grow with the batches this process sees, and a
+    resumed run skips the batches before its checkpoint; the steps redone after a crash count once."""
+
+    def __init__(self, trainer, carried: Sequence[str], prior_seconds: float):
+        self.trainer, self.carried = trainer, tuple(carried)
+        self.t0, self.prior_seconds = time.perf_counter(), prior_seconds
+
+    def seconds(self) -> float:
+        return self.prior_seconds + time.perf_counter() - self.t0
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            progress = {"seconds": self.seconds(), **{name: int(getattr(self.trainer, name)) for name in self.carried}}
+            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            (folder / PROGRESS_FILE).write_text(json.dumps(progress) + "\n")
+
+
+def last_checkpoint(output_dir: str | Path) -> str | None:
+    """The newest ``checkpoint-<step>`` folder in ``output_dir`` that holds :data:`PROGRESS_FILE` (None: none). That
+    file is written last, so a checkpoint cut off while being written is passed over."""
+    folder = Path(output_dir)
+    steps = sorted((int(path.name.split("-")[1]), path) for path in folder.glob("checkpoint-*")
+                   if path.name.split("-")[1].isdigit() and (path / PROGRESS_FILE).is_file()) if folder.is_dir() else []
+    return str(steps[-1][1]) if steps else None
+
+
+def timed_train(trainer, processor, resume_from_checkpoint: str | None = None, carried: Sequence[str] = ()) -> Run:
+    """``trainer.train()`` (from ``resume_from_checkpoint`` when given), timed alone. With ``carried`` (names of the
+    trainer's running int counts), the seconds and those counts also continue from the checkpoint's
+    :data:`PROGRESS_FILE`, and every checkpoint written keeps them, so ``Run.seconds`` and the counts are the whole
+    run's however often it was resumed (a checkpoint without that file is refused: its counts are unknown)."""
+    prior: dict = {}
+    if carried and resume_from_checkpoint:
+        path = Path(resume_from_checkpoint) / PROGRESS_FILE
+        if not path.is_file():
+            raise ValueError(f"{resume_from_checkpoint} has no {PROGRESS_FILE}: the seconds and counts of the "
+                             "steps before it are unknown; remove the checkpoint to train from step 0")
+        prior = json.loads(path.read_text())
+        for name in carried:
+            setattr(trainer, name, int(prior[name]))
+    progress = CarriedProgress(trainer, carried, prior.get("seconds", 0.0)) if carried else None
+    if progress is not None:
+        trainer.add_callback(progress)
     t0 = time.perf_counter()
     trainer.train(resume_from_checkpoint=resume_from_checkpoint)
-    return Run(trainer, processor, time.perf_counter() - t0)
+    seconds = progress.seconds() if progress is not None else time.perf_counter() - t0
+    return Run(trainer, processor, seconds)
 
 
-def train_sft(model_dir: str | Path, args: ScaleSFTConfig, train_dataset, callbacks=None) -> Run:
-    """One SFT run from a fresh copy of the model in ``model_dir``."""
+def train_sft(model_dir: str | Path, args: ScaleSFTConfig, train_dataset, callbacks=None,
+              resume: bool = False) -> Run:
+    """One SFT run from a fresh copy of the model in ``model_dir``; with ``resume``, from the last checkpoint in
+    ``args.output_dir`` where there is one (its seconds and token counts carried on)."""
     model, processor = load_base(model_dir)
-    return timed_train(build_sft_trainer(model, processor, args, train_dataset, callbacks=callbacks), processor)
+    trainer = build_sft_trainer(model, processor, args, train_dataset, callbacks=callbacks)
+    return timed_train(trainer, processor, last_checkpoint(args.output_dir) if resume else None,
+                       carried=("_input_count", "_supervised_count"))
 
 
-def train_grpo(model_dir: str | Path, args, prompts_dataset, callbacks=None) -> Run:
-    """One GRPO run (``args``: a ``ScaleGRPOConfig``) from the model in ``model_dir``."""
+def train_grpo(model_dir: str | Path, args, prompts_dataset, callbacks=None, resume: bool = False) -> Run:
+    """One GRPO run (``args``: a ``ScaleGRPOConfig``) from the model in ``model_dir``; with ``resume``, from the last
+    checkpoint in ``args.output_dir`` where there is one (its seconds and generated tokens carried on)."""
     from .grpo_trainer import ScaleGRPOTrainer
 
     model, processor = load_base(model_dir)
     trainer = ScaleGRPOTrainer(model=model, args=args, train_dataset=prompts_dataset, processing_class=processor,
                                callbacks=callbacks)
-    return timed_train(trainer, processor)
+    return timed_train(trainer, processor, last_checkpoint(args.output_dir) if resume else None,
+                       carried=("generated_tokens",))
 
 
 def evaluate(model, processor, examples, *, batch_size: int, max_new_tokens: int, progress: bool):

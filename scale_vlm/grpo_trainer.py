@@ -27,6 +27,7 @@ from .eval.adapters import EvalExample, load_eval_dataset
 from .eval.evaluate import evaluate_model, score_completions
 from .eval.generate import fsdp2_root_unsharded, generate_completions, reset_rope_cache
 from .grpo_config import ScaleGRPOConfig
+from .model_loading import load_checkpoint_weights
 from .processors import load_processor
 from .rewards import make_reward_funcs
 from .segments import DEFAULT_TAGS
@@ -169,6 +170,11 @@ class ScaleGRPOTrainer(GRPOTrainer):
 
     _tag_names = ["trl", "grpo", "scale-vlm"]
     _name = "ScaleGRPO"
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        # the checkpoint's key names are not the live module's: see load_checkpoint_weights
+        if not load_checkpoint_weights(self, resume_from_checkpoint, model):
+            super()._load_from_checkpoint(resume_from_checkpoint, model)
 
     def __init__(self, model, reward_funcs=None, args: ScaleGRPOConfig | None = None, train_dataset=None,
                  eval_dataset=None, processing_class=None, **kwargs):

@@ -82,3 +82,26 @@ def load_model(name_or_path: str, *, trust_remote_code: bool = False, revision: 
         model = model.to(device)
     reset_rope_cache(model)
     return model
+
+
+def load_checkpoint_weights(trainer, checkpoint: str, model=None) -> bool:
+    """Restore a trainer's weights from a ``checkpoint-<step>`` folder as ``from_pretrained`` reads it; False where
+    Trainer's own loading must do it (sharded DeepSpeed/FSDP states, PEFT adapters, no safetensors).
+
+    Trainer restores weights with ``load_state_dict(strict=False)``. VLM checkpoints are saved under the checkpoint
+    key names (Qwen2-VL: "model.layers.*", "visual.*"), which differ from the live module names
+    ("model.language_model.*", "model.visual.*"), so nothing would match and the run would silently resume from its
+    initial weights. ``from_pretrained`` applies the key conversion; ``strict=True`` leaves nothing out."""
+    import os
+
+    model = trainer.model if model is None else model
+    unwrapped = trainer.accelerator.unwrap_model(model)
+    sharded = trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled
+    has_safetensors = any(os.path.isfile(os.path.join(checkpoint, f))
+                          for f in ("model.safetensors", "model.safetensors.index.json"))
+    if not has_safetensors or sharded or hasattr(unwrapped, "peft_config"):
+        return False
+    dtype = next(unwrapped.parameters()).dtype
+    loaded = type(unwrapped).from_pretrained(checkpoint, dtype=dtype)
+    unwrapped.load_state_dict(loaded.state_dict(), strict=True)
+    return True

@@ -9,7 +9,6 @@ schedule weights ``w_think`` and ``w_answer`` to every step log of a SCALe run.
 from __future__ import annotations
 
 import logging
-import os
 
 import torch
 from accelerate.utils import is_peft_model
@@ -21,6 +20,7 @@ from .data.collator import ScaleCollator
 from .data.prepare import PreparationReport, prepare_dataset
 from .fused_loss import add_fused_lm_head, fused_segment_loss
 from .loss import SegmentCounts, count_vector, per_token_nll, segment_loss
+from .model_loading import load_checkpoint_weights
 from .packing import check_packing_supported, packed_position_ids
 from .parallelism import check_data_parallel_only
 from .processors import load_processor
@@ -197,23 +197,8 @@ class ScaleSFTTrainer(SFTTrainer):
         return (loss, outputs) if return_outputs else loss
 
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
-        # Trainer restores weights with load_state_dict(strict=False). VLM checkpoints are saved under the
-        # checkpoint key names (Qwen2-VL: "model.layers.*", "visual.*"), which differ from the live module names
-        # ("model.language_model.*", "model.visual.*"), so nothing would match and the run would silently resume
-        # from its initial weights. from_pretrained applies the key conversion; strict=True leaves nothing out.
-        model = self.model if model is None else model
-        unwrapped = self.accelerator.unwrap_model(model)
-        sharded = self.is_deepspeed_enabled or self.is_fsdp_enabled
-        has_safetensors = any(
-            os.path.isfile(os.path.join(resume_from_checkpoint, f))
-            for f in ("model.safetensors", "model.safetensors.index.json")
-        )
-        if has_safetensors and not sharded and not hasattr(unwrapped, "peft_config"):
-            dtype = next(unwrapped.parameters()).dtype
-            loaded = type(unwrapped).from_pretrained(resume_from_checkpoint, dtype=dtype)
-            unwrapped.load_state_dict(loaded.state_dict(), strict=True)
-            return
-        super()._load_from_checkpoint(resume_from_checkpoint, model)
+        if not load_checkpoint_weights(self, resume_from_checkpoint, model):
+            super()._load_from_checkpoint(resume_from_checkpoint, model)
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         mode = "train" if self.model.training else "eval"

@@ -1,10 +1,11 @@
 """Finished-stage reuse: a stage (a base model, an SFT run, a GRPO run, an evaluation) is redone only when its config
 or the code that runs it changed.
 
-Every stage has its own folder holding ``stage.json`` (its config, the hash of that config, its results) and a
-``DONE`` marker with the same hash, written last. The hash covers the config and the code identity (the package
-version and, in a git checkout, the commit), so a stage is never reused after the code that produced it changed. A
-downstream stage puts the hash of the stage it starts from in its own config, so a redone stage redoes what follows.
+Every stage has its own folder holding ``STARTED`` (the hash of its config, written first), ``stage.json`` (its
+config, that hash, its results) and a ``DONE`` marker with the same hash, written last; a training stage run
+``resumable`` carries on from its last checkpoint in an unfinished folder of the same hash. The hash covers the
+config and the code identity (the package version and, in a git checkout, the commit), so a stage is never reused
+after the code that produced it changed. A downstream stage puts the hash of the stage it starts from in its own config, so a redone stage redoes what follows.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 
 DONE = "DONE"
 STAGE_FILE = "stage.json"
+STARTED = "STARTED"  # the hash of the stage a folder was started for, written first
 
 logger = logging.getLogger(__name__)
 
@@ -84,12 +86,14 @@ def stage_done(folder: Path, digest: str) -> bool:
     return marker.is_file() and marker.read_text().strip() == digest and (folder / STAGE_FILE).is_file()
 
 
-def run_stage(folder: str | Path, config: dict, fn: Callable[[Path], dict]) -> dict:
+def run_stage(folder: str | Path, config: dict, fn: Callable[[Path], dict], resumable: bool = False) -> dict:
     """Run ``fn(folder) -> results`` unless ``folder`` holds a finished run of the same ``config`` and code.
 
-    Returns the stage record ``{"config", "code", "hash", "results", "reused"}``. A finished stage writes
-    ``stage.json`` then the ``DONE`` marker (holding the hash). An unfinished or stale folder is never deleted: it
-    is moved aside to ``<name>.old-<k>`` and the stage starts afresh."""
+    Returns the stage record ``{"config", "code", "hash", "results", "reused"}``. A started stage writes ``STARTED``
+    (holding the hash) first; a finished one writes ``stage.json`` then the ``DONE`` marker (holding the hash). An
+    unfinished folder of the same config and code is handed to ``fn`` again as it is when the stage is
+    ``resumable`` (``fn`` resumes from the checkpoints it left there); any other unfinished or stale folder is never
+    deleted: it is moved aside to ``<name>.old-<k>`` and the stage starts afresh."""
     folder = Path(folder)
     digest = stage_hash(config)
     if stage_done(folder, digest):
@@ -97,14 +101,20 @@ def run_stage(folder: str | Path, config: dict, fn: Callable[[Path], dict]) -> d
         record["reused"] = True
         logger.warning("reusing finished stage %s", folder)
         return record
-    if folder.exists():
-        k = 1
-        while folder.with_name(f"{folder.name}.old-{k}").exists():
-            k += 1
-        aside = folder.with_name(f"{folder.name}.old-{k}")
-        logger.warning("stage folder %s is unfinished or from another config or code; moving it to %s", folder, aside)
-        folder.rename(aside)
-    folder.mkdir(parents=True)
+    started = folder / STARTED
+    if resumable and started.is_file() and started.read_text().strip() == digest:
+        logger.warning("resuming unfinished stage %s (same config and code) from its last checkpoint", folder)
+    else:
+        if folder.exists():
+            k = 1
+            while folder.with_name(f"{folder.name}.old-{k}").exists():
+                k += 1
+            aside = folder.with_name(f"{folder.name}.old-{k}")
+            logger.warning("stage folder %s is unfinished or from another config or code; moving it to %s", folder,
+                           aside)
+            folder.rename(aside)
+        folder.mkdir(parents=True)
+        started.write_text(digest + "\n")
     results = fn(folder)
     record = {"config": config, "code": code_identity(), "hash": digest, "results": results}
     (folder / STAGE_FILE).write_text(json.dumps(record, indent=1, default=str) + "\n")

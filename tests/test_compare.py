@@ -304,26 +304,70 @@ def test_grpo_reward_windows_pool_every_run():
 
 
 def test_grpo_stage_keeps_the_probes_time_out_of_training_time(monkeypatch, tmp_path):
-    """A GRPO stage's train_seconds is the run's time less the greedy probe's (which it reports on its own)."""
+    """A GRPO stage's train_seconds is the run's time less the greedy probe's (which it reports on its own): every
+    probe row of the log, those a resumed run got back from its checkpoint included. The stage checkpoints every
+    --save_steps and resumes from the last checkpoint."""
     from types import SimpleNamespace
 
     from scale_vlm import drivers
     from scale_vlm.compare import pipeline
 
     seen = {}
+    # the step-0 probe ran before a checkpoint, the later ones after the resume (the probe object saw only those)
+    history = [{"step": 0, "probe/seconds": 1.0}, {"step": 1}, {"step": 5, "probe/seconds": 2.25}]
 
-    def fake_train_grpo(model_dir, args, prompts, callbacks=None):
-        (probe,) = callbacks
-        seen["probe"] = (probe.every, len(probe.examples), probe.max_new_tokens)
-        probe.seconds = 3.25  # as if the probe had run during the 10-second run
-        trainer = SimpleNamespace(generated_tokens=7, state=SimpleNamespace(log_history=[{"step": 1}]))
-        return SimpleNamespace(seconds=10.0, trainer=trainer, log_history=[{"step": 1}], save=lambda folder: folder)
+    def fake_train_grpo(model_dir, args, prompts, callbacks=None, resume=False):
+        for probe in callbacks:
+            seen["probe"] = (probe.every, len(probe.examples), probe.max_new_tokens)
+            probe.seconds = 2.25
+        seen["checkpoints"] = (args.save_strategy, args.save_steps, args.save_total_limit, resume)
+        trainer = SimpleNamespace(generated_tokens=7, state=SimpleNamespace(log_history=history))
+        return SimpleNamespace(seconds=10.0, trainer=trainer, log_history=history, save=lambda folder: folder)
 
     monkeypatch.setattr(drivers, "train_grpo", fake_train_grpo)
-    cfg = CompareConfig(grpo_probe_every=5, max_new_tokens=33, progress=False)
+    cfg = CompareConfig(grpo_probe_every=5, max_new_tokens=33, progress=False, save_steps=7)
     result = pipeline.grpo_stage(cfg, 0, tmp_path / "sft", None, tmp_path / "grpo", ["q1", "q2"])
-    assert seen["probe"] == (5, 2, 33)
+    assert seen["probe"] == (5, 2, 33) and seen["checkpoints"] == ("steps", 7, 1, True)
     assert result["train_seconds"] == pytest.approx(6.75) and result["probe_seconds"] == pytest.approx(3.25)
+    pipeline.grpo_stage(CompareConfig(save_steps=0, progress=False), 0, tmp_path / "sft", None, tmp_path / "g0")
+    assert seen["checkpoints"][0] == "no" and seen["checkpoints"][3] is False
+
+
+def test_an_interrupted_comparison_resumes_its_training_stage_in_place(monkeypatch, tmp_path):
+    """A rerun of a seed interrupted during SFT (SCALe) reuses the finished SFT (vanilla) stage and hands the
+    unfinished one its folder back, with checkpoints every --save_steps and resume on; --save_steps 0 turns both
+    off (the stage then starts again from step 0, in its folder)."""
+    from scale_vlm.compare import pipeline
+
+    calls, interrupt = [], ["sft_scale"]
+
+    def fake_sft_stage(args, base_dir, train_ds, model_dir, keep_trainer_state=False, resume=False):
+        calls.append((Path(model_dir).parent.name, args.save_strategy, args.save_steps, resume))
+        if Path(model_dir).parent.name in interrupt:
+            interrupt.clear()
+            (Path(args.output_dir) / "checkpoint-3").mkdir(parents=True)
+            raise KeyboardInterrupt
+        return {"train_seconds": 1.0, "input_tokens": 1, "supervised_tokens": 1, "log_history": []}
+
+    def fake_grpo_stage(cfg, seed, sft_model, prompts_ds, out, probe_examples=()):
+        return {"train_seconds": 1.0, "probe_seconds": 0.0, "generated_tokens": 1, "log_history": []}
+
+    monkeypatch.setattr(pipeline, "sft_stage", fake_sft_stage)
+    monkeypatch.setattr(pipeline, "grpo_stage", fake_grpo_stage)
+    monkeypatch.setattr(pipeline, "evaluate_stage", lambda *a, **k: {"accuracy": 0.5})
+    small = dict(num_train=8, num_grpo_prompts=4, num_test=4, progress=False)
+    cfg = CompareConfig(save_steps=9, **small)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.run_seed(cfg, 0, tmp_path, "base", "base-id")
+    arms = pipeline.run_seed(cfg, 0, tmp_path, "base", "base-id")
+    assert calls == [("sft_vanilla", "steps", 9, True), ("sft_scale", "steps", 9, True),
+                     ("sft_scale", "steps", 9, True)]  # vanilla reused; SCALe resumed
+    assert (tmp_path / "seed0" / "sft_scale" / "trainer" / "checkpoint-3").is_dir()
+    assert not list((tmp_path / "seed0").glob("*.old-*"))
+    assert (arms["sft"]["reused_stages"], arms["scale"]["reused_stages"]) == (["sft"], [])
+    calls.clear()
+    pipeline.run_seed(CompareConfig(save_steps=0, **small), 1, tmp_path, "base", "base-id")
+    assert calls == [("sft_vanilla", "no", 500, False), ("sft_scale", "no", 500, False)]  # 500: the unused default
 
 
 @pytest.mark.slow

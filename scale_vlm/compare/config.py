@@ -83,6 +83,10 @@ class CompareConfig(BenchKnobs, ScheduleKnobs):
     eval_batch_size: int = field(default=50, metadata={"help": "questions generated together"})
     max_new_tokens: int = field(default=200, metadata={"help": "evaluation generation budget"})
     threads: int = field(default=1, metadata={"help": "torch CPU threads (1 is fastest for the tiny model)"})
+    save_steps: int = field(default=50, metadata={
+        "help": "checkpoint every N optimizer steps of an SFT or GRPO stage (the last one kept), so that a rerun of "
+                "an interrupted comparison resumes that stage from there, its time and token counts carried on; "
+                "0 = no checkpoints (an interrupted stage starts again from step 0). Results do not depend on it"})
     records_dir: str = field(default="", metadata={
         "help": "also keep each finished seed's record here (small JSON, no models: one to commit) and take it from "
                 "there on a later run with the same settings instead of running that seed again, so that a "
@@ -112,6 +116,8 @@ class CompareConfig(BenchKnobs, ScheduleKnobs):
             raise ValueError(f"{shown('num_grpo_prompts')} cannot exceed {shown('num_train')} with --grpo_prompts "
                              "sft_rows (GRPO prompts are then SFT training questions): pass a smaller "
                              "--num_grpo_prompts or a larger --num_train")
+        if self.save_steps < 0:
+            raise ValueError(f"--save_steps {self.save_steps}: give a positive interval, or 0 for no checkpoints")
         if self.grpo_probe_every < 0 or (self.grpo_probe_every and self.grpo_probe_size < 1):
             raise ValueError(f"--grpo_probe_every {self.grpo_probe_every} --grpo_probe_size {self.grpo_probe_size}: "
                              "give a positive interval and at least one question, or --grpo_probe_every 0")

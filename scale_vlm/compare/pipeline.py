@@ -1,6 +1,7 @@
 """The comparison's stages, seed by seed: base model, SFT per method, GRPO from each SFT model, evaluation per arm.
 
-Every stage goes through :func:`scale_vlm.stages.run_stage`, so a rerun reuses what finished. An SFT arm is
+Every stage goes through :func:`scale_vlm.stages.run_stage`, so a rerun reuses what finished and resumes an
+interrupted SFT or GRPO stage from its last checkpoint (``--save_steps``). An SFT arm is
 :func:`sft_stage` then :func:`evaluate_stage`; the demo runs its two methods as exactly these two SFT arms.
 """
 
@@ -33,13 +34,15 @@ from .summary import (
 logger = logging.getLogger(__name__)
 
 
-def sft_stage(args, base_dir: str | Path, train_ds, model_dir: Path, keep_trainer_state: bool = False) -> dict:
-    """One SFT run (``args`` from :func:`scale_vlm.drivers.sft_args`) from the model in ``base_dir``; saves the
-    trained model to ``model_dir`` and, with ``keep_trainer_state``, the trainer state to ``args.output_dir`` (else
-    that folder is removed when it is not ``model_dir``). Returns the stage results (time, tokens, log)."""
+def sft_stage(args, base_dir: str | Path, train_ds, model_dir: Path, keep_trainer_state: bool = False,
+              resume: bool = False) -> dict:
+    """One SFT run (``args`` from :func:`scale_vlm.drivers.sft_args`) from the model in ``base_dir``, or with
+    ``resume`` from the last checkpoint in ``args.output_dir`` where there is one; saves the trained model to
+    ``model_dir`` and, with ``keep_trainer_state``, the trainer state to ``args.output_dir`` (else that folder, its
+    checkpoints with it, is removed when it is not ``model_dir``). Returns the stage results (time, tokens, log)."""
     from ..drivers import train_sft
 
-    run = train_sft(base_dir, args, train_ds)
+    run = train_sft(base_dir, args, train_ds, resume=resume)
     run.save(model_dir)
     if keep_trainer_state:
         run.trainer.save_state()
@@ -50,8 +53,10 @@ def sft_stage(args, base_dir: str | Path, train_ds, model_dir: Path, keep_traine
 
 
 def grpo_stage(cfg: CompareConfig, seed: int, sft_model: Path, prompts_ds, out: Path, probe_examples=()) -> dict:
-    """One GRPO run from an SFT checkpoint; saves the model to ``out / "model"``. With ``cfg.grpo_probe_every``,
-    the greedy probe evaluates ``probe_examples`` during the run; its time is reported apart from training time."""
+    """One GRPO run from an SFT checkpoint, or from the last checkpoint in ``out / "trainer"`` where an interrupted
+    run left one (``cfg.save_steps``); saves the model to ``out / "model"``. With ``cfg.grpo_probe_every``, the
+    greedy probe evaluates ``probe_examples`` during the run; its time (that of every probe row in the log, those
+    before a resume included) is reported apart from training time."""
     from ..drivers import train_grpo
     from ..grpo_config import ScaleGRPOConfig
     from ..grpo_trainer import GreedyProbe
@@ -61,17 +66,25 @@ def grpo_stage(cfg: CompareConfig, seed: int, sft_model: Path, prompts_ds, out: 
         num_generations=cfg.num_generations, max_completion_length=cfg.max_completion_length,
         learning_rate=cfg.grpo_learning_rate, lr_scheduler_type="constant", beta=cfg.beta, loss_type=cfg.loss_type,
         temperature=cfg.temperature, accuracy_weight=cfg.accuracy_weight, format_weight=cfg.format_weight,
-        seed=seed, data_seed=seed, logging_steps=1, save_strategy="no", report_to="none",
+        seed=seed, data_seed=seed, logging_steps=1, report_to="none", **checkpointing(cfg),
         disable_tqdm=not cfg.progress, dataloader_num_workers=0, use_cpu=not torch.cuda.is_available(),
     )
     probes = [GreedyProbe(probe_examples, cfg.grpo_probe_every, batch_size=cfg.eval_batch_size,
                           max_new_tokens=cfg.max_new_tokens)] if cfg.grpo_probe_every else []
-    run = train_grpo(sft_model, args, prompts_ds, callbacks=probes)
+    run = train_grpo(sft_model, args, prompts_ds, callbacks=probes, resume=bool(cfg.save_steps))
     run.save(out / "model")
     shutil.rmtree(out / "trainer", ignore_errors=True)
-    probe_seconds = sum(probe.seconds for probe in probes)
+    probe_seconds = sum(row["probe/seconds"] for row in run.log_history if "probe/seconds" in row)
     return {"train_seconds": round(run.seconds - probe_seconds, 2), "probe_seconds": round(probe_seconds, 2),
             "generated_tokens": run.trainer.generated_tokens, "log_history": run.log_history}
+
+
+def checkpointing(cfg: CompareConfig) -> dict:
+    """The training arguments of a stage's checkpoints: every ``cfg.save_steps`` steps, the last one kept (model,
+    optimizer, scheduler, RNG and data order: what an exact resume needs)."""
+    if not cfg.save_steps:
+        return {"save_strategy": "no"}
+    return {"save_strategy": "steps", "save_steps": cfg.save_steps, "save_total_limit": 1}
 
 
 def evaluate_stage(model_dir: Path, examples, out: Path, *, batch_size: int, max_new_tokens: int, progress: bool,
@@ -179,15 +192,16 @@ def run_seed(cfg: CompareConfig, seed: int, out: Path, base_dir: str, base_id: s
         extra = {"image_root": data()["image_root"]} if data().get("image_root") else {}
         args = sft_args(folder / "trainer", method, cfg.schedule_kwargs(), steps=cfg.sft_steps,
                         batch_size=cfg.sft_batch_size, learning_rate=cfg.sft_learning_rate, seed=seed,
-                        progress=cfg.progress, **extra)
-        return sft_stage(args, base_dir, data()["sft"], folder / "model")
+                        progress=cfg.progress, **checkpointing(cfg), **extra)
+        return sft_stage(args, base_dir, data()["sft"], folder / "model", resume=bool(cfg.save_steps))
 
     common = {"seed": seed, "base": base_id, "data": cfg.data_fields()}
     sft_records, arms = {}, {}
     for method in ("vanilla", "scale"):
         stage_cfg = {"stage": "sft", "method": method, **common, "sft": cfg.sft_fields()}
         logger.info("seed %s: SFT (%s)", seed, method)
-        sft_records[method] = run_stage(root / f"sft_{method}", stage_cfg, lambda f, m=method: sft(m, f))
+        sft_records[method] = run_stage(root / f"sft_{method}", stage_cfg, lambda f, m=method: sft(m, f),
+                                        resumable=True)
     grpo_records = {}
     for method in ("vanilla", "scale"):
         stage_cfg = {"stage": "grpo", "from": sft_records[method]["hash"], "seed": seed, "grpo": cfg.grpo_fields()}
@@ -195,7 +209,7 @@ def run_seed(cfg: CompareConfig, seed: int, out: Path, base_dir: str, base_id: s
         grpo_records[method] = run_stage(
             root / f"grpo_{method}", stage_cfg,
             lambda f, m=method: grpo_stage(cfg, seed, root / f"sft_{m}" / "model", data()["grpo"], f,
-                                           data()["test"][:cfg.grpo_probe_size]))
+                                           data()["test"][:cfg.grpo_probe_size]), resumable=True)
     for arm in ARMS:
         sft_record = sft_records[ARM_SFT[arm]]
         grpo = grpo_records[ARM_SFT[arm]] if arm.endswith("_grpo") else None
