@@ -417,6 +417,10 @@ def test_grpo_greedy_probe_from_the_command_line(tiny_qwen_dir, tmp_path, capsys
               "--probe_limit", "3", "--probe_max_new_tokens", "6"]
     rc = main([*common, "--output_dir", str(tmp_path / "bad"), "--probe_every", "-1"])
     _assert_user_error(capsys, rc, "--probe_every -1 --probe_limit 3: give a positive interval", command="grpo")
+    # TrainingArguments takes --resume_from_checkpoint, which GRPO would ignore (a silent restart from step 0)
+    rc = main([*common, "--output_dir", str(tmp_path / "bad"), "--resume_from_checkpoint", "true"])
+    _assert_user_error(capsys, rc, "--resume_from_checkpoint true: scale-vlm grpo does not resume a run yet",
+                       command="grpo")
     assert main([*common, "--output_dir", str(tmp_path / "grpo"), "--probe_every", "2"]) == 0
     history = json.loads((tmp_path / "grpo" / "log_history.json").read_text())
     probes = [h for h in history if "probe/accuracy" in h]

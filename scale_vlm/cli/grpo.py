@@ -104,6 +104,11 @@ def run(script: GRPOScriptArguments, args, model_args=None) -> dict:
 
     if not script.model_name_or_path:
         raise ValueError("--model_name_or_path is required")
+    if args.resume_from_checkpoint not in (None, False, "", "false", "False"):
+        # TrainingArguments accepts the option; without this the run would quietly start again from step 0
+        raise ValueError(f"--resume_from_checkpoint {args.resume_from_checkpoint}: scale-vlm grpo does not resume a "
+                         "run yet (scale-vlm sft and the GRPO stages of scale-vlm compare do); start it again without "
+                         "--resume_from_checkpoint")
     if script.probe_every < 0 or (script.probe_every and script.probe_limit < 1):
         raise ValueError(f"--probe_every {script.probe_every} --probe_limit {script.probe_limit}: give a positive "
                          "interval and at least one question, or --probe_every 0 for no probe")
