@@ -3,7 +3,7 @@ uninterrupted run reports: the same per-step losses (and rewards), the same toke
 segment of the run.
 
 The run is interrupted in-process by a callback raising at the end of a step that left no checkpoint, as Ctrl-C or a
-killed session does (the batches of that step and of those since the checkpoint are trained again on resume).
+killed process does (the batches of that step and of those since the checkpoint are trained again on resume).
 Losses are compared with ``rel=1e-5``, as tests/test_resume.py explains: the resumed steps run the same float32
 operations on the same batches. The rows have different lengths, so a count that forgot the batches before the
 checkpoint, or counted them twice, is off.
