@@ -133,10 +133,10 @@ class CarriedProgress(TrainerCallback):
 def last_checkpoint(output_dir: str | Path) -> str | None:
     """The newest ``checkpoint-<step>`` folder in ``output_dir`` that holds :data:`PROGRESS_FILE` (None: none). That
     file is written last, so a checkpoint cut off while being written is passed over."""
-    folder = Path(output_dir)
-    steps = sorted((int(path.name.split("-")[1]), path) for path in folder.glob("checkpoint-*")
-                   if path.name.split("-")[1].isdigit() and (path / PROGRESS_FILE).is_file()) if folder.is_dir() else []
-    return str(steps[-1][1]) if steps else None
+    from .run_guard import checkpoints_newest_first
+
+    return next((path for path in checkpoints_newest_first(output_dir) if (Path(path) / PROGRESS_FILE).is_file()),
+                None)
 
 
 def timed_train(trainer, processor, resume_from_checkpoint: str | None = None, carried: Sequence[str] = ()) -> Run:

@@ -286,16 +286,21 @@ def is_complete_checkpoint(path: str) -> bool:
                                                                  "adapter_model.safetensors"))
 
 
+def checkpoints_newest_first(output_dir: str | os.PathLike) -> list[str]:
+    """The ``checkpoint-<step>`` folders of ``output_dir``, the highest step first (none: no folder)."""
+    steps = []
+    for name in os.listdir(output_dir) if os.path.isdir(output_dir) else []:
+        if name.startswith("checkpoint-") and name.split("-", 1)[1].isdigit():
+            steps.append((int(name.split("-", 1)[1]), os.path.join(output_dir, name)))
+    return [path for _, path in sorted(steps, reverse=True)]
+
+
 def resolve_resume_checkpoint(output_dir: str, resume) -> str | None:
     """``--resume_from_checkpoint true`` -> the newest *complete* checkpoint of ``output_dir``; a path is checked."""
     if resume in (None, False, "", "false", "False"):
         return None
     if resume is True or str(resume).lower() in ("true", "last"):
-        steps = []
-        for name in os.listdir(output_dir) if os.path.isdir(output_dir) else []:
-            if name.startswith("checkpoint-") and name.split("-", 1)[1].isdigit():
-                steps.append((int(name.split("-", 1)[1]), os.path.join(output_dir, name)))
-        for _, path in sorted(steps, reverse=True):
+        for path in checkpoints_newest_first(output_dir):
             if is_complete_checkpoint(path):
                 return path
             logger.warning("skipping incomplete checkpoint %s (the run died while writing it)", path)

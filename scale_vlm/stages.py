@@ -5,7 +5,8 @@ Every stage has its own folder holding ``STARTED`` (the hash of its config, writ
 config, that hash, its results) and a ``DONE`` marker with the same hash, written last; a training stage run
 ``resumable`` carries on from its last checkpoint in an unfinished folder of the same hash. The hash covers the
 config and the code identity (the package version and, in a git checkout, the commit), so a stage is never reused
-after the code that produced it changed. A downstream stage puts the hash of the stage it starts from in its own config, so a redone stage redoes what follows.
+after the code that produced it changed. A downstream stage puts the hash of the stage it starts from in its own
+config, so a redone stage redoes what follows.
 """
 
 from __future__ import annotations
