@@ -103,6 +103,8 @@ def test_config_validation_and_quick():
         CompareConfig(grpo_batch_size=10, num_generations=4)
     with pytest.raises(ValueError):
         CompareConfig(seeds=[1, 1])
+    with pytest.raises(ValueError, match="--save_steps -1: give a positive interval, or 0 for no checkpoints"):
+        CompareConfig(save_steps=-1)
 
 
 def test_grpo_prompts_of_the_builtin_benchmark_are_held_out_from_sft_by_default():
