@@ -30,6 +30,7 @@ from .grpo_config import ScaleGRPOConfig
 from .model_loading import load_checkpoint_weights
 from .processors import load_processor
 from .rewards import make_reward_funcs
+from .run_guard import GRPO_DATA_COLUMNS, GRPO_FINGERPRINT_FIELDS, attach_run_fingerprint, check_resume
 from .segments import DEFAULT_TAGS
 
 logger = logging.getLogger(__name__)
@@ -216,6 +217,12 @@ class ScaleGRPOTrainer(GRPOTrainer):
         self.warned_clipped = False
         super().__init__(model=model, reward_funcs=reward_funcs, args=args, train_dataset=train_dataset,
                          eval_dataset=eval_dataset, processing_class=processing_class, **kwargs)
+        if self.train_dataset is not None:
+            # Every checkpoint records the prompts and settings it belongs to; train() refuses another run's.
+            attach_run_fingerprint(self, GRPO_FINGERPRINT_FIELDS, GRPO_DATA_COLUMNS)
+
+    def train(self, resume_from_checkpoint=None, *args, **kwargs):
+        return super().train(check_resume(self, resume_from_checkpoint), *args, **kwargs)
 
     def _generate_single_turn(self, *args, **kwargs):
         reset_rope_cache(self.model)

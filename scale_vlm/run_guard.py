@@ -39,6 +39,18 @@ FINGERPRINT_FIELDS = (
     "per_device_train_batch_size", "gradient_accumulation_steps", "seed", "data_seed", "optim", "adam_beta1",
     "adam_beta2", "adam_epsilon", "max_grad_norm",
 )
+# GRPO's own: what a step samples, how it is rewarded and how the loss is formed (the reward functions' code is not
+# fingerprinted, only their weights).
+GRPO_FINGERPRINT_FIELDS = (
+    "learning_rate", "lr_scheduler_type", "warmup_steps", "weight_decay", "max_steps", "num_train_epochs",
+    "per_device_train_batch_size", "gradient_accumulation_steps", "seed", "data_seed", "optim", "adam_beta1",
+    "adam_beta2", "adam_epsilon", "max_grad_norm", "num_generations", "max_completion_length", "temperature",
+    "top_p", "top_k", "beta", "loss_type", "epsilon", "epsilon_high", "scale_rewards", "reward_weights",
+    "num_iterations", "steps_per_generation", "accuracy_weight", "format_weight",
+)
+# The prepared columns an SFT step reads; a GRPO run's prompts, images and graded answers.
+SFT_DATA_COLUMNS = ("input_ids", "labels", "segment_ids", "images")
+GRPO_DATA_COLUMNS = ("prompt", "images", "answer", "choices")
 DATA_EXTENSIONS = (".json", ".jsonl", ".parquet", ".csv", ".arrow", ".txt")
 
 
@@ -175,15 +187,20 @@ def move_previous_run_aside(output_dir: str | os.PathLike, run: RunFiles, overwr
 # ------------------------------------------------------------------------------------------- fingerprint
 
 
-def dataset_digest(dataset) -> str:
-    """SHA-256 of the prepared rows the trainer feeds the model (token ids, labels, segments, images)."""
+def dataset_digest(dataset, columns: tuple[str, ...] = SFT_DATA_COLUMNS) -> str:
+    """SHA-256 of the rows the trainer feeds the model: by default the prepared SFT rows (token ids, labels,
+    segments, images); token-id columns as int64, images by their bytes, any other column (GRPO's prompt messages,
+    answers, choices) as the JSON of its values."""
     import pyarrow.compute as pc
 
-    columns = [c for c in ("input_ids", "labels", "segment_ids", "images") if c in dataset.column_names]
+    columns = [c for c in columns if c in dataset.column_names]
     h = hashlib.sha256(repr((len(dataset), columns)).encode())
     for batch in dataset.select_columns(columns).with_format("arrow").iter(batch_size=1000):
         for name in columns:
             col = batch.column(name)
+            if name not in SFT_DATA_COLUMNS:
+                h.update(json.dumps(col.to_pylist(), sort_keys=True, default=str).encode())
+                continue
             # list_flatten and list_value_length respect slices, so only this batch's values are hashed.
             h.update(pc.list_value_length(col).to_numpy(zero_copy_only=False).tobytes())
             values = pc.list_flatten(col)
@@ -203,15 +220,17 @@ def _plain(value):
     return str(getattr(value, "value", value))
 
 
-def run_fingerprint(train_dataset, args) -> dict:
+def run_fingerprint(train_dataset, args, fields: tuple[str, ...] = FINGERPRINT_FIELDS,
+                    columns: tuple[str, ...] = SFT_DATA_COLUMNS) -> dict:
     return {
-        "data_sha256": dataset_digest(train_dataset),
+        "data_sha256": dataset_digest(train_dataset, columns),
         "num_examples": len(train_dataset),
-        "config": {name: _plain(getattr(args, name, None)) for name in FINGERPRINT_FIELDS},
+        "config": {name: _plain(getattr(args, name, None)) for name in fields},
     }
 
 
-def attach_run_fingerprint(trainer) -> None:
+def attach_run_fingerprint(trainer, fields: tuple[str, ...] = FINGERPRINT_FIELDS,
+                           columns: tuple[str, ...] = SFT_DATA_COLUMNS) -> None:
     """Compute the trainer's run fingerprint and write it into every checkpoint it saves: inside
     ``trainer_state.json`` (a stateful callback's state, written in the same file and moment as the step, the file
     that marks a checkpoint complete, so a complete checkpoint always holds it) and as ``scale_run.json`` beside it
@@ -219,7 +238,7 @@ def attach_run_fingerprint(trainer) -> None:
     from transformers import TrainerCallback
     from transformers.trainer_callback import ExportableState
 
-    fingerprint = run_fingerprint(trainer.train_dataset, trainer.args)
+    fingerprint = run_fingerprint(trainer.train_dataset, trainer.args, fields, columns)
     trainer.run_fingerprint = fingerprint
 
     class WriteRunFingerprint(TrainerCallback, ExportableState):

@@ -15,6 +15,7 @@ import os
 import time
 
 import pytest
+import torch
 from reliability_support import good_row, write_good_jsonl, write_jsonl
 
 from scale_vlm.cli import main
@@ -407,6 +408,71 @@ def test_grpo_trains_on_the_sft_data_file(tiny_qwen_dir, tmp_path):
     assert "![reward curves](reward_curve.png)" in card and (out / "reward_curve.png").stat().st_size > 5_000
 
 
+def _interrupt_grpo_at(patch, step: int) -> None:
+    """Every ScaleGRPOTrainer the command builds raises KeyboardInterrupt (Ctrl-C) at the end of ``step``."""
+    from transformers import TrainerCallback
+
+    import scale_vlm.grpo_trainer as grpo_trainer
+
+    class Interrupt(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == step:
+                raise KeyboardInterrupt
+
+    class Interrupted(grpo_trainer.ScaleGRPOTrainer):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.add_callback(Interrupt())
+
+    patch.setattr(grpo_trainer, "ScaleGRPOTrainer", Interrupted)
+
+
+def test_grpo_resumes_from_its_last_checkpoint_from_the_command_line(tiny_qwen_dir, tmp_path, capsys, monkeypatch):
+    """A GRPO run killed after its step-2 checkpoint: a plain restart is refused (it would start again from step 0),
+    --resume_from_checkpoint true continues it to the steps and generated-token count of an uninterrupted run, and
+    a checkpoint of other prompts or other settings is refused."""
+    data = write_good_jsonl(tmp_path / "d", 4)
+    other = tmp_path / "d" / "other.jsonl"  # the same rows (images, answers) but for their questions
+    other.write_text(data.read_text().replace("How many shapes?", "Count the shapes."))
+
+    def grpo(out, *extra, dataset=data):
+        return main(["grpo", "--model_name_or_path", tiny_qwen_dir, "--dataset_name", str(dataset), "--output_dir",
+                     str(out), "--max_steps", "4", "--num_generations", "2", "--per_device_train_batch_size", "2",
+                     "--max_completion_length", "6", "--use_cpu", "true", "--report_to", "none", "--disable_tqdm",
+                     "true", "--seed", "0", "--logging_steps", "1", "--save_strategy", "steps", "--save_steps", "2",
+                     *extra])
+
+    def rows(out):
+        history = json.loads((out / "log_history.json").read_text())
+        return {h["step"]: (h["generated_tokens"], h["completions/mean_length"]) for h in history if "reward" in h}
+
+    assert grpo(tmp_path / "full") == 0
+    capsys.readouterr()
+
+    cut = tmp_path / "cut"
+    with monkeypatch.context() as patch:
+        _interrupt_grpo_at(patch, 3)
+        assert grpo(cut) == 130
+    assert sorted(p.name for p in cut.glob("checkpoint-*")) == ["checkpoint-2"]
+    capsys.readouterr()
+    _assert_user_error(capsys, grpo(cut), "already holds a run of scale-vlm grpo", "checkpoint-2",
+                       "Resume it with --resume_from_checkpoint true", command="grpo")
+    _assert_user_error(capsys, grpo(cut, "--resume_from_checkpoint", "true", dataset=other), "refusing to resume from",
+                       "checkpoint-2", "the training data differ", command="grpo")
+    _assert_user_error(capsys, grpo(cut, "--resume_from_checkpoint", "true", "--temperature", "0.5"),
+                       "temperature is 1.0 in the checkpoint but 0.5 now", command="grpo")
+    assert grpo(cut, "--resume_from_checkpoint", "true") == 0
+    assert f"scale-vlm grpo: resuming from {cut / 'checkpoint-2'} (step 2 of 4" in capsys.readouterr().err
+    got, want = rows(cut), rows(tmp_path / "full")
+    assert sorted(got) == sorted(want) == [1, 2, 3, 4]
+    # the count grows with each step, so a count restarted at the checkpoint is short by its steps' tokens; the
+    # exactness of the resumed steps themselves is tests/test_stage_resume.py's (a reward that moves the policy)
+    assert want[4][0] > want[2][0] > 0
+    assert got == want
+    card = (cut / "README.md").read_text()
+    assert "4 optimizer steps" in card
+
+
 def test_grpo_greedy_probe_from_the_command_line(tiny_qwen_dir, tmp_path, capsys):
     """--probe_every N: greedy accuracy on the first --probe_limit questions before training, every N steps and
     after the last, in log_history.json and the run's summary line; a negative interval is refused first."""
@@ -417,10 +483,6 @@ def test_grpo_greedy_probe_from_the_command_line(tiny_qwen_dir, tmp_path, capsys
               "--probe_limit", "3", "--probe_max_new_tokens", "6"]
     rc = main([*common, "--output_dir", str(tmp_path / "bad"), "--probe_every", "-1"])
     _assert_user_error(capsys, rc, "--probe_every -1 --probe_limit 3: give a positive interval", command="grpo")
-    # TrainingArguments takes --resume_from_checkpoint, which GRPO would ignore (a silent restart from step 0)
-    rc = main([*common, "--output_dir", str(tmp_path / "bad"), "--resume_from_checkpoint", "true"])
-    _assert_user_error(capsys, rc, "--resume_from_checkpoint true: scale-vlm grpo does not resume a run yet",
-                       command="grpo")
     assert main([*common, "--output_dir", str(tmp_path / "grpo"), "--probe_every", "2"]) == 0
     history = json.loads((tmp_path / "grpo" / "log_history.json").read_text())
     probes = [h for h in history if "probe/accuracy" in h]
@@ -909,6 +971,45 @@ def test_grpo_continues_the_adapter_of_a_lora_sft_run(bench_data, tmp_path, capl
     # GRPO's prompts (the SFT file's, as written) agree with the SFT run's record, and are recorded in turn
     assert json.loads((grpo_out / "prompt_form.json").read_text())["common_prefix"] == \
         json.loads((sft_out / "prompt_form.json").read_text())["common_prefix"]
+
+
+def test_a_lora_grpo_run_resumed_after_a_crash_ends_where_an_uninterrupted_one_does(bench_data, tmp_path,
+                                                                                     monkeypatch):
+    """LoRA SFT, then GRPO continuing its adapter, killed after its step-2 checkpoint and resumed with
+    --resume_from_checkpoint true: the resumed steps' rewards and losses, and the adapter it saves, are those of the
+    run that was never interrupted (the rewards differ within groups here, so the policy moves)."""
+    base, train = _shipped_base(), str(bench_data / "train.jsonl")
+    sft_out = tmp_path / "sft-lora"
+    assert main(["sft", "--model_name_or_path", base, "--dataset_name", train, "--output_dir", str(sft_out),
+                 "--use_peft", "true", "--max_steps", "1", "--per_device_train_batch_size", "2", "--save_strategy",
+                 "no", *SHIPPED_TRAIN]) == 0
+
+    def grpo(out, *extra):
+        return main(["grpo", "--model_name_or_path", str(sft_out), "--dataset_name", train, "--output_dir", str(out),
+                     "--max_steps", "4", "--num_generations", "4", "--per_device_train_batch_size", "8",
+                     "--max_completion_length", "4", "--learning_rate", "1e-2", "--logging_steps", "1",
+                     "--save_strategy", "steps", "--save_steps", "2", *SHIPPED_TRAIN, *extra])
+
+    def steps(out):
+        history = json.loads((out / "log_history.json").read_text())
+        return {h["step"]: (h["reward"], h["loss"], h["generated_tokens"]) for h in history if "reward" in h}
+
+    assert grpo(tmp_path / "full") == 0
+    with monkeypatch.context() as patch:
+        _interrupt_grpo_at(patch, 3)
+        assert grpo(tmp_path / "cut") == 130
+    assert grpo(tmp_path / "cut", "--resume_from_checkpoint", "true") == 0
+    got, want = steps(tmp_path / "cut"), steps(tmp_path / "full")
+    assert sorted(got) == sorted(want) == [1, 2, 3, 4]
+    assert len({reward for reward, _, _ in want.values()}) > 1
+    for step in want:
+        assert got[step] == pytest.approx(want[step], rel=1e-5), step
+    before = _tensors(sft_out / "adapter_model.safetensors")
+    full, resumed = (_tensors(tmp_path / name / "adapter_model.safetensors") for name in ("full", "cut"))
+    assert sorted(resumed) == sorted(full) == sorted(before)
+    assert any(not torch.equal(full[k], before[k]) for k in full)  # GRPO moved the adapter...
+    for key in full:  # ... and the resumed run moved it the same way
+        assert torch.allclose(resumed[key], full[key], rtol=1e-4, atol=1e-6), key
 
 
 def test_grpo_takes_lora_options_like_sft(bench_data, tmp_path, capsys):

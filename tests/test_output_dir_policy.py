@@ -233,7 +233,8 @@ def test_grpo_refuses_and_moves_the_previous_run(tmp_path, monkeypatch, capsys):
     model = tmp_path / "sft-model"
     model.mkdir()
     with pytest.raises(FileExistsError, match=r"already holds a run of scale-vlm grpo \(checkpoint-4, "
-                                              r"log_history.json, model.safetensors and 1 more\)\. Choose another"):
+                                              r"log_history.json, model.safetensors and 1 more\)\. Resume it with "
+                                              r"--resume_from_checkpoint true, choose another"):
         _grpo(out, model, overwrite=False)
     assert (out / "model.safetensors").read_text() == "old weights"
 

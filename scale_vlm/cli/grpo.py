@@ -3,7 +3,9 @@
 GRPO (TRL's ``GRPOTrainer``) from an SFT checkpoint with the accuracy and format rewards. Every ``GRPOConfig``
 flag works (``--loss_type``, ``--beta``, ``--num_generations``, ``--max_completion_length``, ``--learning_rate``,
 ``--use_vllm`` when vLLM is installed, ...), plus ``--accuracy_weight`` / ``--format_weight`` and the tag names.
-Options can also come from ``--config file.yaml``. Per-step metrics land in ``DIR/log_history.json``.
+Options can also come from ``--config file.yaml``. Per-step metrics land in ``DIR/log_history.json``. With
+``--save_strategy steps --save_steps N`` a killed run continues with ``--resume_from_checkpoint true`` (its
+checkpoint's prompts and settings checked against the run's, its generated-token count carried on).
 
 LoRA: a ``scale-vlm sft --use_peft`` output is continued: its base model is loaded frozen and the SFT adapter keeps
 training (TRL copies it as the frozen KL reference when ``--beta`` > 0), so the GRPO output is an adapter of the
@@ -28,7 +30,8 @@ logger = logging.getLogger(__name__)
 # What a run writes into output_dir (run_guard's one output-folder rule); TRL's checkpoints and model card included.
 REWARD_CURVE = "reward_curve.png"
 GRPO_RUN = RunFiles("grpo", markers=("checkpoint-*", *WEIGHT_FILES, "log_history.json", "prompt_form.json"),
-                    companions=(*MODEL_FILES, "README.md", REWARD_CURVE))
+                    companions=(*MODEL_FILES, "README.md", REWARD_CURVE),
+                    resume="resume it with --resume_from_checkpoint true")
 
 
 @dataclass
@@ -93,22 +96,24 @@ def model_config(script: GRPOScriptArguments, model_args=None) -> ModelConfig:
 def run(script: GRPOScriptArguments, args, model_args=None) -> dict:
     import torch
 
+    from ..drivers import timed_train
     from ..eval.adapters import load_eval_dataset
     from ..grpo_trainer import GreedyProbe, ScaleGRPOTrainer, load_grpo_dataset
     from ..lora import check_lora_options, check_lora_run, lora_config, model_skeleton
     from ..model_loading import load_model
     from ..processors import load_processor
     from ..report import probe_budget_note, probe_curve
-    from ..run_guard import check_local_path, check_output_dir, check_output_writable, move_previous_run_aside
-    from .sft import quantization_config
+    from ..run_guard import (
+        check_local_path,
+        check_output_dir,
+        check_output_writable,
+        move_previous_run_aside,
+        resolve_resume_checkpoint,
+    )
+    from .sft import quantization_config, say_resume
 
     if not script.model_name_or_path:
         raise ValueError("--model_name_or_path is required")
-    if args.resume_from_checkpoint not in (None, False, "", "false", "False"):
-        # TrainingArguments accepts the option; without this the run would quietly start again from step 0
-        raise ValueError(f"--resume_from_checkpoint {args.resume_from_checkpoint}: scale-vlm grpo does not resume a "
-                         "run yet (scale-vlm sft and the GRPO stages of scale-vlm compare do); start it again without "
-                         "--resume_from_checkpoint")
     if script.probe_every < 0 or (script.probe_every and script.probe_limit < 1):
         raise ValueError(f"--probe_every {script.probe_every} --probe_limit {script.probe_limit}: give a positive "
                          "interval and at least one question, or --probe_every 0 for no probe")
@@ -118,10 +123,16 @@ def run(script: GRPOScriptArguments, args, model_args=None) -> dict:
     if args.use_vllm and importlib.util.find_spec("vllm") is None:
         raise ValueError("--use_vllm needs vLLM: pip install 'scale-vlm[vllm]'")
     out = Path(args.output_dir)
-    check_output_dir(out, GRPO_RUN, args.overwrite_output_dir, inputs={"--model_name_or_path": script.model_name_or_path})
+    resuming = args.resume_from_checkpoint not in (None, False, "", "false", "False")  # as resolve_resume_checkpoint
+    check_output_dir(out, GRPO_RUN, args.overwrite_output_dir, resuming,
+                     inputs={"--model_name_or_path": script.model_name_or_path})
     check_local_path(script.model_name_or_path, "model")
     check_output_writable(out)  # before training, not at the final save
-    move_previous_run_aside(out, GRPO_RUN, args.overwrite_output_dir)
+    move_previous_run_aside(out, GRPO_RUN, args.overwrite_output_dir, resuming)
+    # the checkpoint, found and checked before anything loads (the run's own is checked again by the trainer)
+    resume = resolve_resume_checkpoint(str(out), args.resume_from_checkpoint)
+    if resume is not None:
+        say_resume(resume, args, "grpo")
     if script.threads:
         torch.set_num_threads(script.threads)
     # a LoRA run's base is frozen in whatever form it loads, quantised included: only the adapter trains
@@ -166,7 +177,8 @@ def run(script: GRPOScriptArguments, args, model_args=None) -> dict:
                                      max_new_tokens=script.probe_max_new_tokens, tags=args.tags))
     trainer = ScaleGRPOTrainer(model=model, args=args, train_dataset=dataset, processing_class=processor,
                                peft_config=peft_config, callbacks=callbacks)
-    trainer.train()
+    # generated_tokens and the training seconds continue from the checkpoint (kept in each one by timed_train)
+    timed_train(trainer, processor, resume, carried=("generated_tokens",))
     if "ref" in getattr(trainer.model, "peft_config", {}):
         trainer.model.delete_adapter("ref")  # TRL's frozen copy of the SFT adapter (the KL reference), not a result
     trainer.save_model(args.output_dir)

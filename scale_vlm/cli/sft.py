@@ -69,12 +69,12 @@ def move_previous_run_aside(args: ScaleSFTConfig) -> str | None:
     return str(aside) if aside is not None else None
 
 
-def say_resume(checkpoint: str, args: ScaleSFTConfig) -> None:
+def say_resume(checkpoint: str, args, command: str = "sft") -> None:
     """One line naming the checkpoint a resumed run continues from, and where in training it is."""
     with open(os.path.join(checkpoint, "trainer_state.json")) as f:
         state = json.load(f)
     total = args.max_steps if args.max_steps and args.max_steps > 0 else state.get("max_steps")  # this run's goal
-    print(f"scale-vlm sft: resuming from {checkpoint} (step {state.get('global_step')}"
+    print(f"scale-vlm {command}: resuming from {checkpoint} (step {state.get('global_step')}"
           f"{f' of {total}' if total and total > 0 else ''}, epoch {float(state.get('epoch') or 0):.2f})",
           file=sys.stderr, flush=True)
 
