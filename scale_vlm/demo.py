@@ -12,6 +12,7 @@ import copy
 import json
 import logging
 import os
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -34,7 +35,12 @@ METHODS = ("vanilla", "scale")
 RESULT_FILES = ("results.json", "results.md", "training_curves.png")
 # What a run writes into output_dir (run_guard's one output-folder rule). Not base/: the base model built once when
 # no shipped one exists is a cache, reused by the next run.
-DEMO_RUN = RunFiles("demo", markers=(*RESULT_FILES, *METHODS))
+DEMO_RUN = RunFiles("demo", markers=(*RESULT_FILES, *METHODS), resume="resume it with --resume true")
+# A method's finished arm (trained and evaluated), in its folder: what --resume true takes instead of training again.
+METHOD_RECORD = "demo_method.json"
+# Options that do not change what a method computes: a resumed run may give them anew.
+NOT_RESULT_OPTIONS = ("output_dir", "overwrite_output_dir", "resume", "save_steps", "progress", "parallel_methods",
+                      "threads")
 QUICK_OUTPUT_DIR = "runs/demo-quick"
 # --quick: a smoke run of the whole pipeline in about a minute (overrides only options left at their defaults).
 QUICK = {"num_train": 64, "num_test": 20, "max_steps": 6, "batch_size": 8, "max_new_tokens": 160}
@@ -83,6 +89,12 @@ class DemoConfig(BenchKnobs, ScheduleKnobs):
         "help": "train the two methods at once in two processes, one core each (same data, seeds and results as "
                 "one after the other; ignored on a single-core machine)"})
     freeze_vision_tower: bool = field(default=False, metadata={"help": "keep the base model's vision encoder frozen"})
+    save_steps: int = field(default=100, metadata={
+        "help": "a checkpoint of each method every N steps, the newest kept (removed once the method is evaluated), "
+                "so that --resume true continues a killed run (0: none)"})
+    resume: bool = field(default=False, metadata={
+        "help": "continue the run in output_dir: a method trained and evaluated there is taken as it is, one that "
+                "was killed continues from its last checkpoint; a method or checkpoint of other settings is refused"})
     progress: bool = field(default=True, metadata={"help": "progress bars"})
 
     def __post_init__(self):
@@ -94,6 +106,11 @@ class DemoConfig(BenchKnobs, ScheduleKnobs):
         for name in ("num_train", "num_test", "max_steps", "batch_size", "eval_batch_size"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"--{name} must be positive, got {getattr(self, name)}")
+        if self.save_steps < 0:
+            raise ValueError(f"--save_steps must be 0 (no checkpoints) or positive, got {self.save_steps}")
+        if self.resume and self.overwrite_output_dir:
+            raise ValueError("--resume true continues the run in output_dir and --overwrite_output_dir true moves it "
+                             "aside: give one of them")
         if self.max_new_tokens < 0:
             raise ValueError(f"--max_new_tokens must be 0 (from the training data) or positive, got "
                              f"{self.max_new_tokens}")
@@ -108,8 +125,8 @@ class DemoConfig(BenchKnobs, ScheduleKnobs):
 def _check_output_dir(cfg: DemoConfig) -> Path:
     """Refuse a folder holding a previous demo run, or move that run aside with ``--overwrite_output_dir``."""
     out = Path(cfg.output_dir)
-    check_output_dir(out, DEMO_RUN, cfg.overwrite_output_dir, inputs={"--base_model": cfg.base_model})
-    move_previous_run_aside(out, DEMO_RUN, cfg.overwrite_output_dir)
+    check_output_dir(out, DEMO_RUN, cfg.overwrite_output_dir, cfg.resume, inputs={"--base_model": cfg.base_model})
+    move_previous_run_aside(out, DEMO_RUN, cfg.overwrite_output_dir, cfg.resume)
     out.mkdir(parents=True, exist_ok=True)
     return out
 
@@ -129,12 +146,34 @@ plot_curves = plot_training_curves
 
 
 def train_one(method: str, cfg: DemoConfig, out: Path, train_ds, base_dir: Path) -> dict:
-    """The SFT stage of one method's arm: a fresh copy of the base trained with the shared recipe; the model, its
+    """The SFT stage of one method's arm: a fresh copy of the base trained with the shared recipe (with
+    ``cfg.resume``, from the last checkpoint in ``out / method`` where a killed run left one); the model, its
     processor and the trainer state are kept in ``out / method`` (to evaluate again or start GRPO from)."""
+    checkpoints = {"save_strategy": "steps", "save_steps": cfg.save_steps, "save_total_limit": 1} if cfg.save_steps else {}
     args = sft_args(out / method, method, cfg.schedule_kwargs(), steps=cfg.max_steps, batch_size=cfg.batch_size,
                     learning_rate=cfg.learning_rate, seed=cfg.seed, progress=cfg.progress,
-                    freeze_vision_tower=cfg.freeze_vision_tower)
-    return sft_stage(args, base_dir, train_ds, out / method, keep_trainer_state=True)
+                    freeze_vision_tower=cfg.freeze_vision_tower, **checkpoints)
+    return sft_stage(args, base_dir, train_ds, out / method, keep_trainer_state=True, resume=cfg.resume)
+
+
+def method_settings(cfg: DemoConfig) -> dict:
+    """What a method's arm depends on: every option but :data:`NOT_RESULT_OPTIONS` (the budget resolved)."""
+    return {k: v for k, v in asdict(cfg).items() if k not in NOT_RESULT_OPTIONS}
+
+
+def finished_method(method: str, cfg: DemoConfig, out: Path):
+    """With ``cfg.resume``: ``(record, log history)`` of the method's arm finished in ``out / method`` by a run of
+    the same settings; None where it did not finish; a finished arm of other settings is refused, naming them."""
+    path = out / method / METHOD_RECORD
+    if not (cfg.resume and path.is_file()):
+        return None
+    kept = json.loads(path.read_text())
+    differ = sorted(k for k, v in method_settings(cfg).items() if kept["settings"].get(k) != v)
+    if differ:
+        shown = ", ".join(f"--{k} ({kept['settings'].get(k)!r} there, {getattr(cfg, k)!r} now)" for k in differ)
+        raise ValueError(f"--resume true: {out / method} holds the {method} arm of a run with other {shown}; resume "
+                         "with that run's settings, or start afresh with --overwrite_output_dir true")
+    return kept["record"], kept["log_history"]
 
 
 class _Labelled:
@@ -205,6 +244,11 @@ def train_and_evaluate(method: str, cfg: DemoConfig, out: Path, train_ds, base_d
     """One method's arm: train, then evaluate the saved model greedily (predictions in ``out / method``); returns
     (result record, log history). The demo runs it per method, ``scripts/regime_map.py`` per arm of a cell."""
     torch.set_num_threads(cfg.threads)
+    finished = finished_method(method, cfg, out)
+    if finished is not None:
+        print(f"{method}: trained and evaluated by the run being resumed; taken from {out / method / METHOD_RECORD}",
+              flush=True)
+        return finished
     if label_lines:
         # The two methods train at once: label every line each of them prints, warnings included (stderr itself is
         # left alone: its progress bars redraw their line with carriage returns, which a label would break).
@@ -222,6 +266,11 @@ def train_and_evaluate(method: str, cfg: DemoConfig, out: Path, train_ds, base_d
         "train_seconds": round(sft["train_seconds"], 1), "eval_seconds": round(time.time() - t0, 1),
         "final_loss_think": final[0].get("loss_think"), "final_loss_answer": final[0].get("loss_answer"),
     }
+    # the arm is done: what a resumed run takes, and its checkpoints are no longer needed
+    (out / method / METHOD_RECORD).write_text(json.dumps(
+        {"settings": method_settings(cfg), "record": record, "log_history": hist}, indent=1, default=str) + "\n")
+    for checkpoint in (out / method).glob("checkpoint-*"):
+        shutil.rmtree(checkpoint, ignore_errors=True)
     return record, hist
 
 

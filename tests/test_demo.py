@@ -196,3 +196,60 @@ def test_parallel_methods_match_sequential(tmp_path, monkeypatch, capsys):
         state = json.loads((tmp_path / "p1" / method / "trainer_state.json").read_text())
         assert any("loss_answer" in h for h in state["log_history"])
     assert runs[False]["methods"]["vanilla"]["final_loss_answer"] != runs[False]["methods"]["scale"]["final_loss_answer"]
+
+
+def test_a_killed_demo_resumes_where_it_stopped(tmp_path, monkeypatch):
+    """The demo killed in SCALe's training, after its step-4 checkpoint and after vanilla finished: a plain rerun is
+    refused, --resume true takes vanilla's finished arm as it is and continues SCALe from its checkpoint, to the
+    losses, accuracy and token counts of a run never interrupted; a finished arm of other settings is refused."""
+    from transformers import TrainerCallback
+
+    from scale_vlm import demo, drivers
+    from scale_vlm.demo import DemoConfig, run_demo
+
+    def config(name, **kw):
+        return DemoConfig(quick=True, output_dir=str(tmp_path / name), progress=False, max_new_tokens=8,
+                          parallel_methods=False, save_steps=2, **kw)
+
+    full = run_demo(config("full"), say=print)
+
+    class Interrupt(TrainerCallback):  # Ctrl-C at the end of SCALe's step 5
+        def on_step_end(self, args, state, control, **kwargs):
+            if args.method == "scale" and state.global_step == 5:
+                raise KeyboardInterrupt
+
+    build = drivers.build_sft_trainer
+    with monkeypatch.context() as patch:
+        patch.setattr(drivers, "build_sft_trainer",
+                      lambda *a, **kw: build(*a, **{**kw, "callbacks": [*(kw.get("callbacks") or []), Interrupt()]}))
+        with pytest.raises(KeyboardInterrupt):
+            run_demo(config("cut"), say=print)
+    cut = tmp_path / "cut"
+    assert (cut / "vanilla" / demo.METHOD_RECORD).is_file() and not list((cut / "vanilla").glob("checkpoint-*"))
+    assert sorted(p.name for p in (cut / "scale").glob("checkpoint-*")) == ["checkpoint-4"]
+    with pytest.raises(FileExistsError, match="Resume it with --resume true"):
+        run_demo(config("cut"), say=print)
+    with pytest.raises(ValueError, match=r"holds the vanilla arm of a run with other --learning_rate \(0.002 there"):
+        run_demo(config("cut", resume=True, learning_rate=1e-3), say=print)
+
+    # as if SCALe's first 4 steps had taken 1000 s: a run that resumed reports them, one that restarted does not
+    progress = cut / "scale" / "checkpoint-4" / drivers.PROGRESS_FILE
+    progress.write_text(json.dumps({**json.loads(progress.read_text()), "seconds": 1000.0}))
+
+    trained = []
+    one = demo.train_one
+    monkeypatch.setattr(demo, "train_one", lambda method, *a, **kw: trained.append(method) or one(method, *a, **kw))
+    resumed = run_demo(config("cut", resume=True), say=print)
+    assert trained == ["scale"]  # vanilla was taken as it finished
+    assert resumed["methods"]["scale"]["train_seconds"] > 1000 > full["methods"]["scale"]["train_seconds"]
+    for method in ("vanilla", "scale"):
+        got, want = resumed["methods"][method], full["methods"][method]
+        assert got["accuracy"] == want["accuracy"] and got["num_examples"] == want["num_examples"] == 20
+        assert got["final_loss_answer"] == pytest.approx(want["final_loss_answer"], rel=1e-5)
+        assert got["final_loss_think"] == pytest.approx(want["final_loss_think"], rel=1e-5)
+        assert not list((cut / method).glob("checkpoint-*"))
+    losses = {name: [(h["step"], h["loss"]) for h in json.loads((tmp_path / name / "scale" / "trainer_state.json")
+                                                                 .read_text())["log_history"] if "loss" in h]
+              for name in ("full", "cut")}
+    assert [step for step, _ in losses["cut"]] == [step for step, _ in losses["full"]] == [1, 2, 3, 4, 5, 6]
+    assert [loss for _, loss in losses["cut"]] == pytest.approx([loss for _, loss in losses["full"]], rel=1e-5)
