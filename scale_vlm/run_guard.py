@@ -206,7 +206,7 @@ def dataset_digest(dataset, columns: tuple[str, ...] = SFT_DATA_COLUMNS) -> str:
             values = pc.list_flatten(col)
             if name == "images":
                 for image in values.to_pylist():
-                    image = image or {}
+                    image = image if isinstance(image, dict) else {"path": image}  # a path column, not decoded
                     h.update(repr((image.get("path"), len(image.get("bytes") or b""))).encode())
                     h.update(image.get("bytes") or b"")
             else:
