@@ -32,7 +32,6 @@ class ScaleGRPOConfig(GRPOConfig, TagFields):
     per_device_train_batch_size: int = field(default=8, metadata={"help": "Completions per device per step."})
     bf16: bool | None = field(default=None, metadata={"help": "bf16 mixed precision; defaults to on only with a GPU."})
     logging_steps: float = field(default=1, metadata={"help": "Log every N steps."})
-    save_strategy: str = field(default="no", metadata={"help": "Checkpoint strategy during training."})
     activation_checkpointing: bool | None = field(default=False, metadata={"help": "Recompute activations to save memory."})
     gradient_checkpointing: bool | None = field(default=None, metadata={"help": "Deprecated alias of activation_checkpointing."})
 

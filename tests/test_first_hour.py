@@ -439,7 +439,7 @@ def test_grpo_resumes_from_its_last_checkpoint_from_the_command_line(tiny_qwen_d
         return main(["grpo", "--model_name_or_path", tiny_qwen_dir, "--dataset_name", str(dataset), "--output_dir",
                      str(out), "--max_steps", "4", "--num_generations", "2", "--per_device_train_batch_size", "2",
                      "--max_completion_length", "6", "--use_cpu", "true", "--report_to", "none", "--disable_tqdm",
-                     "true", "--seed", "0", "--logging_steps", "1", "--save_strategy", "steps", "--save_steps", "2",
+                     "true", "--seed", "0", "--logging_steps", "1", "--save_steps", "2",
                      *extra])
 
     def rows(out):
@@ -988,7 +988,7 @@ def test_a_lora_grpo_run_resumed_after_a_crash_ends_where_an_uninterrupted_one_d
         return main(["grpo", "--model_name_or_path", str(sft_out), "--dataset_name", train, "--output_dir", str(out),
                      "--max_steps", "4", "--num_generations", "4", "--per_device_train_batch_size", "8",
                      "--max_completion_length", "4", "--learning_rate", "1e-2", "--logging_steps", "1",
-                     "--save_strategy", "steps", "--save_steps", "2", *SHIPPED_TRAIN, *extra])
+                     "--save_steps", "2", *SHIPPED_TRAIN, *extra])
 
     def steps(out):
         history = json.loads((out / "log_history.json").read_text())

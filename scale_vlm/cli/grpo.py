@@ -3,9 +3,10 @@
 GRPO (TRL's ``GRPOTrainer``) from an SFT checkpoint with the accuracy and format rewards. Every ``GRPOConfig``
 flag works (``--loss_type``, ``--beta``, ``--num_generations``, ``--max_completion_length``, ``--learning_rate``,
 ``--use_vllm`` when vLLM is installed, ...), plus ``--accuracy_weight`` / ``--format_weight`` and the tag names.
-Options can also come from ``--config file.yaml``. Per-step metrics land in ``DIR/log_history.json``. With
-``--save_strategy steps --save_steps N`` a killed run continues with ``--resume_from_checkpoint true`` (its
-checkpoint's prompts and settings checked against the run's, its generated-token count carried on).
+Options can also come from ``--config file.yaml``. Per-step metrics land in ``DIR/log_history.json``. A checkpoint
+is written every ``--save_steps`` steps (TRL's 500 by default), and a killed run continues from the last one with
+``--resume_from_checkpoint true`` (its prompts and settings checked against the run's, its generated-token count
+carried on).
 
 LoRA: a ``scale-vlm sft --use_peft`` output is continued: its base model is loaded frozen and the SFT adapter keeps
 training (TRL copies it as the frozen KL reference when ``--beta`` > 0), so the GRPO output is an adapter of the
