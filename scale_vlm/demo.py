@@ -325,14 +325,16 @@ def run_demo(cfg: DemoConfig, say: Callable[[str], None] = logger.info) -> dict:
     for method, (record, hist) in zip(METHODS, done):
         results["methods"][method] = record
         histories[method] = hist
-    results["total_seconds"] = round(time.time() - t_start, 1)
+    results["total_seconds"] = round(time.time() - t_start, 1)  # of this command: a resumed run's last segment only
+    results["resumed"] = cfg.resume
     (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
     plot_curves(histories, out / "training_curves.png")
     table = format_table(results)
     md = [f"# scale-vlm demo (seed {cfg.seed}{', quick' if cfg.quick else ''})", "",
           f"{cfg.num_train} training questions, {cfg.max_steps} steps x {cfg.batch_size} per method, "
           f"{results['methods']['vanilla']['num_examples']} held-out questions, greedy decoding.", "", table, "",
-          f"Total wall time {results['total_seconds']:.0f} s. Curves: training_curves.png. Trained models: "
+          f"{'Wall time of this resumed run' if cfg.resume else 'Total wall time'} {results['total_seconds']:.0f} s"
+          f"{' (train wall: the whole runs)' if cfg.resume else ''}. Curves: training_curves.png. Trained models: "
           f"{', '.join(f'{m}/' for m in METHODS)} (usable with scale-vlm eval and grpo)."]
     if cfg.quick:
         md += ["", QUICK_NOTE]

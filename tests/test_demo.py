@@ -242,6 +242,8 @@ def test_a_killed_demo_resumes_where_it_stopped(tmp_path, monkeypatch):
     resumed = run_demo(config("cut", resume=True), say=print)
     assert trained == ["scale"]  # vanilla was taken as it finished
     assert resumed["methods"]["scale"]["train_seconds"] > 1000 > full["methods"]["scale"]["train_seconds"]
+    assert resumed["resumed"] and not full["resumed"]
+    assert "Wall time of this resumed run" in (cut / "results.md").read_text()
     for method in ("vanilla", "scale"):
         got, want = resumed["methods"][method], full["methods"][method]
         assert got["accuracy"] == want["accuracy"] and got["num_examples"] == want["num_examples"] == 20
