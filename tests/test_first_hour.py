@@ -973,8 +973,9 @@ def test_grpo_continues_the_adapter_of_a_lora_sft_run(bench_data, tmp_path, capl
         json.loads((sft_out / "prompt_form.json").read_text())["common_prefix"]
 
 
+@pytest.mark.parametrize("beta", ["0", "0.04"])  # 0.04: with the KL term, TRL's frozen "ref" adapter rides along
 def test_a_lora_grpo_run_resumed_after_a_crash_ends_where_an_uninterrupted_one_does(bench_data, tmp_path,
-                                                                                     monkeypatch):
+                                                                                     monkeypatch, beta):
     """LoRA SFT, then GRPO continuing its adapter, killed after its step-2 checkpoint and resumed with
     --resume_from_checkpoint true: the resumed steps' rewards and losses, and the adapter it saves, are those of the
     run that was never interrupted (the rewards differ within groups here, so the policy moves)."""
@@ -988,7 +989,7 @@ def test_a_lora_grpo_run_resumed_after_a_crash_ends_where_an_uninterrupted_one_d
         return main(["grpo", "--model_name_or_path", str(sft_out), "--dataset_name", train, "--output_dir", str(out),
                      "--max_steps", "4", "--num_generations", "4", "--per_device_train_batch_size", "8",
                      "--max_completion_length", "4", "--learning_rate", "1e-2", "--logging_steps", "1",
-                     "--save_steps", "2", *SHIPPED_TRAIN, *extra])
+                     "--save_steps", "2", "--beta", beta, *SHIPPED_TRAIN, *extra])
 
     def steps(out):
         history = json.loads((out / "log_history.json").read_text())
@@ -1004,6 +1005,9 @@ def test_a_lora_grpo_run_resumed_after_a_crash_ends_where_an_uninterrupted_one_d
     assert len({reward for reward, _, _ in want.values()}) > 1
     for step in want:
         assert got[step] == pytest.approx(want[step], rel=1e-5), step
+    if beta != "0":  # the KL term was live: the policy moved away from the frozen reference adapter
+        kl = [h["kl"] for h in json.loads((tmp_path / "cut" / "log_history.json").read_text()) if "kl" in h]
+        assert len(kl) == 4 and max(kl) > 0
     before = _tensors(sft_out / "adapter_model.safetensors")
     full, resumed = (_tensors(tmp_path / name / "adapter_model.safetensors") for name in ("full", "cut"))
     assert sorted(resumed) == sorted(full) == sorted(before)
