@@ -23,7 +23,7 @@ import torch
 
 from .bench.dataset import make_benchmark, to_training_format
 from .compare.pipeline import base_model_dir, evaluate_stage, sft_stage
-from .drivers import prepare_sft_rows, sft_args
+from .drivers import checkpoint_args, prepare_sft_rows, sft_args
 from .knobs import BenchKnobs, ScheduleKnobs, apply_quick, quick_message, was_given
 from .log_output import label_warning_lines, warnings_on_stderr, worker_logging
 from .report import EVAL_METRICS, majority_baseline, markdown_table, plot_training_curves
@@ -149,10 +149,9 @@ def train_one(method: str, cfg: DemoConfig, out: Path, train_ds, base_dir: Path)
     """The SFT stage of one method's arm: a fresh copy of the base trained with the shared recipe (with
     ``cfg.resume``, from the last checkpoint in ``out / method`` where a killed run left one); the model, its
     processor and the trainer state are kept in ``out / method`` (to evaluate again or start GRPO from)."""
-    checkpoints = {"save_strategy": "steps", "save_steps": cfg.save_steps, "save_total_limit": 1} if cfg.save_steps else {}
     args = sft_args(out / method, method, cfg.schedule_kwargs(), steps=cfg.max_steps, batch_size=cfg.batch_size,
                     learning_rate=cfg.learning_rate, seed=cfg.seed, progress=cfg.progress,
-                    freeze_vision_tower=cfg.freeze_vision_tower, **checkpoints)
+                    freeze_vision_tower=cfg.freeze_vision_tower, **checkpoint_args(cfg.save_steps))
     return sft_stage(args, base_dir, train_ds, out / method, keep_trainer_state=True, resume=cfg.resume)
 
 

@@ -67,6 +67,14 @@ def sft_args(output_dir: str | Path, method: str, schedule: dict, *, steps: int,
         use_cpu=not torch.cuda.is_available(), overwrite_output_dir=True), **overrides})
 
 
+def checkpoint_args(save_steps: int) -> dict:
+    """The training arguments of a checkpoint every ``save_steps`` steps, the newest kept (model, optimizer,
+    scheduler, RNG and data order: what an exact resume needs); 0: none."""
+    if not save_steps:
+        return {"save_strategy": "no"}
+    return {"save_strategy": "steps", "save_steps": save_steps, "save_total_limit": 1}
+
+
 def build_sft_trainer(model, processor, args: ScaleSFTConfig, train_dataset, *, eval_dataset=None, peft_config=None,
                       callbacks=None) -> CountingSFTTrainer:
     """The one SFT trainer every job builds: ``scale-vlm sft``, the demo, the comparison, the scripts, the

@@ -32,21 +32,20 @@ logger = logging.getLogger(__name__)
 
 FINGERPRINT_FILE = "scale_run.json"
 # Settings that change what a resumed step computes. A checkpoint written under other values cannot continue this run.
-# The segment loss's settings (derived from the config's declarations) and the upstream training settings.
-FINGERPRINT_FIELDS = (
-    *SEGMENT_LOSS_FIELDS, "max_length", "freeze_vision_tower",
+# The upstream training settings, shared by SFT and GRPO:
+TRAINING_FINGERPRINT_FIELDS = (
     "learning_rate", "lr_scheduler_type", "warmup_steps", "weight_decay", "max_steps", "num_train_epochs",
     "per_device_train_batch_size", "gradient_accumulation_steps", "seed", "data_seed", "optim", "adam_beta1",
     "adam_beta2", "adam_epsilon", "max_grad_norm",
 )
-# GRPO's own: what a step samples, how it is rewarded and how the loss is formed (the reward functions' code is not
+# SFT: and the segment loss's settings (derived from the config's declarations).
+FINGERPRINT_FIELDS = (*SEGMENT_LOSS_FIELDS, "max_length", "freeze_vision_tower", *TRAINING_FINGERPRINT_FIELDS)
+# GRPO: and what a step samples, how it is rewarded and how the loss is formed (the reward functions' code is not
 # fingerprinted, only their weights).
 GRPO_FINGERPRINT_FIELDS = (
-    "learning_rate", "lr_scheduler_type", "warmup_steps", "weight_decay", "max_steps", "num_train_epochs",
-    "per_device_train_batch_size", "gradient_accumulation_steps", "seed", "data_seed", "optim", "adam_beta1",
-    "adam_beta2", "adam_epsilon", "max_grad_norm", "num_generations", "max_completion_length", "temperature",
-    "top_p", "top_k", "beta", "loss_type", "epsilon", "epsilon_high", "scale_rewards", "reward_weights",
-    "num_iterations", "steps_per_generation", "accuracy_weight", "format_weight",
+    *TRAINING_FINGERPRINT_FIELDS, "num_generations", "max_completion_length", "temperature", "top_p", "top_k", "beta",
+    "loss_type", "epsilon", "epsilon_high", "scale_rewards", "reward_weights", "num_iterations",
+    "steps_per_generation", "accuracy_weight", "format_weight",
 )
 # The prepared columns an SFT step reads; a GRPO run's prompts, images and graded answers.
 SFT_DATA_COLUMNS = ("input_ids", "labels", "segment_ids", "images")
@@ -314,9 +313,14 @@ def checkpoints_newest_first(output_dir: str | os.PathLike) -> list[str]:
     return [path for _, path in sorted(steps, reverse=True)]
 
 
+def asks_resume(resume) -> bool:
+    """Whether a ``--resume_from_checkpoint`` value asks to resume (``true``, ``last`` or a path)."""
+    return resume not in (None, False, "", "false", "False")
+
+
 def resolve_resume_checkpoint(output_dir: str, resume) -> str | None:
     """``--resume_from_checkpoint true`` -> the newest *complete* checkpoint of ``output_dir``; a path is checked."""
-    if resume in (None, False, "", "false", "False"):
+    if not asks_resume(resume):
         return None
     if resume is True or str(resume).lower() in ("true", "last"):
         for path in checkpoints_newest_first(output_dir):

@@ -105,6 +105,7 @@ def run(script: GRPOScriptArguments, args, model_args=None) -> dict:
     from ..processors import load_processor
     from ..report import probe_budget_note, probe_curve
     from ..run_guard import (
+        asks_resume,
         check_local_path,
         check_output_dir,
         check_output_writable,
@@ -124,7 +125,7 @@ def run(script: GRPOScriptArguments, args, model_args=None) -> dict:
     if args.use_vllm and importlib.util.find_spec("vllm") is None:
         raise ValueError("--use_vllm needs vLLM: pip install 'scale-vlm[vllm]'")
     out = Path(args.output_dir)
-    resuming = args.resume_from_checkpoint not in (None, False, "", "false", "False")  # as resolve_resume_checkpoint
+    resuming = asks_resume(args.resume_from_checkpoint)
     check_output_dir(out, GRPO_RUN, args.overwrite_output_dir, resuming,
                      inputs={"--model_name_or_path": script.model_name_or_path})
     check_local_path(script.model_name_or_path, "model")

@@ -44,7 +44,7 @@ class SFTScriptArguments(ScriptArguments):
 
 
 def _resuming(args: ScaleSFTConfig) -> bool:
-    return args.resume_from_checkpoint not in (None, False, "", "false", "False")  # as resolve_resume_checkpoint
+    return run_guard.asks_resume(args.resume_from_checkpoint)
 
 
 def check_output_dir(args: ScaleSFTConfig, model: str | None = None) -> None:

@@ -57,7 +57,7 @@ def grpo_stage(cfg: CompareConfig, seed: int, sft_model: Path, prompts_ds, out: 
     run left one (``cfg.save_steps``); saves the model to ``out / "model"``. With ``cfg.grpo_probe_every``, the
     greedy probe evaluates ``probe_examples`` during the run; its time (that of every probe row in the log, those
     before a resume included) is reported apart from training time."""
-    from ..drivers import train_grpo
+    from ..drivers import checkpoint_args, train_grpo
     from ..grpo_config import ScaleGRPOConfig
     from ..grpo_trainer import GreedyProbe
 
@@ -66,7 +66,7 @@ def grpo_stage(cfg: CompareConfig, seed: int, sft_model: Path, prompts_ds, out: 
         num_generations=cfg.num_generations, max_completion_length=cfg.max_completion_length,
         learning_rate=cfg.grpo_learning_rate, lr_scheduler_type="constant", beta=cfg.beta, loss_type=cfg.loss_type,
         temperature=cfg.temperature, accuracy_weight=cfg.accuracy_weight, format_weight=cfg.format_weight,
-        seed=seed, data_seed=seed, logging_steps=1, report_to="none", **checkpointing(cfg),
+        seed=seed, data_seed=seed, logging_steps=1, report_to="none", **checkpoint_args(cfg.save_steps),
         disable_tqdm=not cfg.progress, dataloader_num_workers=0, use_cpu=not torch.cuda.is_available(),
     )
     probes = [GreedyProbe(probe_examples, cfg.grpo_probe_every, batch_size=cfg.eval_batch_size,
@@ -77,14 +77,6 @@ def grpo_stage(cfg: CompareConfig, seed: int, sft_model: Path, prompts_ds, out: 
     probe_seconds = sum(row["probe/seconds"] for row in run.log_history if "probe/seconds" in row)
     return {"train_seconds": round(run.seconds - probe_seconds, 2), "probe_seconds": round(probe_seconds, 2),
             "generated_tokens": run.trainer.generated_tokens, "log_history": run.log_history}
-
-
-def checkpointing(cfg: CompareConfig) -> dict:
-    """The training arguments of a stage's checkpoints: every ``cfg.save_steps`` steps, the last one kept (model,
-    optimizer, scheduler, RNG and data order: what an exact resume needs)."""
-    if not cfg.save_steps:
-        return {"save_strategy": "no"}
-    return {"save_strategy": "steps", "save_steps": cfg.save_steps, "save_total_limit": 1}
 
 
 def evaluate_stage(model_dir: Path, examples, out: Path, *, batch_size: int, max_new_tokens: int, progress: bool,
@@ -175,7 +167,7 @@ def builtin_data(cfg: CompareConfig, seed: int) -> dict:
 
 def run_seed(cfg: CompareConfig, seed: int, out: Path, base_dir: str, base_id: str) -> dict:
     """The four arms for one seed; returns ``{arm: record}``."""
-    from ..drivers import sft_args
+    from ..drivers import checkpoint_args, sft_args
     from ..report import probe_curve, reward_curve
 
     root = out / f"seed{seed}"
@@ -192,7 +184,7 @@ def run_seed(cfg: CompareConfig, seed: int, out: Path, base_dir: str, base_id: s
         extra = {"image_root": data()["image_root"]} if data().get("image_root") else {}
         args = sft_args(folder / "trainer", method, cfg.schedule_kwargs(), steps=cfg.sft_steps,
                         batch_size=cfg.sft_batch_size, learning_rate=cfg.sft_learning_rate, seed=seed,
-                        progress=cfg.progress, **checkpointing(cfg), **extra)
+                        progress=cfg.progress, **checkpoint_args(cfg.save_steps), **extra)
         return sft_stage(args, base_dir, data()["sft"], folder / "model", resume=bool(cfg.save_steps))
 
     common = {"seed": seed, "base": base_id, "data": cfg.data_fields()}
